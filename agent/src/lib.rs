@@ -1,0 +1,1 @@
+//! punnet-agent library (wired in a following commit).

@@ -1,0 +1,3 @@
+//! punnet-agent binary (wired in a following commit).
+
+fn main() {}

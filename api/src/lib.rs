@@ -1,0 +1,28 @@
+//! punnet-api: the one crate every Punnet part shares. Resource types in the
+//! Kubernetes shape, manifest parsing and validation, label selectors, resource
+//! quantities, MQTT topic names and the internal wire codec. No I/O, no async.
+
+pub mod deployment;
+pub mod manifest;
+pub mod meta;
+pub mod node;
+pub mod object;
+pub mod pod;
+pub mod quantity;
+pub mod selector;
+pub mod topics;
+pub mod validate;
+pub mod wire;
+
+pub use deployment::*;
+pub use meta::*;
+pub use node::*;
+pub use object::{List, Object, Resource};
+pub use pod::*;
+
+/// Label every node carries with its CPU architecture in Go's naming (`arm64`, `arm`, `amd64`).
+pub const LABEL_ARCH: &str = "kubernetes.io/arch";
+pub const LABEL_OS: &str = "kubernetes.io/os";
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// Label put on a Deployment's Pods so they can be told apart by template.
+pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";

@@ -1,0 +1,1 @@
+//! punnet CLI library (wired in a following commit).

@@ -1,0 +1,3 @@
+//! punnet binary (wired in a following commit).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! punnet-controller binary (wired in a following commit).
+
+fn main() {}

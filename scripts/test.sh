@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what Punnet's tests need (Debian packages) and runs the whole test suite:
+# formatting, lints, unit tests and the root-only tests that run real containers,
+# a real MQTT broker (embedded and Mosquitto) and real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "error: this needs root (for apt-get and for running containers); run it as root" >&2; exit 1
+    fi
+}
+
+# Packages the tests use as real parts; see README.md "Tests".
+packages=(busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's mosquitto package may start a system broker on 1883; tests start their own on
+# free ports, but the Quickstart's embedded broker wants 1883.
+if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    as_root systemctl disable --now mosquitto || true
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Tests that run containers need root: build as the current user, run the test binaries
+# as root.
+runner=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: the container tests need root; run as root or install sudo" >&2; exit 1; }
+    runner=(--config 'target."cfg(all())".runner = ["sudo", "-E"]')
+fi
+echo "==> cargo test"
+cargo test --workspace "${runner[@]}" "$@"
