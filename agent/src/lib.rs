@@ -1,1 +1,19 @@
-//! punnet-agent library (wired in a following commit).
+//! punnet-agent: runs on every board, keeps its containers matching the desired Pod set
+//! the controller publishes over MQTT, and reports what runs.
+
+pub mod agent;
+pub mod config;
+pub mod facts;
+pub mod hostpath;
+pub mod image;
+pub mod import;
+pub mod link;
+pub mod logs;
+pub mod podstatus;
+pub mod reconcile;
+pub mod runtime;
+pub mod shim;
+pub mod state;
+
+pub use agent::{run, run_with_runtime, AgentError};
+pub use config::AgentConfig;

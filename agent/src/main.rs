@@ -1,3 +1,194 @@
-//! punnet-agent binary (wired in a following commit).
+//! punnet-agent's entry point: the per-container shim mode (`punnet-agent shim DIR`),
+//! `image load`, or the agent itself. It only reads configuration, sets up logging and
+//! calls the library's `run`; the agent runs on a single-threaded tokio runtime because a
+//! board has little memory and the agent little to do.
 
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use punnet_agent::config::{self, AgentConfig, ConfigFile};
+use punnet_agent::image::ImageStore;
+
+#[derive(Parser)]
+#[command(name = "punnet-agent", version, about = "Punnet's node agent")]
+struct Cli {
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// MQTT broker URL.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// Where the agent keeps its state, images, containers and logs.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A label for this node (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// MQTT topic prefix.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// First restart delay of a crashing container (doubles up to 5m).
+    #[arg(long, value_name = "DURATION")]
+    restart_backoff: Option<String>,
+    /// Interval of full status reports.
+    #[arg(long, value_name = "DURATION")]
+    heartbeat: Option<String>,
+    /// YAML file with the same keys as these flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the node's image store.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load an OCI archive (`skopeo copy ... oci-archive:FILE:name:tag`) into the store.
+    Load {
+        file: PathBuf,
+        /// Reference to store the image under, when the archive has no full name.
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
+    },
+    /// List the stored images.
+    #[command(alias = "ls")]
+    List,
+}
+
+fn main() {
+    // The shim must take over before any thread (tokio, logging) starts.
+    if let Some(code) = punnet_agent::shim::dispatch(std::env::args_os()) {
+        std::process::exit(code);
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main(cli) {
+        eprintln!("punnet-agent: {}", report(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that an error's own
+/// message already includes.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config = agent_config(&cli)?;
+    match cli.command {
+        Some(Command::Image { command }) => image_command(&config, command),
+        None => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the tokio runtime")?;
+            tracing::info!(node = %config.node_name, broker = %config.broker, data_dir = %config.data_dir.display(), "punnet-agent {} starting", env!("CARGO_PKG_VERSION"));
+            let node = config.node_name.clone();
+            rt.block_on(punnet_agent::run(config, shutdown_signal()))
+                .with_context(|| format!("agent for node {node} failed"))
+        }
+    }
+}
+
+fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    let mut config = AgentConfig::new(config::hostname());
+    if let Some(path) = &cli.config {
+        config.apply_file(&ConfigFile::load(path)?)?;
+    }
+    if let Some(name) = &cli.name {
+        config.node_name = name.clone();
+    }
+    if let Some(broker) = &cli.broker {
+        config.broker = broker.clone();
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(prefix) = &cli.prefix {
+        config.prefix = prefix.clone();
+    }
+    for label in &cli.labels {
+        let (k, v) = config::parse_label(label)?;
+        config.labels.insert(k, v);
+    }
+    if let Some(d) = &cli.restart_backoff {
+        config.restart_backoff_base = config::parse_duration(d)?;
+    }
+    if let Some(d) = &cli.heartbeat {
+        config.heartbeat_interval = config::parse_duration(d)?;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn image_command(config: &AgentConfig, command: ImageCommand) -> anyhow::Result<()> {
+    let root = config.data_dir.join("images");
+    // The store takes its own locks, so this is safe while an agent runs.
+    let store = ImageStore::open(&root)
+        .with_context(|| format!("failed to open the image store {}", root.display()))?;
+    match command {
+        ImageCommand::Load { file, name } => {
+            let loaded = store
+                .load_archive_as(&file, name.as_deref())
+                .with_context(|| format!("failed to load {}", file.display()))?;
+            for image in loaded {
+                println!("{} {}", image.reference, image.digest);
+            }
+        }
+        ImageCommand::List => {
+            for image in store.list().context("failed to list images")? {
+                println!(
+                    "{}\t{}\t{}",
+                    image.reference,
+                    image.digest,
+                    punnet_api::quantity::format_bytes(image.size)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -173,7 +173,10 @@ fn describe_value(kind: &str, value: &Value) -> String {
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
-    match meta.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     }
@@ -248,7 +251,10 @@ spec:
         };
         assert_eq!(d.kind, "Deployment");
         assert_eq!(d.spec.replicas(), 2);
-        assert_eq!(d.spec.template.spec.containers[0].resources.limits["memory"], "64Mi");
+        assert_eq!(
+            d.spec.template.spec.containers[0].resources.limits["memory"],
+            "64Mi"
+        );
         let Object::Pod(p) = &objs[1] else {
             panic!("expected a Pod")
         };
@@ -288,7 +294,10 @@ spec:
     #[test]
     fn unsupported_kind_and_missing_kind() {
         let err = parse("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n").unwrap_err();
-        assert!(matches!(err, ManifestError::UnsupportedKind { .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::UnsupportedKind { .. }),
+            "{err}"
+        );
         let err = parse("apiVersion: v1\nmetadata: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("missing `kind`"), "{err}");
     }
@@ -304,6 +313,9 @@ spec:
     #[test]
     fn yaml_syntax_errors_name_the_document() {
         let err = parse("apiVersion: v1\nkind: Pod\n---\nkey: [unclosed\n").unwrap_err();
-        assert!(matches!(err, ManifestError::Syntax { document: 2, .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::Syntax { document: 2, .. }),
+            "{err}"
+        );
     }
 }

@@ -181,10 +181,12 @@ mod tests {
         let mut pod = Pod::default();
         pod.set_type_meta();
         pod.metadata.name = "web".into();
-        pod.status.container_statuses.push(crate::pod::ContainerStatus {
-            name: "c".into(),
-            ..Default::default()
-        });
+        pod.status
+            .container_statuses
+            .push(crate::pod::ContainerStatus {
+                name: "c".into(),
+                ..Default::default()
+            });
         let v = to_json(&pod);
         assert_eq!(v["kind"], "Pod");
         assert!(v["metadata"].get("labels").is_none());

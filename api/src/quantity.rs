@@ -37,9 +37,12 @@ fn parse_scaled(text: &str, scale: f64) -> Result<u64, QuantityError> {
     } else {
         (num.to_string(), suffix)
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| err(text, "expected a number with an optional suffix such as m, Ki, Mi, Gi, k, M, G"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        err(
+            text,
+            "expected a number with an optional suffix such as m, Ki, Mi, Gi, k, M, G",
+        )
+    })?;
     let mult: f64 = match suffix {
         "" => 1.0,
         "m" => 1e-3,
@@ -51,7 +54,12 @@ fn parse_scaled(text: &str, scale: f64) -> Result<u64, QuantityError> {
         "Mi" => 1024.0 * 1024.0,
         "Gi" => 1024.0 * 1024.0 * 1024.0,
         "Ti" => 1024.0f64.powi(4),
-        _ => return Err(err(text, "unknown suffix (use m, k, M, G, T, Ki, Mi, Gi or Ti)")),
+        _ => {
+            return Err(err(
+                text,
+                "unknown suffix (use m, k, M, G, T, Ki, Mi, Gi or Ti)",
+            ))
+        }
     };
     let v = value * mult * scale;
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {

@@ -63,7 +63,9 @@ impl Selector {
                 continue;
             }
             if let Some(key) = part.strip_prefix('!') {
-                reqs.push(Requirement::DoesNotExist(check_key(key.trim()).map_err(fail)?));
+                reqs.push(Requirement::DoesNotExist(
+                    check_key(key.trim()).map_err(fail)?,
+                ));
             } else if let Some((k, v)) = part.split_once("!=") {
                 reqs.push(Requirement::NotEquals(
                     check_key(k.trim()).map_err(fail)?,

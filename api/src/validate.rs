@@ -98,7 +98,11 @@ pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationError> {
             "must match spec.selector, or the Deployment would never see its own Pods",
         );
     }
-    labels(&mut errs, "spec.template.metadata.labels", &d.spec.template.metadata.labels);
+    labels(
+        &mut errs,
+        "spec.template.metadata.labels",
+        &d.spec.template.metadata.labels,
+    );
     pod_spec(&mut errs, "spec.template.spec", &d.spec.template.spec);
     if let Some(p) = d.spec.template.spec.restart_policy.as_deref() {
         if p != "Always" {
@@ -125,7 +129,10 @@ fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
     }
     if let Some(ns) = &m.namespace {
         if !namespaced {
-            errs.add("metadata.namespace", "must not be set: this kind is not namespaced");
+            errs.add(
+                "metadata.namespace",
+                "must not be set: this kind is not namespaced",
+            );
         } else if let Err(e) = dns_label(ns) {
             errs.add("metadata.namespace", e);
         }
@@ -167,7 +174,10 @@ fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
 
 fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
-        errs.add(format!("{field}.containers"), "must have at least one container");
+        errs.add(
+            format!("{field}.containers"),
+            "must have at least one container",
+        );
     }
     if let Some(p) = spec.restart_policy.as_deref() {
         if !matches!(p, "Always" | "OnFailure" | "Never") {
@@ -179,7 +189,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
     }
     if let Some(g) = spec.termination_grace_period_seconds {
         if g < 0 {
-            errs.add(format!("{field}.terminationGracePeriodSeconds"), "must be 0 or more");
+            errs.add(
+                format!("{field}.terminationGracePeriodSeconds"),
+                "must be 0 or more",
+            );
         }
     }
     if let Some(n) = &spec.node_name {
@@ -196,7 +209,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
             errs.add(format!("{f}.name"), e);
         }
         if !volume_names.insert(v.name.as_str()) {
-            errs.add(format!("{f}.name"), format!("{:?} is used by another volume", v.name));
+            errs.add(
+                format!("{f}.name"),
+                format!("{:?} is used by another volume", v.name),
+            );
         }
         match &v.host_path {
             None => errs.add(f, "has no source: Punnet supports hostPath volumes"),
@@ -233,7 +249,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
         } else if let Err(e) = dns_label(&c.name) {
             errs.add(format!("{f}.name"), e);
         } else if !names.insert(c.name.as_str()) {
-            errs.add(format!("{f}.name"), format!("{:?} is used by another container", c.name));
+            errs.add(
+                format!("{f}.name"),
+                format!("{:?} is used by another container", c.name),
+            );
         }
         if c.image.trim().is_empty() {
             errs.add(format!("{f}.image"), "must not be empty");
@@ -248,7 +267,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
         }
         for (j, e) in c.env.iter().enumerate() {
             if e.name.is_empty() || e.name.contains('=') {
-                errs.add(format!("{f}.env[{j}].name"), "must be a non-empty name without '='");
+                errs.add(
+                    format!("{f}.env[{j}].name"),
+                    "must be a non-empty name without '='",
+                );
             }
         }
         if let Some(w) = &c.working_dir {
@@ -256,7 +278,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
                 errs.add(format!("{f}.workingDir"), "must be an absolute path");
             }
         }
-        for (kind, map) in [("limits", &c.resources.limits), ("requests", &c.resources.requests)] {
+        for (kind, map) in [
+            ("limits", &c.resources.limits),
+            ("requests", &c.resources.requests),
+        ] {
             for (name, q) in map {
                 let rf = format!("{f}.resources.{kind}.{name}");
                 let parsed = match name.as_str() {
@@ -272,8 +297,14 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
                 }
             }
             if let (Some(req), Some(lim)) = (
-                c.resources.requests.get("memory").and_then(|q| parse_bytes(q).ok()),
-                c.resources.limits.get("memory").and_then(|q| parse_bytes(q).ok()),
+                c.resources
+                    .requests
+                    .get("memory")
+                    .and_then(|q| parse_bytes(q).ok()),
+                c.resources
+                    .limits
+                    .get("memory")
+                    .and_then(|q| parse_bytes(q).ok()),
             ) {
                 if kind == "limits" && req > lim {
                     errs.add(
@@ -288,7 +319,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
             if !volume_names.contains(m.name.as_str()) {
                 errs.add(
                     format!("{mf}.name"),
-                    format!("{:?} is not a volume of this Pod (add it to volumes)", m.name),
+                    format!(
+                        "{:?} is not a volume of this Pod (add it to volumes)",
+                        m.name
+                    ),
                 );
             }
             if !m.mount_path.starts_with('/') {
@@ -297,7 +331,10 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
         }
         for (j, p) in c.ports.iter().enumerate() {
             if !(1..=65535).contains(&p.container_port) {
-                errs.add(format!("{f}.ports[{j}].containerPort"), "must be between 1 and 65535");
+                errs.add(
+                    format!("{f}.ports[{j}].containerPort"),
+                    "must be between 1 and 65535",
+                );
             }
         }
     }
@@ -321,7 +358,8 @@ pub fn dns_subdomain(s: &str) -> Result<(), String> {
 pub fn dns_label(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
@@ -336,7 +374,8 @@ pub fn dns_label(s: &str) -> Result<(), String> {
 fn label_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -394,7 +433,9 @@ spec:
 
     #[test]
     fn valid_deployment_passes() {
-        let obj = parse(&DEPLOY.replace("IMAGE", "busybox")).unwrap().remove(0);
+        let obj = parse(&DEPLOY.replace("IMAGE", "busybox"))
+            .unwrap()
+            .remove(0);
         validate(&obj).unwrap();
     }
 
@@ -408,8 +449,15 @@ spec:
 
     #[test]
     fn selector_must_match_template() {
-        let msg = first_error(&DEPLOY.replace("IMAGE", "b").replace("{app: web}}\n  template", "{app: api}}\n  template"));
-        assert!(msg.contains("spec.template.metadata.labels: must match spec.selector"), "{msg}");
+        let msg = first_error(
+            &DEPLOY
+                .replace("IMAGE", "b")
+                .replace("{app: web}}\n  template", "{app: api}}\n  template"),
+        );
+        assert!(
+            msg.contains("spec.template.metadata.labels: must match spec.selector"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -429,10 +477,22 @@ spec:
 "#,
         );
         assert!(msg.starts_with("Pod Bad_Name: metadata.name: "), "{msg}");
-        assert!(msg.contains("spec.restartPolicy: \"Sometimes\" is not one of"), "{msg}");
-        assert!(msg.contains("spec.containers[0].resources.limits.memory: invalid quantity \"lots\""), "{msg}");
-        assert!(msg.contains("spec.containers[0].resources.limits.gpu: unsupported resource"), "{msg}");
-        assert!(msg.contains("spec.containers[0].volumeMounts[0].name: \"data\" is not a volume"), "{msg}");
+        assert!(
+            msg.contains("spec.restartPolicy: \"Sometimes\" is not one of"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.containers[0].resources.limits.memory: invalid quantity \"lots\""),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.containers[0].resources.limits.gpu: unsupported resource"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.containers[0].volumeMounts[0].name: \"data\" is not a volume"),
+            "{msg}"
+        );
     }
 
     #[test]

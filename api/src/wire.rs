@@ -246,9 +246,11 @@ spec:
 
     #[test]
     fn status_and_logs_round_trip() {
-        let mut status = PodStatus::default();
-        status.phase = Some("Running".into());
-        status.start_time = Some(Time::now());
+        let status = PodStatus {
+            phase: Some("Running".into()),
+            start_time: Some(Time::now()),
+            ..PodStatus::default()
+        };
         let msg = NodeStatusReport {
             node: "pi-1".into(),
             generation_seen: 7,

@@ -1,4 +1,18 @@
 //! punnet-controller: keeps the fleet's state in sled, serves the REST API, runs the
 //! workload controllers and the scheduler, and pushes each node's desired Pods over MQTT.
 
+pub mod auth_token;
+pub mod broker;
+pub mod config;
+pub mod deployment;
+pub mod http;
+pub mod logproxy;
+pub mod mqtt;
+pub mod nodesync;
+pub mod scheduler;
+pub mod scheduling;
+pub mod server;
 pub mod store;
+
+pub use config::ControllerConfig;
+pub use server::{run, ControllerError};

@@ -1,3 +1,131 @@
-//! punnet-controller binary (wired in a following commit).
+//! punnet-controller's entry point: parses flags (and an optional config file) and calls
+//! `punnet_controller::run`. With `--with-agent` this binary also serves as the local
+//! agent's container shim (`punnet-controller shim DIR`).
 
-fn main() {}
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use punnet_controller::config::{self, ConfigFile, ControllerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "punnet-controller",
+    version,
+    about = "Punnet's controller: state, API, scheduler and node sync"
+)]
+struct Cli {
+    /// Where the database, admin token and client config live.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the REST API.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Address the embedded MQTT broker listens on.
+    #[arg(long, value_name = "ADDR")]
+    mqtt: Option<String>,
+    /// Use this external MQTT broker (mqtt://HOST:PORT) instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// MQTT topic prefix.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// A node that sent nothing for this long goes NotReady.
+    #[arg(long, value_name = "DURATION")]
+    node_grace: Option<String>,
+    /// Also run an agent in this process (a single-machine fleet).
+    #[arg(long)]
+    with_agent: bool,
+    /// Node name of the local agent (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    agent_name: Option<String>,
+    /// Label of the local agent's node (repeatable).
+    #[arg(long = "agent-label", value_name = "KEY=VALUE")]
+    agent_labels: Vec<String>,
+    /// YAML file with the same keys as these flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    // The local agent's container shims re-execute this binary; they must take over
+    // before any thread starts.
+    if let Some(code) = punnet_agent::shim::dispatch(std::env::args_os()) {
+        std::process::exit(code);
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config = build_config(cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        punnet_controller::run(config, shutdown_signal())
+            .await
+            .context("controller failed")
+    })?;
+    // The embedded broker has no shutdown API; leaving the process stops it.
+    std::process::exit(0);
+}
+
+fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
+    let file = match &cli.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let data_dir = cli
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    let mut c = ControllerConfig::new(data_dir);
+    if let Some(v) = cli.http.or(file.http) {
+        c.http = config::parse_addr("--http", &v)?;
+    }
+    if let Some(v) = cli.mqtt.or(file.mqtt) {
+        c.mqtt = config::parse_addr("--mqtt", &v)?;
+    }
+    c.broker = cli.broker.or(file.broker);
+    if let Some(p) = cli.prefix.or(file.prefix) {
+        c.prefix = p;
+    }
+    if let Some(v) = cli.node_grace.or(file.node_grace) {
+        c.node_grace = config::parse_duration("--node-grace", &v)?;
+    }
+    if cli.with_agent || file.with_agent == Some(true) {
+        let mut labels = BTreeMap::new();
+        for l in file.agent_label.iter().chain(&cli.agent_labels) {
+            let (k, v) = punnet_agent::config::parse_label(l)?;
+            labels.insert(k, v);
+        }
+        c.agent = Some(c.local_agent(cli.agent_name.or(file.agent_name), labels));
+    }
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -148,7 +148,11 @@ impl Store {
         })
     }
 
-    pub fn get<T: Resource>(&self, namespace: Option<&str>, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn get<T: Resource>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let key = Self::key_of::<T>(namespace, name);
         match self.tree::<T>().get(key.as_bytes())? {
             Some(bytes) => Ok(Some(Self::decode(&key, &bytes)?)),
@@ -243,7 +247,12 @@ impl Store {
         self.update_locked(&key, current, obj)
     }
 
-    fn update_locked<T: Resource>(&self, key: &str, current: T, mut obj: T) -> Result<T, StoreError> {
+    fn update_locked<T: Resource>(
+        &self,
+        key: &str,
+        current: T,
+        mut obj: T,
+    ) -> Result<T, StoreError> {
         let cur_rv = current.meta().resource_version.clone().unwrap_or_default();
         if let Some(given) = &obj.meta().resource_version {
             if !given.is_empty() && *given != cur_rv {
@@ -348,7 +357,14 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -375,7 +391,10 @@ mod tests {
         let a = store.create(pod("a")).unwrap();
         assert_eq!(a.metadata.resource_version.as_deref(), Some("1"));
         assert!(a.metadata.uid.is_some());
-        assert!(matches!(store.create(pod("a")), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            store.create(pod("a")),
+            Err(StoreError::AlreadyExists { .. })
+        ));
         store.create(pod("b")).unwrap();
         let (list, rev) = store.list::<Pod>(Some("default")).unwrap();
         assert_eq!((list.len(), rev), (2, 2));
@@ -394,19 +413,30 @@ mod tests {
 
         // No-op update keeps the revision.
         let same = store.update(got.clone()).unwrap();
-        assert_eq!(same.metadata.resource_version, got.metadata.resource_version);
+        assert_eq!(
+            same.metadata.resource_version,
+            got.metadata.resource_version
+        );
 
         let gone: Option<Pod> = store.delete(Some("default"), "a", None).unwrap();
         assert!(gone.is_some());
         assert!(store.get::<Pod>(Some("default"), "a").unwrap().is_none());
-        assert!(store.delete::<Pod>(Some("default"), "a", None).unwrap().is_none());
+        assert!(store
+            .delete::<Pod>(Some("default"), "a", None)
+            .unwrap()
+            .is_none());
 
         let kinds: Vec<(u64, Change)> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|e| (e.revision, e.change))
             .collect();
         assert_eq!(
             kinds,
-            vec![(1, Change::Added), (2, Change::Added), (3, Change::Modified), (4, Change::Deleted)]
+            vec![
+                (1, Change::Added),
+                (2, Change::Added),
+                (3, Change::Modified),
+                (4, Change::Deleted)
+            ]
         );
     }
 
@@ -433,12 +463,21 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let a = store.create(pod("a")).unwrap();
         let m = store
-            .modify::<Pod>(Some("default"), "a", |p| p.status.phase = Some("Running".into()))
+            .modify::<Pod>(Some("default"), "a", |p| {
+                p.status.phase = Some("Running".into())
+            })
             .unwrap()
             .unwrap();
         assert_eq!(m.status.phase.as_deref(), Some("Running"));
-        assert_eq!(m.metadata.generation, Some(1), "status changes keep the generation");
-        assert!(store.delete::<Pod>(Some("default"), "a", Some("other-uid")).unwrap().is_none());
+        assert_eq!(
+            m.metadata.generation,
+            Some(1),
+            "status changes keep the generation"
+        );
+        assert!(store
+            .delete::<Pod>(Some("default"), "a", Some("other-uid"))
+            .unwrap()
+            .is_none());
         assert!(store
             .delete::<Pod>(Some("default"), "a", a.metadata.uid.as_deref())
             .unwrap()

@@ -1,0 +1,610 @@
+//! The agent's run loop: one task that owns all agent state and reacts to the MQTT
+//! link, timers and the shutdown signal. Each reconcile lists the runtime, asks the pure
+//! `reconcile` for a plan, carries it out (runtime calls are blocking, so they run on
+//! the blocking pool, starts concurrently), and recomputes Pod status; a changed status
+//! is published after a short debounce, and all of it again with every heartbeat.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use punnet_api::pod::{Pod, PodStatus};
+use punnet_api::wire::{self, DesiredState, LogRequest, NodeFacts, NodeStatusReport, PodReport};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::AgentConfig;
+use crate::image::{ImageError, ImageStore};
+use crate::link::{self, Link, LinkError, LinkEvent};
+use crate::logs::{self, LogServer};
+use crate::podstatus::{self, StatusInput};
+use crate::reconcile::{
+    self, Action, BackoffPolicy, ContainerKey, StartContainer, StartFailure, Waiting,
+};
+use crate::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError, ShimRuntime};
+use crate::state::{self, LocalState, StateError};
+
+/// Status changes that come in a burst (several containers starting) go out as one report.
+const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
+/// After acting, look again soon: a container that dies at once should show quickly.
+const FOLLOW_UP: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the broker to take our goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A stop that did not take effect after the grace period plus this is sent again.
+const STOP_RETRY_SLACK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("agent state in {dir}: {source}")]
+    State {
+        dir: PathBuf,
+        #[source]
+        source: StateError,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("image store {dir}: {source}")]
+    Images {
+        dir: PathBuf,
+        #[source]
+        source: ImageError,
+    },
+}
+
+/// Runs the agent with the real runtime (containers through libcontainer shims) until
+/// `shutdown` completes. Containers keep running after it returns.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    // Orphaned container inits and the shims of an earlier agent become our children,
+    // so their exits can be reaped (FACTS.md).
+    if let Err(e) = crate::runtime::become_subreaper() {
+        tracing::warn!(error = %e, "could not become child subreaper; exits of orphaned containers may linger as zombies");
+    }
+    let images_dir = config.data_dir.join("images");
+    let store = ImageStore::open(&images_dir).map_err(|source| AgentError::Images {
+        dir: images_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(store);
+    let state = open_state(&config.data_dir)?;
+    let (s, dir) = (store.clone(), images_dir.join("import"));
+    let _ =
+        tokio::task::spawn_blocking(move || crate::import::import_archives(&s, &state, &dir)).await;
+    let runtime = ShimRuntime::new(
+        config.data_dir.join("containers"),
+        store,
+        config.shim_exe.clone(),
+        config.shim_args.clone(),
+    );
+    let housekeeping: Housekeeping = Arc::new(|| {
+        crate::runtime::reap_children();
+    });
+    run_inner(config, Arc::new(runtime), Some(housekeeping), shutdown).await
+}
+
+/// Runs the agent with any runtime (tests pass `runtime::fake::FakeRuntime`).
+pub async fn run_with_runtime(
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    run_inner(config, runtime, None, shutdown).await
+}
+
+/// Blocking chores done before every reconcile (reaping children for the real runtime).
+type Housekeeping = Arc<dyn Fn() + Send + Sync>;
+
+fn open_state(dir: &Path) -> Result<LocalState, AgentError> {
+    LocalState::open(dir).map_err(|source| AgentError::State {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+async fn run_inner(
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    housekeeping: Option<Housekeeping>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    let state = open_state(&config.data_dir)?;
+    let desired = match state.load_desired(&config.node_name) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the stored desired state");
+            None
+        }
+    };
+    if let Some(d) = &desired {
+        tracing::info!(
+            generation = d.generation,
+            pods = d.pods.len(),
+            "restored the last desired state"
+        );
+    }
+    // Every task lives in this set: dropping the agent (or aborting it) ends them all.
+    let mut tasks = JoinSet::new();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (link, driver) = link::connect(&config, events_tx)?;
+    tasks.spawn(driver);
+    let (chunks_tx, chunks_rx) = mpsc::channel(64);
+    tasks.spawn(logs::forward(link.clone(), chunks_rx));
+    let (containers_tx, containers_rx) = watch::channel(Arc::new(Vec::new()));
+    let logs = LogServer::new(
+        &config.data_dir,
+        &config.node_name,
+        containers_rx,
+        chunks_tx,
+    );
+    let labels = config.labels.clone();
+    let facts = tokio::task::spawn_blocking(move || crate::facts::gather(&labels))
+        .await
+        .unwrap_or_default();
+
+    let mut agent = Agent {
+        streaks: state.load_streaks(),
+        applied_generation: desired.as_ref().map(|d| d.generation),
+        pods: desired.map(|d| d.pods).unwrap_or_default(),
+        config,
+        runtime,
+        housekeeping,
+        state: Arc::new(state),
+        link,
+        logs,
+        containers_tx,
+        facts,
+        failures: BTreeMap::new(),
+        stopping: BTreeMap::new(),
+        statuses: BTreeMap::new(),
+        reports: Vec::new(),
+        rejected_desired: 0,
+    };
+    let result = agent.run(&mut events, shutdown).await;
+    agent.logs.cancel_all();
+    let link = agent.link.clone();
+    drop(agent);
+    link.shutdown(SHUTDOWN_GRACE).await;
+    drop(link);
+    // The link driver ends after the disconnect, the log forwarder once its streams end.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("agent tasks did not end in time; cutting them short");
+    }
+    tasks.shutdown().await;
+    tracing::info!("agent stopped; containers keep running");
+    result
+}
+
+struct Agent {
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    housekeeping: Option<Housekeeping>,
+    state: Arc<LocalState>,
+    link: Link,
+    logs: LogServer,
+    /// The runtime's list after each reconcile, for log streams waiting for an exit.
+    containers_tx: watch::Sender<Arc<Vec<ContainerInfo>>>,
+    facts: NodeFacts,
+    /// The desired Pods: from the controller, else from the local store.
+    pods: Vec<Pod>,
+    applied_generation: Option<u64>,
+    streaks: BTreeMap<ContainerKey, u32>,
+    /// Starts that failed without creating a container; retried at their time.
+    failures: BTreeMap<ContainerKey, StartFailure>,
+    /// Containers asked to stop, and when; not asked again while they stop.
+    stopping: BTreeMap<String, Instant>,
+    /// Last computed status per Pod uid, for transition times.
+    statuses: BTreeMap<String, PodStatus>,
+    reports: Vec<PodReport>,
+    /// Refused desired-state messages since start (logged with each refusal).
+    rejected_desired: u64,
+}
+
+impl Agent {
+    async fn run(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<LinkEvent>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        let mut next_reconcile = Instant::now();
+        let mut status_due: Option<Instant> = None;
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + self.config.heartbeat_interval,
+            self.config.heartbeat_interval,
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+                    return Ok(());
+                }
+                event = events.recv() => match event {
+                    Some(LinkEvent::Connected) => status_due = Some(Instant::now()),
+                    Some(LinkEvent::Desired(bytes)) => {
+                        if self.on_desired(&bytes).await {
+                            next_reconcile = Instant::now();
+                            status_due = Some(Instant::now());
+                        }
+                    }
+                    Some(LinkEvent::LogRequest(bytes)) => match wire::decode::<LogRequest>(&bytes) {
+                        Ok(req) => self.logs.handle(req, &self.pods),
+                        Err(e) => tracing::warn!(error = %e, "refused a malformed log request"),
+                    },
+                    None => {
+                        tracing::warn!("MQTT link ended");
+                        return Ok(());
+                    }
+                },
+                _ = tokio::time::sleep_until(next_reconcile) => {
+                    let outcome = self.reconcile().await;
+                    let wait = outcome
+                        .requeue_after
+                        .unwrap_or(self.config.resync_interval)
+                        .min(self.config.resync_interval);
+                    let wait = if outcome.acted { wait.min(FOLLOW_UP) } else { wait };
+                    next_reconcile = Instant::now() + wait;
+                    if outcome.status_changed && status_due.is_none() {
+                        status_due = Some(Instant::now() + STATUS_DEBOUNCE);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let labels = self.config.labels.clone();
+                    if let Ok(facts) = tokio::task::spawn_blocking(move || crate::facts::gather(&labels)).await {
+                        self.facts = facts;
+                    }
+                    self.publish_status();
+                }
+                _ = tokio::time::sleep_until(status_due.unwrap_or_else(Instant::now)), if status_due.is_some() => {
+                    status_due = None;
+                    self.publish_status();
+                }
+            }
+        }
+    }
+
+    /// Accepts, stores and applies a desired-state message; false when refused.
+    async fn on_desired(&mut self, bytes: &[u8]) -> bool {
+        let desired: DesiredState = match state::accept_desired(
+            bytes,
+            &self.config.node_name,
+            self.applied_generation,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                self.rejected_desired += 1;
+                tracing::warn!(error = %e, rejected = self.rejected_desired, "refused a desired state");
+                return false;
+            }
+        };
+        if self.applied_generation == Some(desired.generation) && self.pods == desired.pods {
+            // The retained message again after a reconnect: nothing to store (SD cards wear).
+            return true;
+        }
+        let (st, raw) = (self.state.clone(), bytes.to_vec());
+        match tokio::task::spawn_blocking(move || st.save_desired(&raw)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not store the desired state; Pods will not restart without network after a reboot")
+            }
+            Err(e) => tracing::warn!(error = %e, "storing the desired state failed"),
+        }
+        tracing::info!(
+            generation = desired.generation,
+            pods = desired.pods.len(),
+            "new desired state"
+        );
+        self.applied_generation = Some(desired.generation);
+        self.pods = desired.pods;
+        true
+    }
+
+    async fn list(&self) -> Option<(Vec<ContainerInfo>, Vec<String>)> {
+        let runtime = self.runtime.clone();
+        let housekeeping = self.housekeeping.clone();
+        let pods_dir = self.config.data_dir.join("pods");
+        let listed = tokio::task::spawn_blocking(move || {
+            if let Some(h) = housekeeping {
+                h();
+            }
+            let dirs = std::fs::read_dir(&pods_dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            runtime.list().map(|l| (l, dirs))
+        })
+        .await;
+        match listed {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not list containers");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers panicked");
+                None
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some((containers, pod_dirs)) = self.list().await else {
+            return outcome;
+        };
+        self.prune_stopping(&containers);
+        let now = SystemTime::now();
+        let stopping: BTreeSet<String> = self.stopping.keys().cloned().collect();
+        self.failures
+            .retain(|k, _| self.pods.iter().any(|p| reconcile::pod_uid(p) == k.pod_uid));
+        let mut plan = reconcile::reconcile(&reconcile::Input {
+            pods: &self.pods,
+            containers: &containers,
+            now,
+            backoff: BackoffPolicy {
+                base: self.config.restart_backoff_base,
+                max: self.config.restart_backoff_max,
+                reset: self.config.restart_backoff_reset,
+            },
+            streaks: &self.streaks,
+            failures: &self.failures,
+            stopping: &stopping,
+            pod_dirs: &pod_dirs,
+            data_dir: &self.config.data_dir,
+        });
+        outcome.requeue_after = plan.requeue_after;
+        if plan.streaks != self.streaks {
+            self.streaks = std::mem::take(&mut plan.streaks);
+            let (st, streaks) = (self.state.clone(), self.streaks.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = st.save_streaks(&streaks) {
+                    tracing::warn!(error = %e, "could not store restart back-off state");
+                }
+            })
+            .await;
+        }
+        let containers = if plan.actions.is_empty() {
+            containers
+        } else {
+            // Starts and stops change what runs: look again soon. Removals do not (and
+            // one that keeps failing must not make the loop spin).
+            outcome.acted = plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Start(_) | Action::Stop { .. }));
+            self.execute(std::mem::take(&mut plan.actions), &mut plan.waiting)
+                .await;
+            match self.list().await {
+                Some((c, _)) => c,
+                None => containers,
+            }
+        };
+        outcome.status_changed = self.update_status(&containers, &plan.waiting);
+        self.containers_tx.send_replace(Arc::new(containers));
+        outcome
+    }
+
+    fn prune_stopping(&mut self, containers: &[ContainerInfo]) {
+        self.stopping.retain(|id, since| {
+            containers.iter().any(|c| {
+                &c.config.id == id
+                    && matches!(c.state, ContainerState::Running { .. })
+                    && since.elapsed() < c.config.grace_period + STOP_RETRY_SLACK
+            })
+        });
+    }
+
+    async fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        waiting: &mut BTreeMap<ContainerKey, Waiting>,
+    ) {
+        let mut starts = Vec::new();
+        for action in actions {
+            match action {
+                Action::Start(s) => starts.push(*s),
+                Action::Stop { id } => {
+                    tracing::info!(container = %id, "stopping container");
+                    let rt = self.runtime.clone();
+                    let stop_id = id.clone();
+                    match tokio::task::spawn_blocking(move || rt.stop(&stop_id)).await {
+                        Ok(Ok(())) | Ok(Err(RuntimeError::NotFound { .. })) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(container = %id, error = %e, "could not stop container")
+                        }
+                        Err(e) => tracing::warn!(container = %id, error = %e, "stop panicked"),
+                    }
+                    self.stopping.insert(id, Instant::now());
+                }
+                Action::Remove { id } => {
+                    tracing::debug!(container = %id, "removing exited container");
+                    let rt = self.runtime.clone();
+                    let remove_id = id.clone();
+                    match tokio::task::spawn_blocking(move || rt.remove(&remove_id)).await {
+                        Ok(Ok(())) | Ok(Err(RuntimeError::NotFound { .. })) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(container = %id, error = %e, "could not remove container")
+                        }
+                        Err(e) => tracing::warn!(container = %id, error = %e, "remove panicked"),
+                    }
+                }
+                Action::RemoveLog { path } => {
+                    let p = path.clone();
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || std::fs::remove_file(&p)).await
+                    {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %path.display(), error = %e, "could not delete an old log");
+                        }
+                    }
+                }
+                Action::RemovePodDir { dir } => {
+                    tracing::info!(dir = %dir.display(), "deleting the logs of a removed Pod");
+                    let d = dir.clone();
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d)).await
+                    {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(dir = %dir.display(), error = %e, "could not delete Pod logs");
+                        }
+                    }
+                }
+            }
+        }
+        // Starts of one round run side by side: each waits for its shim.
+        let handles: Vec<_> = starts
+            .into_iter()
+            .map(|s| {
+                let rt = self.runtime.clone();
+                tracing::info!(pod = %s.pod, container = %s.config.container_name, id = %s.config.id, restart = s.config.restart_count, "starting container");
+                let handle = tokio::task::spawn_blocking(move || {
+                    let r = start_container(rt.as_ref(), &s);
+                    (s, r)
+                });
+                handle
+            })
+            .collect();
+        for h in futures_util::future::join_all(handles).await {
+            let Ok((s, result)) = h else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    self.failures.remove(&s.key);
+                }
+                Err(err) => {
+                    let attempts = self.failures.get(&s.key).map_or(0, |f| f.attempts) + 1;
+                    let retry_in = match err.reason {
+                        // Cheap to retry, and fixed by `punnet-agent image load` at any time.
+                        "ErrImageNeverPull" => self.config.resync_interval,
+                        _ => BackoffPolicy {
+                            base: self.config.restart_backoff_base,
+                            max: self.config.restart_backoff_max,
+                            reset: self.config.restart_backoff_reset,
+                        }
+                        .delay(attempts - 1),
+                    };
+                    tracing::warn!(pod = %s.pod, container = %s.config.container_name, error = %err.message, retry_in = ?retry_in, "could not start container");
+                    waiting.insert(
+                        s.key.clone(),
+                        Waiting::Failed {
+                            reason: err.reason.to_string(),
+                            message: err.message.clone(),
+                        },
+                    );
+                    self.failures.insert(
+                        s.key,
+                        StartFailure {
+                            reason: err.reason.to_string(),
+                            message: err.message,
+                            retry_at: SystemTime::now() + retry_in,
+                            attempts,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Recomputes every desired Pod's status; true when any changed.
+    fn update_status(
+        &mut self,
+        containers: &[ContainerInfo],
+        waiting: &BTreeMap<ContainerKey, Waiting>,
+    ) -> bool {
+        let now = SystemTime::now();
+        let host_ip = self.facts.addresses.first().cloned();
+        let mut statuses = BTreeMap::new();
+        let mut reports = Vec::with_capacity(self.pods.len());
+        for pod in &self.pods {
+            let uid = reconcile::pod_uid(pod);
+            let status = podstatus::pod_status(&StatusInput {
+                pod,
+                containers,
+                waiting,
+                previous: self.statuses.get(&uid),
+                host_ip: host_ip.as_deref(),
+                now,
+            });
+            reports.push(PodReport {
+                namespace: pod.metadata.namespace_or_default().to_string(),
+                name: pod.metadata.name.clone(),
+                uid: uid.clone(),
+                status: status.clone(),
+            });
+            statuses.insert(uid, status);
+        }
+        let changed = reports != self.reports;
+        self.statuses = statuses;
+        self.reports = reports;
+        changed
+    }
+
+    fn publish_status(&self) {
+        let report = NodeStatusReport {
+            node: self.config.node_name.clone(),
+            generation_seen: self.applied_generation.unwrap_or(0),
+            sent_at: punnet_api::Time::now(),
+            facts: self.facts.clone(),
+            pods: self.reports.clone(),
+        };
+        let topic = self.link.topics().status(&self.config.node_name);
+        if !self.link.try_publish(topic, wire::encode(&report)) {
+            tracing::debug!("status not sent (MQTT link down or busy); the next heartbeat or reconnect repeats it");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    acted: bool,
+    status_changed: bool,
+    requeue_after: Option<Duration>,
+}
+
+struct StartError {
+    reason: &'static str,
+    message: String,
+}
+
+/// Prepares host paths and the log directory, then starts the container. Blocking.
+fn start_container(runtime: &dyn Runtime, s: &StartContainer) -> Result<(), StartError> {
+    for check in &s.host_paths {
+        crate::hostpath::prepare(check).map_err(|message| StartError {
+            reason: "CreateContainerConfigError",
+            message,
+        })?;
+    }
+    if let Some(dir) = s.config.log_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StartError {
+            reason: "RunContainerError",
+            message: format!("cannot create log directory {}: {e}", dir.display()),
+        })?;
+    }
+    runtime
+        .start(&s.config)
+        .map(|_| ())
+        .map_err(|e| StartError {
+            reason: match e {
+                RuntimeError::ImageNotPresent { .. } => "ErrImageNeverPull",
+                _ => "RunContainerError",
+            },
+            message: e.to_string(),
+        })
+}

@@ -1,0 +1,292 @@
+//! The agent's configuration: one plain struct with public fields, so that `main`, the
+//! controller's embedded agent (`punnet-controller --with-agent`) and tests all build it
+//! the same way. An optional YAML file carries the same keys as the command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet-agent";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// The Node's name; also the MQTT client id (`punnet-agent-<name>`) and topic segment.
+    pub node_name: String,
+    /// `mqtt://host:port`, `tcp://host:port` or `host[:port]`.
+    pub broker: String,
+    pub data_dir: PathBuf,
+    /// From `--label`; reported with the node facts and merged into the Node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// MQTT topic prefix, `punnet/v1` unless several fleets share a broker.
+    pub prefix: String,
+    /// The program a container's shim runs as (`<shim_exe> <shim_args...> DIR`). The
+    /// agent binary itself by default; an embedding program passes its own binary,
+    /// which must dispatch the shim mode before starting any tokio runtime.
+    pub shim_exe: PathBuf,
+    pub shim_args: Vec<String>,
+    /// First restart delay of a crashing container; doubles up to `restart_backoff_max`.
+    pub restart_backoff_base: Duration,
+    pub restart_backoff_max: Duration,
+    /// A container that ran this long before exiting restarts with the base delay again.
+    pub restart_backoff_reset: Duration,
+    /// How often a full status report is sent even when nothing changed.
+    pub heartbeat_interval: Duration,
+    /// Periodic reconcile: heals missed events and notices exits of re-adopted containers
+    /// (their shims are not the agent's children after an agent restart).
+    pub resync_interval: Duration,
+    /// MQTT keepalive; the broker publishes our last will after 1.5 × this of silence.
+    pub keep_alive: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with every default, for node `node_name`.
+    pub fn new(node_name: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.into(),
+            broker: DEFAULT_BROKER.to_string(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            labels: BTreeMap::new(),
+            prefix: punnet_api::topics::DEFAULT_PREFIX.to_string(),
+            shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("punnet-agent")),
+            shim_args: vec!["shim".to_string()],
+            restart_backoff_base: Duration::from_secs(10),
+            restart_backoff_max: Duration::from_secs(300),
+            restart_backoff_reset: Duration::from_secs(600),
+            heartbeat_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(2),
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+
+    /// Applies the keys set in a YAML config file (unset keys keep their value).
+    pub fn apply_file(&mut self, file: &ConfigFile) -> Result<(), ConfigError> {
+        if let Some(name) = &file.name {
+            self.node_name = name.clone();
+        }
+        if let Some(broker) = &file.broker {
+            self.broker = broker.clone();
+        }
+        if let Some(dir) = &file.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(prefix) = &file.prefix {
+            self.prefix = prefix.clone();
+        }
+        for label in &file.label {
+            let (k, v) = parse_label(label)?;
+            self.labels.insert(k, v);
+        }
+        self.labels
+            .extend(file.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(d) = &file.restart_backoff {
+            self.restart_backoff_base = parse_duration(d)?;
+        }
+        if let Some(d) = &file.heartbeat {
+            self.heartbeat_interval = parse_duration(d)?;
+        }
+        Ok(())
+    }
+
+    /// Checks what would otherwise fail later in a confusing way.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.node_name;
+        if name.is_empty()
+            || name.contains(['/', '+', '#'])
+            || name.chars().any(char::is_whitespace)
+        {
+            return Err(ConfigError::NodeName(name.clone()));
+        }
+        self.broker_address()?;
+        Ok(())
+    }
+
+    /// The broker's host and port, from `broker`.
+    pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
+        parse_broker_url(&self.broker)
+    }
+}
+
+/// The YAML config file (`--config FILE`): the flags' names as keys.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConfigFile {
+    pub name: Option<String>,
+    pub broker: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub prefix: Option<String>,
+    /// `KEY=VALUE` strings, as with `--label`.
+    #[serde(default)]
+    pub label: Vec<String>,
+    /// The same as a map.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub restart_backoff: Option<String>,
+    pub heartbeat: Option<String>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ConfigFile::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        if text.trim().is_empty() {
+            return Ok(ConfigFile::default());
+        }
+        serde_norway::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("node name {0:?}: must be non-empty, without '/', '+', '#' or spaces (it is an MQTT topic level)")]
+    NodeName(String),
+    #[error("label {0:?}: expected KEY=VALUE")]
+    Label(String),
+    #[error("duration {0:?}: expected a number with unit ms, s, m or h (e.g. 10s)")]
+    Duration(String),
+    #[error("broker {url:?}: {reason}")]
+    Broker { url: String, reason: &'static str },
+}
+
+pub fn parse_label(text: &str) -> Result<(String, String), ConfigError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(ConfigError::Label(text.to_string())),
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| ConfigError::Duration(text.to_string()))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(ConfigError::Duration(text.to_string())),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::Duration(text.to_string()))
+}
+
+/// Host and port of an MQTT broker URL. TLS schemes are refused until TLS is wired in.
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), ConfigError> {
+    let bad = |reason| ConfigError::Broker {
+        url: url.to_string(),
+        reason,
+    };
+    let rest = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => rest,
+        Some(("mqtts" | "ssl", _)) => return Err(bad("TLS brokers are not supported yet")),
+        Some(_) => return Err(bad("unknown scheme, use mqtt://host:port")),
+        None => url,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
+            (host, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// This machine's hostname: the default node name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("tcp://broker.lan").unwrap(),
+            ("broker.lan".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("pi-0:11883").unwrap(),
+            ("pi-0".into(), 11883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:1884").unwrap(),
+            ("::1".into(), 1884)
+        );
+        assert!(parse_broker_url("mqtts://x:8883").is_err());
+        assert!(parse_broker_url("mqtt://x:port").is_err());
+    }
+
+    #[test]
+    fn durations_and_labels() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert_eq!(
+            parse_label("zone=garden").unwrap(),
+            ("zone".into(), "garden".into())
+        );
+        assert!(parse_label("zone").is_err());
+    }
+
+    #[test]
+    fn config_file_overrides_defaults() {
+        let file = ConfigFile::parse(
+            "name: pi-7\nbroker: mqtt://10.0.0.2:1883\ndata-dir: /tmp/x\nlabel: [zone=garden]\nlabels: {camera: \"yes\"}\nrestart-backoff: 1s\n",
+        )
+        .unwrap();
+        let mut c = AgentConfig::new("host");
+        c.apply_file(&file).unwrap();
+        assert_eq!(c.node_name, "pi-7");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.labels.len(), 2);
+        assert_eq!(c.restart_backoff_base, Duration::from_secs(1));
+        assert_eq!(c.broker_address().unwrap(), ("10.0.0.2".into(), 1883));
+        assert!(ConfigFile::parse("nmae: typo\n").is_err());
+        assert!(c.validate().is_ok());
+        c.node_name = "pi/7".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! The agent binary end to end, as on a board: a real Mosquitto, real busybox containers
+//! through the shim runtime, an image archive imported from `<data-dir>/images/import/`
+//! at start. Needs root, cgroups and overlayfs (it panics rather than skipping when not
+//! root). Also measures the idle agent's memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use punnet_agent::image::ImageStore;
+use punnet_agent::runtime::{ContainerState, Runtime, ShimRuntime};
+use punnet_api::wire::{self, LogChunk, LogRequest, NodeStatusReport};
+use rumqttc::QoS;
+
+mod agent_support;
+
+use agent_support::{eventually, pod, Controller, Mosquitto, NODE};
+
+/// The agent binary under test; `PUNNET_AGENT_BIN=target/release/punnet-agent` measures
+/// a release build.
+fn agent_exe() -> PathBuf {
+    std::env::var_os("PUNNET_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_punnet-agent")))
+}
+
+/// The agent process; killed on drop, and every container it left is removed then.
+struct AgentProcess {
+    child: Option<Child>,
+    data: PathBuf,
+}
+
+impl AgentProcess {
+    fn spawn(broker: &str, data: &Path) -> AgentProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("agent.log"))
+            .unwrap();
+        let child = Command::new(agent_exe())
+            .args(["--name", NODE, "--broker", broker, "--data-dir"])
+            .arg(data)
+            .args([
+                "--restart-backoff",
+                "1s",
+                "--heartbeat",
+                "1s",
+                "--label",
+                "zone=e2e",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        AgentProcess {
+            child: Some(child),
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, as systemd stops it; waits for a clean exit.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent exited with {status}; log:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn runtime(data: &Path) -> ShimRuntime {
+    let images = Arc::new(ImageStore::open(&data.join("images")).unwrap());
+    ShimRuntime::new(
+        data.join("containers"),
+        images,
+        agent_exe(),
+        vec!["shim".into()],
+    )
+}
+
+/// Removes every container left in a data dir, pass or fail.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let rt = runtime(&self.0);
+        for c in rt.list().unwrap_or_default() {
+            let _ = rt.remove(&c.config.id);
+        }
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn phase(report: &NodeStatusReport, name: &str) -> Option<String> {
+    report
+        .pods
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.status.phase.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_binary_runs_real_containers_and_readopts_them() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let import = data.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
+    let made = Command::new(&script)
+        .arg(import.join("busybox.tar"))
+        .arg("busybox:e2e")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _cleanup = Cleanup(data.clone());
+
+    let broker = Mosquitto::start();
+    let mut controller = Controller::connect(broker.port).await;
+    let mut agent = AgentProcess::spawn(&broker.url(), &data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+
+    // Unique uids: container ids (and cgroups) must not collide with parallel runs.
+    let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
+    let mut web = pod(
+        "web",
+        &uid("web"),
+        "Always",
+        "echo hello from $GREETING; while true; do sleep 1; done",
+    );
+    web.spec.containers[0].image = "busybox:e2e".into();
+    web.spec.termination_grace_period_seconds = Some(1);
+    let mut job = pod("job", &uid("job"), "Never", "echo done; exit 3");
+    job.spec.containers[0].image = "busybox:e2e".into();
+    controller.publish_desired(1, vec![web.clone(), job]).await;
+
+    let report = controller
+        .wait_status(Duration::from_secs(30), |r| {
+            phase(r, "web").as_deref() == Some("Running")
+                && phase(r, "job").as_deref() == Some("Failed")
+        })
+        .await;
+    let job_status = &report.pods.iter().find(|p| p.name == "job").unwrap().status;
+    let term = job_status.container_statuses[0]
+        .state
+        .terminated
+        .as_ref()
+        .unwrap();
+    assert_eq!(term.exit_code, 3);
+    assert_eq!(term.reason.as_deref(), Some("Error"));
+    assert_eq!(
+        report.facts.labels.get("zone").map(String::as_str),
+        Some("e2e")
+    );
+    assert!(!report.pods[0]
+        .status
+        .host_ip
+        .clone()
+        .unwrap_or_default()
+        .is_empty());
+
+    // The container's output, over MQTT.
+    let request = LogRequest {
+        id: "e2e-log".into(),
+        namespace: "default".into(),
+        pod: "web".into(),
+        container: None,
+        follow: false,
+        tail_lines: None,
+        cancel: false,
+    };
+    let reply = controller.topics.log_reply(NODE, "e2e-log");
+    let mut text = Vec::new();
+    for _ in 0..50 {
+        controller
+            .client
+            .publish(
+                controller.topics.log_request(NODE),
+                QoS::AtLeastOnce,
+                false,
+                wire::encode(&request),
+            )
+            .await
+            .unwrap();
+        loop {
+            let chunk: LogChunk = controller
+                .wait_for(&reply, Duration::from_secs(10), |b| wire::decode(b).ok())
+                .await;
+            assert!(chunk.error.is_none(), "{:?}", chunk.error);
+            text.extend(chunk.data);
+            if chunk.done {
+                break;
+            }
+        }
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(String::from_utf8_lossy(&text), "hello from hello\n");
+
+    // Idle for a few heartbeats, then measure.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rss = rss_kib(agent.pid());
+    eprintln!("idle agent RSS (this build): {rss} KiB");
+    assert!(rss < 64 * 1024, "agent uses {rss} KiB");
+
+    // Stopping the agent leaves the container running...
+    agent.terminate();
+    controller
+        .wait_online("offline", Duration::from_secs(5))
+        .await;
+    let rt = runtime(&data);
+    let running: Vec<_> = rt
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+        .collect();
+    assert_eq!(running.len(), 1);
+    let web_id = running[0].config.id.clone();
+
+    // ...and the next agent re-adopts it instead of starting another.
+    let mut agent = AgentProcess::spawn(&broker.url(), &data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+    controller
+        .wait_status(Duration::from_secs(20), |r| {
+            phase(r, "web").as_deref() == Some("Running")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let web_runs: Vec<_> = rt
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.config.pod_name == "web")
+        .collect();
+    assert_eq!(web_runs.len(), 1, "{web_runs:?}");
+    assert_eq!(web_runs[0].config.id, web_id);
+    assert!(matches!(web_runs[0].state, ContainerState::Running { .. }));
+
+    // An empty desired state stops (SIGKILL after the 1 s grace: sh as pid 1 ignores
+    // SIGTERM) and removes everything, logs included.
+    controller.publish_desired(2, vec![]).await;
+    eventually(Duration::from_secs(30), || {
+        rt.list().unwrap().is_empty() && !data.join("pods").read_dir().unwrap().any(|_| true)
+    })
+    .await;
+    agent.terminate();
+    let log = agent.log();
+    if std::env::var_os("SHOW_AGENT_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(log.contains("imported image archive"), "{log}");
+}

@@ -1,0 +1,236 @@
+//! Shared by the agent's integration tests: a Mosquitto on a free loopback port, a test
+//! MQTT client playing the controller, and Pod fixtures.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use punnet_api::manifest::parse;
+use punnet_api::object::Object;
+use punnet_api::pod::Pod;
+use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
+use punnet_api::wire::{self, DesiredState, NodeStatusReport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const NODE: &str = "test-node";
+
+/// A Mosquitto on a free loopback port, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port())
+    }
+
+    /// On a given port: to restart a broker where its clients expect it.
+    pub fn start_on(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // A dropped JoinHandle does not stop its task: an old client would keep
+        // reconnecting.
+        self._loop.abort();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test MQTT client playing the controller: subscribes to the node's topics and
+/// hands over every message.
+pub struct Controller {
+    pub client: AsyncClient,
+    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    pub topics: Topics,
+    _loop: JoinHandle<()>,
+}
+
+impl Controller {
+    pub async fn connect(port: u16) -> Controller {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut options = MqttOptions::new(format!("test-controller-{n}"), "127.0.0.1", port);
+        options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let topics = Topics::default();
+        client
+            .subscribe(
+                format!("{}/nodes/{NODE}/#", topics.prefix()),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("subscribed")
+            .unwrap();
+        Controller {
+            client,
+            messages,
+            topics,
+            _loop: task,
+        }
+    }
+
+    pub async fn publish_desired(&self, generation: u64, pods: Vec<Pod>) {
+        let msg = DesiredState {
+            node: NODE.into(),
+            generation,
+            pods,
+        };
+        self.client
+            .publish(
+                self.topics.desired(NODE),
+                QoS::AtLeastOnce,
+                true,
+                wire::encode(&msg),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits for a message on `topic` that `accept` likes.
+    pub async fn wait_for<T>(
+        &mut self,
+        topic: &str,
+        within: Duration,
+        mut accept: impl FnMut(&[u8]) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.messages.recv()).await;
+            let (t, payload) = next
+                .unwrap_or_else(|_| panic!("no matching message on {topic} within {within:?}"))
+                .expect("controller loop ended");
+            if t == topic {
+                if let Some(v) = accept(&payload) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    pub async fn wait_status(
+        &mut self,
+        within: Duration,
+        mut accept: impl FnMut(&NodeStatusReport) -> bool,
+    ) -> NodeStatusReport {
+        let topic = self.topics.status(NODE);
+        self.wait_for(&topic, within, |b| {
+            let report: NodeStatusReport = wire::decode(b).ok()?;
+            accept(&report).then_some(report)
+        })
+        .await
+    }
+
+    pub async fn wait_online(&mut self, value: &str, within: Duration) {
+        let topic = self.topics.online(NODE);
+        self.wait_for(&topic, within, |b| (b == value.as_bytes()).then_some(()))
+            .await
+    }
+}
+
+pub fn pod(name: &str, uid: &str, policy: &str, command: &str) -> Pod {
+    let text = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default, uid: {uid}}}
+spec:
+  nodeName: {NODE}
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: [sh, -c, "{command}"]
+    env: [{{name: GREETING, value: hello}}]
+    resources: {{limits: {{memory: 32Mi}}}}
+"#
+    );
+    match parse(&text).unwrap().remove(0) {
+        Object::Pod(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

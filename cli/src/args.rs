@@ -1,0 +1,120 @@
+//! The command line, in kubectl's shapes: global connection and namespace flags, then
+//! one subcommand per verb. Parsed with clap; `run` in lib.rs dispatches on it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "punnet",
+    version,
+    about = "Control a Punnet fleet: apply manifests, list and inspect Pods, Deployments and Nodes"
+)]
+pub struct Cli {
+    /// Controller URL (else $PUNNET_SERVER, else the config file, else http://127.0.0.1:6443).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token (else $PUNNET_TOKEN, else the config file).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Namespace to work in (default "default").
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests (server-side apply).
+    Apply(ApplyArgs),
+    /// List objects or show some by name.
+    Get(GetArgs),
+    /// Show one object in detail.
+    Describe(DescribeArgs),
+    /// Delete objects by name or by manifest.
+    Delete(DeleteArgs),
+    /// Set the number of replicas of a Deployment.
+    Scale(ScaleArgs),
+    /// Print the logs of a container.
+    Logs(LogsArgs),
+    /// Print the client and server versions.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A manifest file, a directory of them (.yaml, .yml, .json) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Wide,
+    Json,
+    Yaml,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// pods, deployments or nodes (or an alias, or KIND/NAME).
+    pub resource: String,
+    /// Names of objects to show; all when none.
+    pub names: Vec<String>,
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// pod, deployment or node (or an alias, or KIND/NAME).
+    pub resource: String,
+    /// Names of objects to describe; all in the namespace when none.
+    pub names: Vec<String>,
+    /// Label selector, used when no name is given.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// pods, deployments or nodes (or KIND/NAME).
+    pub resource: Option<String>,
+    pub names: Vec<String>,
+    /// Delete the objects a manifest file (or directory, or `-`) describes.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Treat objects that do not exist as deleted.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `deployment` (then NAME) or `deployment/NAME`.
+    pub resource: String,
+    pub name: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub replicas: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A Pod name, `pod/NAME`, or `deployment/NAME` for the first Pod of a Deployment.
+    pub target: String,
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// Keep streaming new lines.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (-1 for all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub tail: Option<i64>,
+}

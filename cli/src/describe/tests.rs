@@ -1,0 +1,261 @@
+use punnet_api::manifest::parse;
+use punnet_api::Object;
+
+use super::*;
+
+fn now() -> DateTime<Utc> {
+    "2024-05-01T12:00:00Z".parse().unwrap()
+}
+
+/// A Pod as the controller reports it: scheduled, one container crash-looping.
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7d4b9c-x2x
+  namespace: default
+  labels: {app: web, pod-template-hash: 7d4b9c}
+  creationTimestamp: "2024-05-01T11:50:00Z"
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9c, uid: u1, controller: true}
+spec:
+  nodeName: pi-1
+  containers:
+  - name: web
+    image: busybox:1.36
+    command: [sh, -c]
+    args: ["echo hi; exit 1"]
+    env: [{name: GREETING, value: hello}]
+    resources:
+      limits: {cpu: 500m, memory: 64Mi}
+      requests: {cpu: 100m}
+    volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+  volumes:
+  - name: data
+    hostPath: {path: /srv/web, type: DirectoryOrCreate}
+status:
+  phase: Running
+  hostIP: 192.168.1.10
+  podIP: 10.42.0.7
+  startTime: "2024-05-01T11:50:02Z"
+  conditions:
+  - {type: PodScheduled, status: "True"}
+  - {type: Ready, status: "False", reason: ContainersNotReady, message: "containers with unready status: [web]"}
+  containerStatuses:
+  - name: web
+    image: busybox:1.36
+    ready: false
+    restartCount: 3
+    state:
+      waiting: {reason: CrashLoopBackOff}
+    lastState:
+      terminated:
+        exitCode: 1
+        reason: Error
+        startedAt: "2024-05-01T11:58:00Z"
+        finishedAt: "2024-05-01T11:58:01Z"
+"#;
+
+fn pod() -> Pod {
+    match parse(POD).unwrap().remove(0) {
+        Object::Pod(p) => p,
+        other => panic!("expected a Pod, got {other:?}"),
+    }
+}
+
+#[test]
+fn sample_pod() {
+    let text = describe_pod(&pod());
+    assert_eq!(text, SAMPLE_POD, "got:\n{text}");
+}
+
+const SAMPLE_POD: &str = "\
+Name:           web-7d4b9c-x2x
+Namespace:      default
+Node:           pi-1/192.168.1.10
+Start Time:     Wed, 01 May 2024 11:50:02 +0000
+Labels:         app=web
+                pod-template-hash=7d4b9c
+Annotations:    <none>
+Status:         Running
+IP:             10.42.0.7
+Controlled By:  ReplicaSet/web-7d4b9c
+Containers:
+  web:
+    Image:      busybox:1.36
+    Port:       <none>
+    Host Port:  <none>
+    Command:
+      sh
+      -c
+    Args:
+      echo hi; exit 1
+    State:          Waiting
+      Reason:       CrashLoopBackOff
+    Last State:     Terminated
+      Reason:       Error
+      Exit Code:    1
+      Started:      Wed, 01 May 2024 11:58:00 +0000
+      Finished:     Wed, 01 May 2024 11:58:01 +0000
+    Ready:          False
+    Restart Count:  3
+    Limits:
+      cpu:     500m
+      memory:  64Mi
+    Requests:
+      cpu:  100m
+    Environment:
+      GREETING:  hello
+    Mounts:
+      /data from data (ro)
+Conditions:
+  Type          Status  Reason              Message
+  PodScheduled  True
+  Ready         False   ContainersNotReady  containers with unready status: [web]
+Volumes:
+  data:
+    Type:          HostPath (bare host directory volume)
+    Path:          /srv/web
+    HostPathType:  DirectoryOrCreate
+QoS Class:         Burstable
+Node-Selectors:    <none>
+";
+
+#[test]
+fn unscheduled_pod_shows_why() {
+    let mut p = pod();
+    p.spec.node_name = None;
+    p.status = Default::default();
+    p.status.phase = Some("Pending".into());
+    p.status.conditions.push(punnet_api::PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some("0/2 nodes available: 2 Insufficient memory.".into()),
+        last_transition_time: None,
+    });
+    let text = describe_pod(&p);
+    assert!(text.contains("Node:           <none>\n"), "{text}");
+    assert!(
+        text.contains(
+            "  PodScheduled  False   Unschedulable  0/2 nodes available: 2 Insufficient memory.\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Restart Count"),
+        "no status, no status fields:\n{text}"
+    );
+}
+
+#[test]
+fn qos_classes() {
+    let mut spec = pod().spec;
+    assert_eq!(qos_class(&spec), "Burstable");
+    let r = &mut spec.containers[0].resources;
+    r.requests.clear();
+    r.limits.insert("cpu".into(), "0.5".into());
+    assert_eq!(
+        qos_class(&spec),
+        "Guaranteed",
+        "requests default to limits; 0.5 == 500m"
+    );
+    spec.containers[0].resources = Default::default();
+    assert_eq!(qos_class(&spec), "BestEffort");
+}
+
+const NODE: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: pi-1
+  labels: {kubernetes.io/arch: arm64, kubernetes.io/hostname: pi-1}
+  creationTimestamp: "2024-04-01T00:00:00Z"
+status:
+  capacity: {cpu: "4", memory: 4Gi, pods: "110"}
+  allocatable: {cpu: "4", memory: 3Gi, pods: "110"}
+  conditions:
+  - type: Ready
+    status: "True"
+    reason: AgentReady
+    lastHeartbeatTime: "2024-05-01T11:59:50Z"
+    lastTransitionTime: "2024-04-01T00:00:10Z"
+  addresses:
+  - {type: InternalIP, address: 192.168.1.10}
+  - {type: Hostname, address: pi-1}
+  nodeInfo:
+    architecture: arm64
+    operatingSystem: linux
+    osImage: Debian GNU/Linux 12 (bookworm)
+    kernelVersion: 6.6.31+rpt-rpi-v8
+    kubeletVersion: v0.1.0
+"#;
+
+#[test]
+fn node_with_its_pods() {
+    let Object::Node(node) = parse(NODE).unwrap().remove(0) else {
+        panic!("expected a Node")
+    };
+    let mut done = pod();
+    done.metadata.name = "job-1".into();
+    done.status.phase = Some("Succeeded".into());
+    let mut elsewhere = pod();
+    elsewhere.spec.node_name = Some("pi-2".into());
+    let text = describe_node(&node, &[pod(), done, elsewhere], now());
+    for want in [
+        "Name:               pi-1\n",
+        "Roles:              <none>\n",
+        "Labels:             kubernetes.io/arch=arm64\n                    kubernetes.io/hostname=pi-1\n",
+        "  Ready  True    Wed, 01 May 2024 11:59:50 +0000  Mon, 01 Apr 2024 00:00:10 +0000  AgentReady\n",
+        "Addresses:\n  InternalIP:  192.168.1.10\n  Hostname:    pi-1\n",
+        "  Architecture:       arm64\n",
+        "  Agent Version:      v0.1.0\n",
+        "Non-terminated Pods:  (1 in total)\n",
+        "  default             web-7d4b9c-x2x  100m (2%)     500m (12%)  0 (0%)           64Mi (2%)      10m\n",
+        "  cpu       100m (2%)  500m (12%)\n",
+        "  memory    0 (0%)     64Mi (2%)\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("job-1"), "terminated Pods are left out");
+}
+
+#[test]
+fn deployment_replicas_and_template() {
+    let text = describe_deployment(&deployment());
+    for want in [
+        "Selector:           app=web\n",
+        "Replicas:           3 desired | 3 updated | 3 total | 2 available | 1 unavailable\n",
+        "Pod Template:\n  Labels:  app=web\n  Containers:\n    web:\n      Image:        busybox:1.36\n",
+        "  Type       Status  Reason\n  ----       ------  ------\n  Available  True    MinimumReplicasAvailable\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+fn deployment() -> Deployment {
+    let text = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default, creationTimestamp: "2024-05-01T11:00:00Z"}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "busybox:1.36"}]
+status:
+  replicas: 3
+  updatedReplicas: 3
+  readyReplicas: 2
+  availableReplicas: 2
+  unavailableReplicas: 1
+  conditions:
+  - {type: Available, status: "True", reason: MinimumReplicasAvailable}
+"#;
+    match parse(text).unwrap().remove(0) {
+        Object::Deployment(d) => d,
+        other => panic!("expected a Deployment, got {other:?}"),
+    }
+}

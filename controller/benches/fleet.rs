@@ -1,0 +1,281 @@
+//! Fleet benchmark (not a test): starts a release controller and agent on loopback and
+//! prints medians of apply → Running latency, idle memory of both, memory per shim, and
+//! the binaries' sizes. Run through `scripts/bench.sh` (needs root and release builds).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const RUNS: usize = 20;
+const SHIMS: usize = 5;
+
+fn release_bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/release")
+        .join(name);
+    assert!(p.exists(), "{} missing: run scripts/bench.sh", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn pids_matching(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+        let resp = req.bearer_auth(&self.token).send().unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn apply_pod(&self, name: &str) {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "image": "busybox:latest", "command": ["sleep", "3600"]}]
+            }
+        });
+        let url = format!(
+            "{}/api/v1/namespaces/default/pods/{name}?fieldManager=bench",
+            self.base
+        );
+        let (code, body) = self.send(
+            self.http
+                .patch(url)
+                .header("Content-Type", "application/apply-patch+yaml")
+                .body(pod.to_string()),
+        );
+        assert!(code < 300, "apply {name}: {code} {body}");
+    }
+
+    fn phase(&self, name: &str) -> Option<String> {
+        let url = format!("{}/api/v1/namespaces/default/pods/{name}", self.base);
+        let (code, body) = self.send(self.http.get(url));
+        (code == 200).then(|| body["status"]["phase"].as_str().unwrap_or("").to_string())
+    }
+
+    fn delete_pod(&self, name: &str) {
+        let url = format!("{}/api/v1/namespaces/default/pods/{name}", self.base);
+        self.send(self.http.delete(url));
+    }
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the benchmark runs containers: run it as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (http, mqtt) = (free_port(), free_port());
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let controller = Proc(
+        Command::new(release_bin("punnet-controller"))
+            .arg("--data-dir")
+            .arg(dir.path().join("controller"))
+            .args([
+                "--http",
+                &format!("127.0.0.1:{http}"),
+                "--mqtt",
+                &format!("127.0.0.1:{mqtt}"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log("controller.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let agent_dir = dir.path().join("agent");
+    let archive = dir.path().join("busybox.tar");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures/make-busybox-image.sh");
+    assert!(Command::new("sh")
+        .arg(script)
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new(release_bin("punnet-agent"))
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .args(["image", "load"])
+        .arg(&archive)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let agent = Proc(
+        Command::new(release_bin("punnet-agent"))
+            .args([
+                "--name",
+                "bench",
+                "--broker",
+                &format!("mqtt://127.0.0.1:{mqtt}"),
+            ])
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log("agent.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let token_file = dir.path().join("controller/admin.token");
+    wait("the admin token", || token_file.exists());
+    let api = Api {
+        base: format!("http://127.0.0.1:{http}"),
+        token: std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_string(),
+        http: reqwest::blocking::Client::new(),
+    };
+    wait("the node", || {
+        let (code, body) = api.send(api.http.get(format!("{}/api/v1/nodes/bench", api.base)));
+        code == 200 && body["status"]["conditions"][0]["status"] == "True"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let controller_idle = rss_kib(controller.0.id());
+    let agent_idle = rss_kib(agent.0.id());
+
+    let mut latencies = Vec::new();
+    for i in 0..RUNS {
+        let name = format!("lat-{i}");
+        let start = Instant::now();
+        api.apply_pod(&name);
+        wait("Running", || api.phase(&name).as_deref() == Some("Running"));
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        api.delete_pod(&name);
+        wait("deletion", || api.phase(&name).is_none());
+    }
+    wait("the latency pods' shims to exit", || {
+        pids_matching(&format!("{}/containers", agent_dir.display())).is_empty()
+    });
+
+    for i in 0..SHIMS {
+        api.apply_pod(&format!("shim-{i}"));
+    }
+    wait("shims Running", || {
+        (0..SHIMS).all(|i| api.phase(&format!("shim-{i}")).as_deref() == Some("Running"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let shim_pids: Vec<u32> = pids_matching(" shim ")
+        .into_iter()
+        .filter(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(&*agent_dir.to_string_lossy())
+        })
+        .collect();
+    let shim_rss: Vec<f64> = shim_pids.iter().map(|p| rss_kib(*p) as f64).collect();
+    let agent_busy = rss_kib(agent.0.id());
+    for i in 0..SHIMS {
+        api.delete_pod(&format!("shim-{i}"));
+    }
+    wait("cleanup", || {
+        pids_matching(&format!("{}/containers", agent_dir.display())).is_empty()
+    });
+
+    let size = |n: &str| {
+        std::fs::metadata(release_bin(n))
+            .map(|m| m.len())
+            .unwrap_or(0) as f64
+            / 1e6
+    };
+    println!("punnet fleet benchmark ({RUNS} runs, medians; one 2-core machine, noisy)");
+    println!(
+        "apply -> Running, one Pod, image present: {:.1} ms median (min {:.1}, max {:.1})",
+        median(latencies.clone()),
+        latencies.iter().cloned().fold(f64::MAX, f64::min),
+        latencies.iter().cloned().fold(0.0, f64::max)
+    );
+    println!(
+        "controller idle RSS (embedded broker, 1 node): {:.1} MiB",
+        controller_idle as f64 / 1024.0
+    );
+    println!("agent idle RSS: {:.1} MiB", agent_idle as f64 / 1024.0);
+    println!(
+        "agent RSS with {SHIMS} Pods: {:.1} MiB",
+        agent_busy as f64 / 1024.0
+    );
+    if !shim_rss.is_empty() {
+        println!(
+            "RSS per shim: {:.2} MiB median over {} shims",
+            median(shim_rss) / 1024.0,
+            shim_pids.len()
+        );
+    }
+    println!(
+        "stripped binaries: punnet-controller {:.1} MB, punnet-agent {:.1} MB, punnet {:.1} MB",
+        size("punnet-controller"),
+        size("punnet-agent"),
+        size("punnet")
+    );
+    drop(agent);
+    drop(controller);
+}

@@ -1,0 +1,245 @@
+//! The embedded MQTT broker (rumqttd), so a small fleet needs nothing but the controller.
+//! A large fleet points controller and agents at an external broker instead; the
+//! controller's own client (`mqtt`) talks to either the same way.
+//!
+//! rumqttd's `Broker::start()` blocks and spawns its own threads and runtimes, so it runs
+//! on a dedicated std thread. It has **no shutdown API**: once started it lives until the
+//! process exits, which is how the controller stops it (its `main` returns after `run`).
+//! It also keeps nothing on disk: retained messages and sessions are gone after a restart,
+//! and node sync republishes every node's desired state after each ConnAck.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use punnet_api::topics::MAX_PACKET_SIZE;
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use thiserror::Error;
+use tracing::info;
+
+/// The MQTT port, as every broker uses.
+pub const DEFAULT_PORT: u16 = 1883;
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("embedded MQTT broker: cannot listen on {addr}: {source} (is another broker running? listen on another address, or point the controller at that broker)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("embedded MQTT broker: cannot start its thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("embedded MQTT broker stopped while starting on {addr}: {reason}")]
+    Stopped { addr: SocketAddr, reason: String },
+    #[error("embedded MQTT broker did not accept connections on {addr} within {waited:?}")]
+    NotListening { addr: SocketAddr, waited: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT 3.1.1 listener (what the agents and the controller use).
+    pub listen: SocketAddr,
+    /// An optional MQTT 5 listener on its own address (rumqttd serves one protocol per
+    /// port), for home-automation tools that speak v5.
+    pub listen_v5: Option<SocketAddr>,
+    /// Most simultaneous clients: every board, the controller and a few tools.
+    pub max_connections: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            listen_v5: None,
+            max_connections: 512,
+        }
+    }
+}
+
+/// rumqttd's configuration, every field chosen for a Pi: `RouterConfig::default()` is
+/// all zeros (unusable) and rumqttd's sample keeps up to 1 GB per topic filter.
+pub fn rumqttd_config(config: &BrokerConfig) -> Config {
+    let router = RouterConfig {
+        max_connections: config.max_connections,
+        // Packets handed to one connection per router pass: enough to drain a burst of
+        // desired-state messages without starving other clients.
+        max_outgoing_packet_count: 200,
+        // Each subscription filter keeps its messages in memory in segments: up to 4 of
+        // 512 KiB, so a busy filter such as `nodes/+/status` holds at most 2 MiB. A
+        // message bigger than a segment still fits (it gets a segment to itself).
+        max_segment_size: 512 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let connections = ConnectionSettings {
+        // A client must send CONNECT this soon after the TCP accept.
+        connection_timeout_ms: 5_000,
+        // The largest packet either side sends (the desired set of a full node).
+        max_payload_size: MAX_PACKET_SIZE,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        // Filters are created as clients subscribe; nothing is configured up front.
+        dynamic_filters: true,
+    };
+    let server = |name: &str, listen: SocketAddr| ServerSettings {
+        name: name.to_string(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: connections.clone(),
+    };
+    let mut v4 = HashMap::new();
+    v4.insert("1".to_string(), server("punnet-mqtt-v4", config.listen));
+    let v5 = config.listen_v5.map(|addr| {
+        let mut m = HashMap::new();
+        m.insert("1".to_string(), server("punnet-mqtt-v5", addr));
+        m
+    });
+    Config {
+        id: 0,
+        router,
+        v4: Some(v4),
+        v5,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    }
+}
+
+/// Starts the broker on `addr` (MQTT 3.1.1) and returns once it accepts connections.
+pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
+    start_with(BrokerConfig {
+        listen: addr,
+        ..BrokerConfig::default()
+    })
+}
+
+pub fn start_with(config: BrokerConfig) -> Result<(), BrokerError> {
+    // rumqttd only logs a failed bind from its own thread; find out here, with a reason.
+    for addr in std::iter::once(config.listen).chain(config.listen_v5) {
+        TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    }
+    let rumqttd = rumqttd_config(&config);
+    let thread = thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(rumqttd);
+            // Returns only if every listener failed; there is no way to stop it.
+            broker.start().map_err(|e| e.to_string())
+        })
+        .map_err(BrokerError::Thread)?;
+
+    let addrs: Vec<SocketAddr> = std::iter::once(config.listen)
+        .chain(config.listen_v5)
+        .collect();
+    let waited = Duration::from_secs(10);
+    let deadline = Instant::now() + waited;
+    for addr in addrs {
+        let probe = connectable(addr);
+        loop {
+            if mqtt_handshake(probe) {
+                break;
+            }
+            if thread.is_finished() {
+                let reason = match thread.join() {
+                    Ok(Err(e)) => e,
+                    _ => "its listener failed (see the log above)".to_string(),
+                };
+                return Err(BrokerError::Stopped { addr, reason });
+            }
+            if Instant::now() > deadline {
+                return Err(BrokerError::NotListening { addr, waited });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    info!("embedded MQTT broker listening on {}", config.listen);
+    Ok(())
+}
+
+/// Where to knock to see a listener on `addr`: the loopback address for the wildcard.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Whether an MQTT 3.1.1 CONNECT to `addr` gets a CONNACK. A bare TCP connect would do
+/// to see the port open, but the broker logs every connection closed before CONNECT as
+/// an error, which would greet every user at start.
+fn mqtt_handshake(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let client_id = b"punnet-controller-probe";
+    let mut packet = vec![0x10, (12 + client_id.len()) as u8];
+    // Protocol name "MQTT", level 4, clean session, keepalive 10 s.
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
+    packet.extend_from_slice(&[0, client_id.len() as u8]);
+    packet.extend_from_slice(client_id);
+    let mut connack = [0u8; 4];
+    let ok = s.write_all(&packet).is_ok()
+        && s.read_exact(&mut connack).is_ok()
+        && connack[0] == 0x20
+        && connack[3] == 0;
+    // DISCONNECT, so the broker closes the session without complaint.
+    let _ = s.write_all(&[0xe0, 0]);
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_router_field_is_set_for_a_pi() {
+        let c = rumqttd_config(&BrokerConfig::default());
+        assert!(c.router.max_connections > 0);
+        assert!(c.router.max_outgoing_packet_count > 0);
+        assert!(
+            c.router.max_segment_size >= 1024,
+            "rumqttd panics below 1 KiB"
+        );
+        assert!(c.router.max_segment_size * c.router.max_segment_count <= 4 << 20);
+        let v4 = &c.v4.as_ref().unwrap()["1"];
+        assert!(v4.connections.dynamic_filters);
+        assert!(v4.connections.max_payload_size >= MAX_PACKET_SIZE);
+        assert!(c.v5.is_none());
+    }
+
+    #[test]
+    fn an_address_in_use_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = start(taken.local_addr().unwrap()).unwrap_err();
+        assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
+        assert!(err.to_string().contains("cannot listen on 127.0.0.1:"));
+    }
+
+    #[test]
+    fn wildcard_is_probed_on_loopback() {
+        assert_eq!(
+            connectable("0.0.0.0:1883".parse().unwrap()),
+            "127.0.0.1:1883".parse().unwrap()
+        );
+        assert_eq!(
+            connectable("[::]:1".parse().unwrap()),
+            "[::1]:1".parse().unwrap()
+        );
+    }
+}

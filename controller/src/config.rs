@@ -1,0 +1,153 @@
+//! The controller's configuration: flags, an optional YAML file with the same keys, and
+//! the defaults a single board needs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet";
+pub const DEFAULT_HTTP: &str = "0.0.0.0:6443";
+pub const DEFAULT_MQTT: &str = "0.0.0.0:1883";
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data_dir: PathBuf,
+    /// REST API (and later the fleet page).
+    pub http: SocketAddr,
+    /// Listener of the embedded broker; unused with `broker`.
+    pub mqtt: SocketAddr,
+    /// An external broker (`mqtt://HOST:PORT`) instead of the embedded one.
+    pub broker: Option<String>,
+    pub prefix: String,
+    /// A node silent this long goes NotReady.
+    pub node_grace: Duration,
+    /// Also run an agent in this process: a single-machine fleet.
+    pub agent: Option<punnet_agent::config::AgentConfig>,
+}
+
+impl ControllerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ControllerConfig {
+        ControllerConfig {
+            data_dir: data_dir.into(),
+            http: DEFAULT_HTTP.parse().expect("valid default"),
+            mqtt: DEFAULT_MQTT.parse().expect("valid default"),
+            broker: None,
+            prefix: punnet_api::topics::DEFAULT_PREFIX.to_string(),
+            node_grace: Duration::from_secs(40),
+            agent: None,
+        }
+    }
+
+    /// The URL a local client (the embedded agent) uses to reach the broker.
+    pub fn broker_url(&self) -> String {
+        match &self.broker {
+            Some(url) => url.clone(),
+            None => {
+                let ip = if self.mqtt.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    self.mqtt.ip().to_string()
+                };
+                format!("mqtt://{ip}:{}", self.mqtt.port())
+            }
+        }
+    }
+
+    /// The configuration of the embedded agent: its data under `<data-dir>/agent`, the
+    /// controller's broker, and this binary as its shim.
+    pub fn local_agent(
+        &self,
+        name: Option<String>,
+        labels: BTreeMap<String, String>,
+    ) -> punnet_agent::config::AgentConfig {
+        let mut agent = punnet_agent::config::AgentConfig::new(
+            name.unwrap_or_else(punnet_agent::config::hostname),
+        );
+        agent.data_dir = self.data_dir.join("agent");
+        agent.broker = self.broker_url();
+        agent.prefix = self.prefix.clone();
+        agent.labels = labels;
+        agent
+    }
+}
+
+/// The YAML file: the flags' names as keys (`data-dir: /srv/punnet`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub mqtt: Option<String>,
+    pub broker: Option<String>,
+    pub prefix: Option<String>,
+    pub node_grace: Option<String>,
+    pub with_agent: Option<bool>,
+    pub agent_name: Option<String>,
+    #[serde(default)]
+    pub agent_label: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{flag} {value:?}: {message}")]
+    Value {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let fail = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        serde_norway::from_str(&text).map_err(|e| fail(e.to_string()))
+    }
+}
+
+pub fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| ConfigError::Value {
+        flag,
+        value: value.to_string(),
+        message: format!("{e}; expected IP:PORT such as 0.0.0.0:6443"),
+    })
+}
+
+pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    punnet_agent::config::parse_duration(value).map_err(|e| ConfigError::Value {
+        flag,
+        value: value.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_reaches_a_wildcard_listener_over_loopback() {
+        let mut c = ControllerConfig::new("/tmp/x");
+        assert_eq!(c.broker_url(), "mqtt://127.0.0.1:1883");
+        c.broker = Some("mqtt://broker.lan:1884".into());
+        assert_eq!(c.broker_url(), "mqtt://broker.lan:1884");
+        let a = c.local_agent(Some("pi".into()), BTreeMap::new());
+        assert_eq!(a.data_dir, PathBuf::from("/tmp/x/agent"));
+        assert_eq!(a.broker, "mqtt://broker.lan:1884");
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        assert!(serde_norway::from_str::<ConfigFile>("data-dir: /x\nhttp: 0.0.0.0:1\n").is_ok());
+        assert!(serde_norway::from_str::<ConfigFile>("datadir: /x\n").is_err());
+    }
+}

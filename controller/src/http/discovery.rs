@@ -1,0 +1,128 @@
+//! The small static documents kubectl reads before anything else: `/version` and the
+//! API discovery (`/api`, `/apis`, `/api/v1`, `/apis/apps/v1`), which tell it which
+//! kinds exist, their plural names, scope, verbs and short names.
+
+use axum::Json;
+use punnet_api::{Deployment, Node, Pod, Resource};
+use serde_json::{json, Value};
+
+/// The verbs every served kind supports (no watch yet).
+const VERBS: [&str; 6] = ["create", "delete", "get", "list", "patch", "update"];
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "major": env!("CARGO_PKG_VERSION_MAJOR"),
+        "minor": env!("CARGO_PKG_VERSION_MINOR"),
+        "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
+        "platform": format!("linux/{}", go_arch(std::env::consts::ARCH)),
+    }))
+}
+
+/// Go's name for a CPU architecture, which Kubernetes uses everywhere.
+pub fn go_arch(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64",
+        other => other,
+    }
+}
+
+pub async fn core_versions() -> Json<Value> {
+    Json(json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [],
+    }))
+}
+
+pub async fn groups() -> Json<Value> {
+    Json(json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [apps_group_value()],
+    }))
+}
+
+pub async fn apps_group() -> Json<Value> {
+    let mut group = apps_group_value();
+    group["kind"] = json!("APIGroup");
+    group["apiVersion"] = json!("v1");
+    Json(group)
+}
+
+fn apps_group_value() -> Value {
+    let version = json!({"groupVersion": "apps/v1", "version": "v1"});
+    json!({
+        "name": "apps",
+        "versions": [version.clone()],
+        "preferredVersion": version,
+    })
+}
+
+pub async fn core_v1() -> Json<Value> {
+    Json(resource_list(
+        "v1",
+        vec![
+            resource::<Pod>("pod", "po", true),
+            json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
+            resource::<Node>("node", "no", false),
+        ],
+    ))
+}
+
+pub async fn apps_v1() -> Json<Value> {
+    Json(resource_list(
+        "apps/v1",
+        vec![resource::<Deployment>("deployment", "deploy", true)],
+    ))
+}
+
+fn resource_list(group_version: &str, resources: Vec<Value>) -> Value {
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    })
+}
+
+fn resource<T: Resource>(singular: &str, short: &str, in_all: bool) -> Value {
+    let mut r = json!({
+        "name": T::PLURAL,
+        "singularName": singular,
+        "namespaced": T::NAMESPACED,
+        "kind": T::KIND,
+        "verbs": VERBS,
+        "shortNames": [short],
+    });
+    if in_all {
+        // `kubectl get all` lists the kinds in the "all" category.
+        r["categories"] = json!(["all"]);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resource_lists_name_kinds_scope_and_short_names() {
+        let Json(core) = core_v1().await;
+        assert_eq!(core["groupVersion"], "v1");
+        assert_eq!(core["resources"][0]["name"], "pods");
+        assert_eq!(core["resources"][0]["shortNames"][0], "po");
+        assert_eq!(core["resources"][2]["namespaced"], false);
+        let Json(apps) = apps_v1().await;
+        assert_eq!(apps["resources"][0]["kind"], "Deployment");
+        assert_eq!(apps["resources"][0]["shortNames"][0], "deploy");
+        assert_eq!(go_arch("aarch64"), "arm64");
+        assert_eq!(go_arch("arm"), "arm");
+    }
+}

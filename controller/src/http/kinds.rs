@@ -1,0 +1,235 @@
+//! What a write through the API may do to each kind: how it is validated, which fields
+//! the system owns (status belongs to the agent and the controllers; a Pod's node to
+//! the scheduler) and which changes Kubernetes forbids on update (most of a Pod's spec,
+//! a Deployment's selector).
+
+use punnet_api::object::to_json;
+use punnet_api::validate::{
+    validate_deployment, validate_node, validate_pod, FieldError, ValidationError,
+};
+use punnet_api::{Deployment, Node, ObjectMeta, Pod, PodSpec, Resource};
+use serde_json::Value;
+
+/// A kind served by the generic handlers in `objects` and `apply`.
+pub trait ApiResource: Resource {
+    fn validate(&self) -> Result<(), ValidationError>;
+
+    /// Resets what users may not set when they create an object.
+    fn clear_status(&mut self);
+
+    /// Copies from the stored object what a user write never changes: the status, and
+    /// system-owned spec fields the body leaves unset.
+    fn keep_system_fields(&mut self, current: &Self);
+
+    /// Rejects changes the kind forbids on update.
+    fn check_update(&self, _current: &Self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}
+
+impl ApiResource for Pod {
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate_pod(self)
+    }
+
+    fn clear_status(&mut self) {
+        self.status = Default::default();
+    }
+
+    fn keep_system_fields(&mut self, current: &Self) {
+        self.status = current.status.clone();
+        // The scheduler sets nodeName; a manifest that does not mention it must not
+        // unbind the Pod (and could not: the spec is immutable).
+        if self.spec.node_name.is_none() {
+            self.spec.node_name = current.spec.node_name.clone();
+        }
+    }
+
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        let changed = pod_spec_changes(&current.spec, &self.spec);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        Err(ValidationError {
+            object: self.describe(),
+            errors: vec![FieldError {
+                field: "spec".into(),
+                message: format!(
+                    "Forbidden: pod updates may not change fields other than `spec.containers[*].image` (changed: {}); delete and re-create the Pod, or let a Deployment do it",
+                    changed.join(", ")
+                ),
+            }],
+        })
+    }
+}
+
+impl ApiResource for Deployment {
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate_deployment(self)
+    }
+
+    fn clear_status(&mut self) {
+        self.status = Default::default();
+    }
+
+    fn keep_system_fields(&mut self, current: &Self) {
+        self.status = current.status.clone();
+    }
+
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        // As in apps/v1: a new selector would orphan the Pods the old one selected.
+        if self.spec.selector == current.spec.selector {
+            return Ok(());
+        }
+        Err(ValidationError {
+            object: self.describe(),
+            errors: vec![FieldError {
+                field: "spec.selector".into(),
+                message: "field is immutable; delete and re-create the Deployment to change it"
+                    .into(),
+            }],
+        })
+    }
+}
+
+impl ApiResource for Node {
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate_node(self)
+    }
+
+    fn clear_status(&mut self) {
+        self.status = Default::default();
+    }
+
+    fn keep_system_fields(&mut self, current: &Self) {
+        self.status = current.status.clone();
+        if self.spec.pod_cidr.is_none() {
+            self.spec.pod_cidr = current.spec.pod_cidr.clone();
+        }
+    }
+}
+
+/// The top-level Pod spec fields that differ, ignoring container images (the one
+/// thing Kubernetes lets an update change), as `spec.<field>`.
+pub fn pod_spec_changes(current: &PodSpec, next: &PodSpec) -> Vec<String> {
+    let mut next = next.clone();
+    for (c, cur) in next.containers.iter_mut().zip(&current.containers) {
+        c.image = cur.image.clone();
+    }
+    let (a, b) = (to_json(current), to_json(&next));
+    let empty = serde_json::Map::new();
+    let a = a.as_object().unwrap_or(&empty);
+    let b = b.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("spec.{k}"))
+        .collect()
+}
+
+/// Whether a label is maintained by Punnet itself (node facts, the Deployment's
+/// template hash) rather than by the user.
+pub fn is_system_label(key: &str) -> bool {
+    key == punnet_api::LABEL_POD_TEMPLATE_HASH
+        || key.split_once('/').is_some_and(|(prefix, _)| {
+            prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io")
+        })
+}
+
+/// Copies the metadata an apply leaves alone when the body does not mention it.
+pub fn keep_unmentioned_meta(meta: &mut ObjectMeta, current: &ObjectMeta) {
+    for (k, v) in &current.labels {
+        if is_system_label(k) && !meta.labels.contains_key(k) {
+            meta.labels.insert(k.clone(), v.clone());
+        }
+    }
+    if meta.owner_references.is_empty() {
+        meta.owner_references = current.owner_references.clone();
+    }
+    if meta.generate_name.is_none() {
+        meta.generate_name = current.generate_name.clone();
+    }
+}
+
+/// The `metadata.resourceVersion` a request body carries, if any: a precondition.
+pub fn requested_version(value: &Value) -> Option<&str> {
+    value
+        .get("metadata")?
+        .get("resourceVersion")?
+        .as_str()
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punnet_api::Container;
+
+    fn spec(image: &str) -> PodSpec {
+        PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: image.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_images_may_change_in_a_pod_spec() {
+        assert!(pod_spec_changes(&spec("a"), &spec("b")).is_empty());
+        let mut moved = spec("a");
+        moved.node_name = Some("pi-2".into());
+        moved.restart_policy = Some("Never".into());
+        assert_eq!(
+            pod_spec_changes(&spec("a"), &moved),
+            vec!["spec.nodeName", "spec.restartPolicy"]
+        );
+        let mut more = spec("a");
+        more.containers.push(Container {
+            name: "d".into(),
+            image: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(pod_spec_changes(&spec("a"), &more), vec!["spec.containers"]);
+    }
+
+    #[test]
+    fn a_scheduled_pod_keeps_its_node_and_status() {
+        let current = Pod {
+            spec: PodSpec {
+                node_name: Some("pi-1".into()),
+                ..spec("a")
+            },
+            status: punnet_api::PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut next = Pod {
+            spec: spec("b"),
+            status: punnet_api::PodStatus {
+                phase: Some("Failed".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        next.keep_system_fields(&current);
+        assert_eq!(next.spec.node_name.as_deref(), Some("pi-1"));
+        assert_eq!(next.status.phase.as_deref(), Some("Running"));
+        assert!(next.check_update(&current).is_ok());
+    }
+
+    #[test]
+    fn system_labels() {
+        assert!(is_system_label("kubernetes.io/arch"));
+        assert!(is_system_label("node.kubernetes.io/instance-type"));
+        assert!(is_system_label("pod-template-hash"));
+        assert!(!is_system_label("app"));
+        assert!(!is_system_label("example.com/kubernetes.io"));
+    }
+}

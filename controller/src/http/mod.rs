@@ -1,0 +1,171 @@
+//! The controller's REST API (step 1–2 of the Pod flow): the Kubernetes paths, verbs,
+//! status codes and bodies for Pods, Deployments and Nodes, behind a bearer token, so
+//! that `punnet` and a stock kubectl can talk to it.
+//!
+//! `router` builds the routes over an `ApiState`; `serve` runs them on a listener until
+//! `shutdown` resolves, then drains requests for a bounded time.
+
+mod apply;
+pub mod auth;
+mod discovery;
+pub mod error;
+mod extract;
+mod kinds;
+pub mod logs;
+mod objects;
+mod query;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, MethodRouter};
+use axum::{Extension, Router};
+use punnet_api::{Deployment, Node, Pod};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use self::apply::merge_patch;
+pub use self::auth::Tokens;
+pub use self::error::ApiError;
+pub use self::kinds::ApiResource;
+pub use self::logs::{LogError, LogItem, LogSource, LogStream};
+
+use crate::store::Store;
+
+/// Request bodies beyond this are refused with 413: the largest sane manifest is far
+/// smaller, and a Pi should not buffer a runaway upload.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long `serve` waits for running requests after shutdown before it returns anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// All objects; every acknowledged write has been `sync`ed.
+    pub store: Arc<Store>,
+    /// The bearer tokens requests must carry.
+    pub tokens: Arc<Tokens>,
+    /// Container logs, fetched from the node's agent.
+    pub logs: Arc<dyn LogSource>,
+}
+
+impl ApiState {
+    pub fn new(store: Arc<Store>, tokens: Arc<Tokens>, logs: Arc<dyn LogSource>) -> ApiState {
+        ApiState {
+            store,
+            tokens,
+            logs,
+        }
+    }
+}
+
+/// Cancelled when `serve` is told to shut down, so that endless responses (following
+/// logs) end instead of holding the shutdown up.
+#[derive(Clone, Debug)]
+pub struct ShutdownSignal(pub CancellationToken);
+
+/// The whole API. `/healthz` is open; everything else needs a token.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::core_versions))
+        .route("/api/v1", get(discovery::core_v1))
+        .route("/apis", get(discovery::groups))
+        .route("/apis/apps", get(discovery::apps_group))
+        .route("/apis/apps/v1", get(discovery::apps_v1))
+        .route("/api/v1/pods", get(objects::list::<Pod>))
+        .route("/api/v1/namespaces/{namespace}/pods", collection::<Pod>())
+        .route("/api/v1/namespaces/{namespace}/pods/{name}", item::<Pod>())
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/log",
+            get(logs::logs),
+        )
+        .route(
+            "/apis/apps/v1/deployments",
+            get(objects::list::<Deployment>),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/deployments",
+            collection::<Deployment>(),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            item::<Deployment>(),
+        )
+        .route("/api/v1/nodes", collection::<Node>())
+        .route("/api/v1/nodes/{name}", item::<Node>())
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(discovery::healthz))
+        .method_not_allowed_fallback(method_not_allowed);
+    api.merge(open)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn collection<T: ApiResource>() -> MethodRouter<ApiState> {
+    get(objects::list::<T>).post(objects::create::<T>)
+}
+
+fn item<T: ApiResource>() -> MethodRouter<ApiState> {
+    get(objects::get::<T>)
+        .put(objects::replace::<T>)
+        .patch(objects::patch::<T>)
+        .delete(objects::delete::<T>)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "the server could not find the requested resource ({})",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not supported on {}", uri.path()))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets running requests
+/// finish for up to `SHUTDOWN_GRACE`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let app = router(state).layer(Extension(ShutdownSignal(stop.clone())));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("REST API listening on http://{addr}");
+    }
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::select! {
+        result = server => result,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "REST API requests still running {}s after shutdown; terminating now",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What a list request asks for: `labelSelector`, `fieldSelector` (equality on dotted
+//! JSON paths such as `spec.nodeName=pi-1`, which `kubectl describe node` uses) and the
+//! options Punnet does not serve yet, refused rather than silently ignored.
+
+use punnet_api::selector::Selector;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub watch: Option<String>,
+}
+
+/// Query parameters of writes. `fieldManager` and `force` are accepted and ignored
+/// (there is one manager: whoever applies last wins).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteParams {
+    pub dry_run: Option<String>,
+}
+
+impl WriteParams {
+    /// Refuses `dryRun`: doing the write anyway would be the worst answer.
+    pub fn check(&self) -> Result<(), ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("") => Ok(()),
+            Some(_) => Err(ApiError::bad_request("dryRun is not supported by Punnet")),
+        }
+    }
+}
+
+/// The filters of a list request.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    labels: Selector,
+    fields: Vec<FieldRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldRequirement {
+    path: String,
+    value: String,
+    equal: bool,
+}
+
+impl ListFilter {
+    pub fn from_params(params: &ListParams) -> Result<ListFilter, ApiError> {
+        if params
+            .watch
+            .as_deref()
+            .is_some_and(|w| !matches!(w, "" | "false" | "0"))
+        {
+            return Err(ApiError::bad_request(
+                "watch is not supported by Punnet yet: poll the list instead",
+            ));
+        }
+        let labels = match params.label_selector.as_deref() {
+            Some(s) => Selector::parse(s)?,
+            None => Selector::default(),
+        };
+        let fields = match params.field_selector.as_deref() {
+            Some(s) => parse_field_selector(s)?,
+            None => Vec::new(),
+        };
+        Ok(ListFilter { labels, fields })
+    }
+
+    /// Whether an object (its labels and its JSON form) passes every filter.
+    pub fn matches(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        json: impl FnOnce() -> Value,
+    ) -> bool {
+        if !self.labels.matches(labels) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        let json = json();
+        self.fields
+            .iter()
+            .all(|r| (field_value(&json, &r.path) == r.value) == r.equal)
+    }
+}
+
+fn parse_field_selector(text: &str) -> Result<Vec<FieldRequirement>, ApiError> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (path, value, equal) = if let Some((p, v)) = part.split_once("!=") {
+            (p, v, false)
+        } else if let Some((p, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            (p, v, true)
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector {text:?}: {part:?} is not `field=value` or `field!=value`"
+            )));
+        };
+        let path = path.trim();
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector {text:?}: {path:?} is not a field path like spec.nodeName"
+            )));
+        }
+        out.push(FieldRequirement {
+            path: path.to_string(),
+            value: value.trim().to_string(),
+            equal,
+        });
+    }
+    Ok(out)
+}
+
+/// The value at a dotted path as a string; missing fields read as `""`, as in
+/// Kubernetes (`spec.nodeName=` selects unscheduled Pods).
+fn field_value(json: &Value, path: &str) -> String {
+    let mut v = json;
+    for part in path.split('.') {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn filter(labels: Option<&str>, fields: Option<&str>) -> Result<ListFilter, ApiError> {
+        ListFilter::from_params(&ListParams {
+            label_selector: labels.map(str::to_string),
+            field_selector: fields.map(str::to_string),
+            watch: None,
+        })
+    }
+
+    #[test]
+    fn field_selectors_compare_dotted_paths() {
+        let pod = json!({"metadata": {"name": "web"}, "spec": {"nodeName": "pi-1", "replicas": 2}});
+        let none = Default::default();
+        let yes = |f: &str| {
+            filter(None, Some(f))
+                .unwrap()
+                .matches(&none, || pod.clone())
+        };
+        assert!(yes("spec.nodeName=pi-1"));
+        assert!(yes("spec.nodeName==pi-1,metadata.name=web"));
+        assert!(!yes("spec.nodeName!=pi-1"));
+        assert!(yes("status.phase="));
+        assert!(yes("spec.replicas=2"));
+        assert!(filter(None, Some("spec.nodeName")).is_err());
+        assert!(filter(None, Some("spec..x=1")).is_err());
+    }
+
+    #[test]
+    fn label_selectors_and_refusals() {
+        let labels = [("app".to_string(), "web".to_string())].into();
+        assert!(filter(Some("app=web"), None)
+            .unwrap()
+            .matches(&labels, || Value::Null));
+        assert!(!filter(Some("app=db"), None)
+            .unwrap()
+            .matches(&labels, || Value::Null));
+        assert_eq!(
+            filter(Some("env in prod"), None).unwrap_err().status.code,
+            400
+        );
+        let watch = ListParams {
+            watch: Some("true".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ListFilter::from_params(&watch).unwrap_err().status.code,
+            400
+        );
+        assert!(WriteParams {
+            dry_run: Some("All".into())
+        }
+        .check()
+        .is_err());
+        assert!(WriteParams::default().check().is_ok());
+    }
+}

@@ -1,0 +1,377 @@
+//! Desired state out (step 9 of the Pod flow): every node's whole set of bound Pods,
+//! published retained at QoS 1 on `nodes/<node>/desired`.
+//!
+//! `DesiredIndex` is the pure part: it follows the store's events, keeps each bound Pod
+//! with its status cleared, and says which nodes' sets changed. Only metadata and spec
+//! count: status updates come from the agents, and republishing on them would loop.
+//! `run_publisher` debounces, so a Deployment of three replicas is one message per node,
+//! and republishes every node after each ConnAck (a restarted broker keeps nothing).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use punnet_api::wire::{encode, DesiredState};
+use punnet_api::{Node, Object, Pod, PodStatus};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::mqtt::MqttHandle;
+use crate::store::{Change, Store, StoreError, WatchEvent};
+
+/// What was last published for one node.
+#[derive(Debug, Clone, PartialEq)]
+struct Published {
+    generation: u64,
+    pods: Vec<Pod>,
+}
+
+#[derive(Debug, Default)]
+pub struct DesiredIndex {
+    /// Bound Pods by `namespace/name`, as the agent gets them (status cleared).
+    pods: HashMap<String, Pod>,
+    /// Names of Node objects: they get a (possibly empty) desired set too.
+    nodes: BTreeSet<String>,
+    published: HashMap<String, Published>,
+    /// Nodes whose set may have changed since the last `take_changes`.
+    dirty: BTreeSet<String>,
+}
+
+/// A Pod as it goes to the agent: no status (the agent owns it) and no resourceVersion
+/// (it changes with every status write and would make every status update a "change").
+pub fn for_agent(pod: &Pod) -> Pod {
+    let mut p = pod.clone();
+    p.status = PodStatus::default();
+    p.metadata.resource_version = None;
+    p
+}
+
+impl DesiredIndex {
+    /// An index of the store's current contents; every node is dirty.
+    pub fn from_lists(pods: &[Pod], nodes: &[Node]) -> DesiredIndex {
+        let mut index = DesiredIndex::default();
+        index.reset(pods, nodes);
+        index
+    }
+
+    /// Replaces the view of the store (after a lagged watch), keeping what was published
+    /// so only real differences go out.
+    pub fn reset(&mut self, pods: &[Pod], nodes: &[Node]) {
+        self.pods = pods
+            .iter()
+            .filter(|p| p.spec.node_name.is_some())
+            .map(|p| (p.metadata.key(), for_agent(p)))
+            .collect();
+        self.nodes = nodes.iter().map(|n| n.metadata.name.clone()).collect();
+        self.dirty = self.known_nodes();
+    }
+
+    /// Every node there is a desired set for.
+    fn known_nodes(&self) -> BTreeSet<String> {
+        let mut all = self.nodes.clone();
+        all.extend(self.published.keys().cloned());
+        all.extend(self.pods.values().filter_map(|p| p.spec.node_name.clone()));
+        all
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    pub fn apply(&mut self, ev: &WatchEvent) {
+        match &ev.object {
+            Object::Pod(pod) => {
+                let key = pod.metadata.key();
+                let new = (ev.change != Change::Deleted && pod.spec.node_name.is_some())
+                    .then(|| for_agent(pod));
+                let old = self.pods.remove(&key);
+                // Status-only changes leave the agent's view, and so the set, alone.
+                if old != new {
+                    for p in old.iter().chain(new.iter()) {
+                        self.dirty.extend(p.spec.node_name.clone());
+                    }
+                }
+                if let Some(new) = new {
+                    self.pods.insert(key, new);
+                }
+            }
+            Object::Node(node) => {
+                let name = node.metadata.name.clone();
+                if ev.change == Change::Deleted {
+                    self.nodes.remove(&name);
+                } else if self.nodes.insert(name.clone()) {
+                    self.dirty.insert(name);
+                }
+            }
+            Object::Deployment(_) => {}
+        }
+    }
+
+    /// The Pods bound to `node`, in a stable order.
+    pub fn desired_pods(&self, node: &str) -> Vec<Pod> {
+        let mut pods: Vec<(&String, &Pod)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.spec.node_name.as_deref() == Some(node))
+            .collect();
+        pods.sort_by(|a, b| a.0.cmp(b.0));
+        pods.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// The messages to publish: for each dirty node whose set differs from what was
+    /// published, a new `DesiredState` at `revision`. With `all`, every known node goes
+    /// out (after a reconnect); unchanged ones keep the generation they had.
+    pub fn take_changes(&mut self, all: bool, revision: u64) -> Vec<DesiredState> {
+        let nodes = if all {
+            self.known_nodes()
+        } else {
+            std::mem::take(&mut self.dirty)
+        };
+        self.dirty.clear();
+        let mut out = Vec::new();
+        for node in nodes {
+            let pods = self.desired_pods(&node);
+            let generation = match self.published.get(&node) {
+                Some(p) if p.pods == pods => {
+                    if !all {
+                        continue;
+                    }
+                    p.generation
+                }
+                _ => revision,
+            };
+            self.published.insert(
+                node.clone(),
+                Published {
+                    generation,
+                    pods: pods.clone(),
+                },
+            );
+            out.push(DesiredState {
+                node,
+                generation,
+                pods,
+            });
+        }
+        out
+    }
+}
+
+fn list(store: &Store) -> Result<(Vec<Pod>, Vec<Node>), StoreError> {
+    let (pods, _) = store.list::<Pod>(None)?;
+    let (nodes, _) = store.list::<Node>(None)?;
+    Ok((pods, nodes))
+}
+
+/// Publishes desired state until `cancel` fires. `reconnected` is notified on every
+/// ConnAck.
+pub async fn run_publisher(
+    store: Arc<Store>,
+    mqtt: MqttHandle,
+    reconnected: Arc<Notify>,
+    debounce: Duration,
+    cancel: CancellationToken,
+) {
+    // Subscribe before listing, so nothing between the two is missed.
+    let mut events = store.subscribe();
+    let mut index = match list(&store) {
+        Ok((pods, nodes)) => DesiredIndex::from_lists(&pods, &nodes),
+        Err(e) => {
+            warn!("node sync: cannot read the store: {e}");
+            DesiredIndex::default()
+        }
+    };
+    let mut relist = false;
+    let mut all = false;
+    loop {
+        if index.has_changes() || all || relist {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(debounce) => {}
+            }
+            loop {
+                match events.try_recv() {
+                    Ok(ev) => index.apply(&ev),
+                    Err(TryRecvError::Lagged(_)) => relist = true,
+                    Err(_) => break,
+                }
+            }
+            if relist {
+                match list(&store) {
+                    Ok((pods, nodes)) => index.reset(&pods, &nodes),
+                    Err(e) => warn!("node sync: cannot read the store: {e}"),
+                }
+                relist = false;
+            }
+            // Read after draining: at least as new as every change in these messages.
+            let revision = store.revision();
+            let messages = index.take_changes(all, revision);
+            all = false;
+            // While disconnected, queueing would only pile up stale messages in rumqttc;
+            // the next ConnAck republishes every node from the index instead.
+            if !mqtt.is_connected() {
+                continue;
+            }
+            for msg in messages {
+                let topic = mqtt.topics().desired(&msg.node);
+                debug!(
+                    "node sync: desired for {} at generation {}: {} Pod(s)",
+                    msg.node,
+                    msg.generation,
+                    msg.pods.len()
+                );
+                let sent = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    sent = mqtt.publish(topic, true, encode(&msg)) => sent,
+                };
+                if let Err(e) = sent {
+                    warn!("node sync: desired state for node {}: {e}", msg.node);
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = reconnected.notified() => all = true,
+            ev = events.recv() => match ev {
+                Ok(ev) => index.apply(&ev),
+                Err(RecvError::Lagged(_)) => relist = true,
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = Some("default".into());
+        p.metadata.resource_version = Some("1".into());
+        p.spec.node_name = node.map(str::to_string);
+        p
+    }
+
+    fn node(name: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = name.into();
+        n
+    }
+
+    fn ev(revision: u64, change: Change, object: Object) -> WatchEvent {
+        WatchEvent {
+            revision,
+            change,
+            object,
+        }
+    }
+
+    fn summary(msgs: &[DesiredState]) -> Vec<(String, u64, Vec<String>)> {
+        msgs.iter()
+            .map(|m| {
+                (
+                    m.node.clone(),
+                    m.generation,
+                    m.pods.iter().map(|p| p.metadata.name.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn initial_publish_covers_nodes_and_bound_pods() {
+        let mut idx = DesiredIndex::from_lists(
+            &[pod("a", Some("n1")), pod("b", Some("n2")), pod("c", None)],
+            &[node("n1"), node("n3")],
+        );
+        let msgs = idx.take_changes(false, 7);
+        assert_eq!(
+            summary(&msgs),
+            vec![
+                ("n1".into(), 7, vec!["a".into()]),
+                ("n2".into(), 7, vec!["b".into()]),
+                ("n3".into(), 7, vec![]),
+            ]
+        );
+        assert!(msgs
+            .iter()
+            .all(|m| m.pods.iter().all(|p| p.metadata.resource_version.is_none())));
+        assert!(idx.take_changes(false, 8).is_empty());
+    }
+
+    #[test]
+    fn status_only_changes_publish_nothing() {
+        let mut idx = DesiredIndex::from_lists(&[pod("a", Some("n1"))], &[]);
+        idx.take_changes(false, 1);
+        let mut running = pod("a", Some("n1"));
+        running.status.phase = Some("Running".into());
+        running.metadata.resource_version = Some("2".into());
+        idx.apply(&ev(2, Change::Modified, Object::Pod(running)));
+        assert!(idx.take_changes(false, 2).is_empty());
+    }
+
+    #[test]
+    fn binding_scaling_and_deleting_change_the_set() {
+        let mut idx = DesiredIndex::from_lists(&[], &[node("n1")]);
+        assert_eq!(
+            summary(&idx.take_changes(false, 1)),
+            vec![("n1".into(), 1, vec![])]
+        );
+        // Created unbound: nothing yet. Bound: n1's set grows, in one message for two.
+        idx.apply(&ev(2, Change::Added, Object::Pod(pod("a", None))));
+        idx.apply(&ev(3, Change::Added, Object::Pod(pod("b", None))));
+        assert!(idx.take_changes(false, 3).is_empty());
+        idx.apply(&ev(4, Change::Modified, Object::Pod(pod("a", Some("n1")))));
+        idx.apply(&ev(5, Change::Modified, Object::Pod(pod("b", Some("n1")))));
+        assert_eq!(
+            summary(&idx.take_changes(false, 5)),
+            vec![("n1".into(), 5, vec!["a".into(), "b".into()])]
+        );
+        idx.apply(&ev(6, Change::Deleted, Object::Pod(pod("a", Some("n1")))));
+        assert_eq!(
+            summary(&idx.take_changes(false, 6)),
+            vec![("n1".into(), 6, vec!["b".into()])]
+        );
+        // A spec change the agent must see.
+        let mut b = pod("b", Some("n1"));
+        b.metadata.labels.insert("x".into(), "y".into());
+        idx.apply(&ev(7, Change::Modified, Object::Pod(b)));
+        assert_eq!(idx.take_changes(false, 7).len(), 1);
+    }
+
+    #[test]
+    fn moving_a_pod_updates_both_nodes_and_republish_keeps_generations() {
+        let mut idx = DesiredIndex::from_lists(&[pod("a", Some("n1"))], &[node("n2")]);
+        idx.take_changes(false, 4);
+        idx.apply(&ev(5, Change::Modified, Object::Pod(pod("a", Some("n2")))));
+        assert_eq!(
+            summary(&idx.take_changes(false, 5)),
+            vec![("n1".into(), 5, vec![]), ("n2".into(), 5, vec!["a".into()])]
+        );
+        assert_eq!(
+            summary(&idx.take_changes(true, 9)),
+            vec![("n1".into(), 5, vec![]), ("n2".into(), 5, vec!["a".into()])]
+        );
+        // A new Node object gets its (empty) set at once.
+        idx.apply(&ev(10, Change::Added, Object::Node(node("n3"))));
+        assert_eq!(
+            summary(&idx.take_changes(false, 10)),
+            vec![("n3".into(), 10, vec![])]
+        );
+    }
+
+    #[test]
+    fn reset_after_lag_publishes_only_differences() {
+        let mut idx = DesiredIndex::from_lists(&[pod("a", Some("n1")), pod("b", Some("n2"))], &[]);
+        idx.take_changes(false, 2);
+        idx.reset(&[pod("a", Some("n1"))], &[]);
+        assert_eq!(
+            summary(&idx.take_changes(false, 9)),
+            vec![("n2".into(), 9, vec![])]
+        );
+    }
+}

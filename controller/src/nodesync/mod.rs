@@ -1,0 +1,243 @@
+//! Node sync over MQTT (step 9 and the way back of the Pod flow): desired state out to
+//! every node, status in from every agent, node liveness, and the routing of log replies.
+//!
+//! `run` owns the controller's MQTT connection. Incoming messages are handled one at a
+//! time in one task (status ingest and liveness never race each other); the desired
+//! publisher runs in its own task, so a slow broker never holds up ingest.
+
+pub mod desired;
+pub mod liveness;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use punnet_api::topics::{Topics, OFFLINE, ONLINE};
+use punnet_api::wire::{decode, LogChunk, NodeStatusReport};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::logproxy::LogProxy;
+use crate::mqtt::{self, MqttEvent, MqttSettings};
+use crate::store::Store;
+use liveness::{Liveness, Lost};
+
+#[derive(Debug, Clone)]
+pub struct NodeSyncConfig {
+    pub mqtt: MqttSettings,
+    /// A node silent for longer is NotReady (Kubernetes' default is 40 s).
+    pub node_grace: Duration,
+    /// The Node's `lastHeartbeatTime` is written at most this often when nothing else
+    /// changes.
+    pub heartbeat_every: Duration,
+    /// Changes to Pods are collected this long before desired state goes out.
+    pub debounce: Duration,
+}
+
+impl NodeSyncConfig {
+    pub fn new(mqtt: MqttSettings) -> NodeSyncConfig {
+        NodeSyncConfig {
+            mqtt,
+            node_grace: Duration::from_secs(40),
+            heartbeat_every: Duration::from_secs(60),
+            debounce: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Runs node sync until `cancel` fires, then returns once its tasks have stopped.
+pub async fn run(
+    store: Arc<Store>,
+    mqtt: MqttSettings,
+    node_grace: Duration,
+    logs: Arc<LogProxy>,
+    cancel: CancellationToken,
+) {
+    let config = NodeSyncConfig {
+        node_grace,
+        ..NodeSyncConfig::new(mqtt)
+    };
+    run_with(store, config, logs, cancel).await
+}
+
+pub async fn run_with(
+    store: Arc<Store>,
+    config: NodeSyncConfig,
+    logs: Arc<LogProxy>,
+    cancel: CancellationToken,
+) {
+    let (handle, mut events, mqtt_task) = mqtt::start(&config.mqtt, cancel.clone());
+    logs.attach(handle.clone(), config.node_grace, cancel.clone());
+    let reconnected = Arc::new(Notify::new());
+    let publisher = tokio::spawn(desired::run_publisher(
+        store.clone(),
+        handle.clone(),
+        reconnected.clone(),
+        config.debounce,
+        cancel.clone(),
+    ));
+    let mut ingest = Ingest {
+        store: store.clone(),
+        topics: config.mqtt.topics(),
+        liveness: Liveness::new(config.node_grace, Instant::now()),
+        heartbeat_every: config.heartbeat_every,
+        logs,
+        bad_messages: 0,
+    };
+    // Often enough that a silent node is noticed within about a quarter of the grace.
+    let every = (config.node_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut check = tokio::time::interval(every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = check.tick() => {
+                if let Err(e) = liveness::check(&store, &ingest.liveness, Instant::now()) {
+                    warn!("node sync: liveness check: {e}");
+                }
+            }
+            ev = events.recv() => match ev {
+                None => break,
+                Some(MqttEvent::Connected) => reconnected.notify_one(),
+                Some(MqttEvent::Message { topic, payload }) => ingest.handle(&topic, &payload),
+            },
+        }
+    }
+    let _ = publisher.await;
+    let _ = mqtt_task.await;
+}
+
+/// What a topic under `<prefix>/nodes/<node>/` is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    Status(&'a str),
+    Online(&'a str),
+    LogReply { node: &'a str, id: &'a str },
+}
+
+pub fn classify<'a>(topics: &Topics, topic: &'a str) -> Option<Incoming<'a>> {
+    let node = topics.node_of(topic)?;
+    let rest = topic
+        .strip_prefix(topics.prefix())?
+        .strip_prefix("/nodes/")?
+        .strip_prefix(node)?
+        .strip_prefix('/')?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["status"] => Some(Incoming::Status(node)),
+        ["online"] => Some(Incoming::Online(node)),
+        ["logs", "reply", id] if !id.is_empty() => Some(Incoming::LogReply { node, id }),
+        _ => None,
+    }
+}
+
+struct Ingest {
+    store: Arc<Store>,
+    topics: Topics,
+    liveness: Liveness,
+    heartbeat_every: Duration,
+    logs: Arc<LogProxy>,
+    /// Undecodable or rejected messages since start; each one is logged with the count.
+    bad_messages: u64,
+}
+
+impl Ingest {
+    fn handle(&mut self, topic: &str, payload: &[u8]) {
+        match classify(&self.topics, topic) {
+            Some(Incoming::Status(node)) => match decode::<NodeStatusReport>(payload) {
+                Ok(report) => {
+                    match status::ingest(&self.store, node, &report, self.heartbeat_every) {
+                        Ok(_) => {
+                            self.liveness.heard(node, Instant::now());
+                            self.logs.note_heard(node);
+                        }
+                        Err(
+                            e @ (status::IngestError::WrongNode { .. }
+                            | status::IngestError::BadNodeName { .. }),
+                        ) => self.bad(topic, &e.to_string()),
+                        // The report was fine; the store was not. The next report retries.
+                        Err(e) => {
+                            self.liveness.heard(node, Instant::now());
+                            warn!("node sync: {e}");
+                        }
+                    }
+                }
+                Err(e) => self.bad(topic, &e.to_string()),
+            },
+            Some(Incoming::Online(node)) => match payload {
+                p if p == OFFLINE.as_bytes() => {
+                    self.logs.note_offline(node);
+                    if let Err(e) = liveness::node_lost(&self.store, node, Lost::WentOffline) {
+                        warn!("node sync: marking node {node} lost: {e}");
+                    }
+                }
+                // `online` and an empty payload (a cleared retained message): the next
+                // status report is what makes the node Ready.
+                p if p == ONLINE.as_bytes() || p.is_empty() => debug!("node {node} is online"),
+                _ => self.bad(topic, "expected `online` or `offline`"),
+            },
+            Some(Incoming::LogReply { node, id }) => match decode::<LogChunk>(payload) {
+                Ok(chunk) => self.logs.deliver(node, id, chunk),
+                Err(e) => self.bad(topic, &e.to_string()),
+            },
+            None => debug!("node sync: ignoring message on {topic}"),
+        }
+    }
+
+    fn bad(&mut self, topic: &str, why: &str) {
+        self.bad_messages += 1;
+        warn!(
+            "node sync: rejected message on {topic} ({} so far): {why}",
+            self.bad_messages
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_classified() {
+        let t = Topics::new("punnet/v1");
+        assert_eq!(
+            classify(&t, "punnet/v1/nodes/pi-1/status"),
+            Some(Incoming::Status("pi-1"))
+        );
+        assert_eq!(
+            classify(&t, "punnet/v1/nodes/pi-1/online"),
+            Some(Incoming::Online("pi-1"))
+        );
+        assert_eq!(
+            classify(&t, "punnet/v1/nodes/pi-1/logs/reply/abc"),
+            Some(Incoming::LogReply {
+                node: "pi-1",
+                id: "abc"
+            })
+        );
+        assert_eq!(classify(&t, "punnet/v1/nodes/pi-1/desired"), None);
+        assert_eq!(classify(&t, "punnet/v1/nodes/pi-1/status/extra"), None);
+        assert_eq!(classify(&t, "other/nodes/pi-1/status"), None);
+    }
+
+    #[tokio::test]
+    async fn bad_messages_are_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut ingest = Ingest {
+            store: store.clone(),
+            topics: Topics::default(),
+            liveness: Liveness::new(Duration::from_secs(40), Instant::now()),
+            heartbeat_every: Duration::from_secs(60),
+            logs: Arc::new(LogProxy::default()),
+            bad_messages: 0,
+        };
+        ingest.handle("punnet/v1/nodes/pi-1/status", b"garbage");
+        ingest.handle("punnet/v1/nodes/pi-1/status", &[]);
+        ingest.handle("punnet/v1/nodes/pi-1/online", b"maybe");
+        ingest.handle("punnet/v1/nodes/pi-1/logs/reply/x", &[1, 2, 3]);
+        assert_eq!(ingest.bad_messages, 4);
+        assert!(store.list::<punnet_api::Node>(None).unwrap().0.is_empty());
+    }
+}

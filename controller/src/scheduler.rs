@@ -1,0 +1,470 @@
+//! The scheduler's decisions (steps 5–7 of the Pod flow), pure: which nodes can take a
+//! Pod and which of them is best. No I/O; `scheduling` runs it against the store.
+//!
+//! Filters, in Kubernetes' order: the node is Ready, not cordoned, matches the Pod's
+//! `nodeSelector`, has room for one more Pod and for the Pod's cpu/memory requests.
+//! Scores: spread Pods of one owner over nodes first, then prefer the least loaded node.
+
+use std::collections::BTreeMap;
+
+use punnet_api::quantity::{parse_bytes, parse_cpu_millis};
+use punnet_api::{phase, Node, Pod};
+
+/// What a Pod asks for, summed over its containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Requests {
+    /// Requests of a Pod. A container that sets only limits requests its limits, as in
+    /// Kubernetes. Unparseable quantities count as zero: validation rejects them at the
+    /// API, and the scheduler must never fail on one stored by an older version.
+    pub fn of(pod: &Pod) -> Requests {
+        let mut total = Requests::default();
+        for c in &pod.spec.containers {
+            let r = &c.resources;
+            let pick = |name: &str| r.requests.get(name).or_else(|| r.limits.get(name));
+            total.cpu_millis += pick("cpu")
+                .and_then(|q| parse_cpu_millis(q).ok())
+                .unwrap_or(0);
+            total.memory_bytes += pick("memory")
+                .and_then(|q| parse_bytes(q).ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
+    fn add(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+}
+
+/// What a node offers: `status.allocatable`. A missing value is zero, as in Kubernetes,
+/// so a Node object nobody reported for takes only Pods that request nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pods: u64,
+}
+
+impl Allocatable {
+    pub fn of(node: &Node) -> Allocatable {
+        let a = &node.status.allocatable;
+        Allocatable {
+            cpu_millis: a
+                .get("cpu")
+                .and_then(|q| parse_cpu_millis(q).ok())
+                .unwrap_or(0),
+            memory_bytes: a
+                .get("memory")
+                .and_then(|q| parse_bytes(q).ok())
+                .unwrap_or(0),
+            pods: a.get("pods").and_then(|q| q.parse().ok()).unwrap_or(110),
+        }
+    }
+}
+
+/// Why a node cannot take the Pod, worded as Kubernetes' scheduler words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    NotReady,
+    Unschedulable,
+    SelectorMismatch,
+    TooManyPods,
+    InsufficientCpu,
+    InsufficientMemory,
+}
+
+impl Reason {
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::NotReady => "node(s) were not ready",
+            Reason::Unschedulable => "node(s) were unschedulable",
+            Reason::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
+            Reason::TooManyPods => "Too many pods",
+            Reason::InsufficientCpu => "Insufficient cpu",
+            Reason::InsufficientMemory => "Insufficient memory",
+        }
+    }
+}
+
+/// One node as the scheduler sees it: the node and what is already placed on it.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub node: &'a Node,
+    /// Sum of the requests of the non-terminal Pods bound to the node.
+    pub used: Requests,
+    /// Number of non-terminal Pods bound to the node.
+    pub pod_count: u64,
+    /// Of those, how many share the Pod's controlling owner (for spreading).
+    pub same_owner: u64,
+}
+
+/// Whether a Pod still holds its node's resources.
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.phase(), phase::SUCCEEDED | phase::FAILED)
+}
+
+/// The uid of the Pod's controlling owner, used to spread replicas.
+fn owner_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata.controller().map(|r| r.uid.as_str())
+}
+
+/// Builds one candidate per node from every Pod in the store.
+pub fn candidates<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Pod]) -> Vec<Candidate<'a>> {
+    let owner = owner_uid(pod);
+    nodes
+        .iter()
+        .map(|node| {
+            let mut c = Candidate {
+                node,
+                used: Requests::default(),
+                pod_count: 0,
+                same_owner: 0,
+            };
+            for p in pods.iter().filter(|p| {
+                p.spec.node_name.as_deref() == Some(node.metadata.name.as_str()) && !is_terminal(p)
+            }) {
+                c.used = c.used.add(Requests::of(p));
+                c.pod_count += 1;
+                if owner.is_some() && owner_uid(p) == owner {
+                    c.same_owner += 1;
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// The reasons `node` cannot take a Pod with `requests` and `selector`; empty when it fits.
+/// A node that is not Ready or is cordoned is not looked at further, as in Kubernetes.
+pub fn filter(
+    c: &Candidate<'_>,
+    selector: &BTreeMap<String, String>,
+    requests: Requests,
+) -> Vec<Reason> {
+    if !c.node.is_ready() {
+        return vec![Reason::NotReady];
+    }
+    if c.node.is_unschedulable() {
+        return vec![Reason::Unschedulable];
+    }
+    let labels = &c.node.metadata.labels;
+    if selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+        return vec![Reason::SelectorMismatch];
+    }
+    let alloc = Allocatable::of(c.node);
+    let mut reasons = Vec::new();
+    if c.pod_count + 1 > alloc.pods {
+        reasons.push(Reason::TooManyPods);
+    }
+    if requests.cpu_millis > 0
+        && c.used.cpu_millis.saturating_add(requests.cpu_millis) > alloc.cpu_millis
+    {
+        reasons.push(Reason::InsufficientCpu);
+    }
+    if requests.memory_bytes > 0
+        && c.used.memory_bytes.saturating_add(requests.memory_bytes) > alloc.memory_bytes
+    {
+        reasons.push(Reason::InsufficientMemory);
+    }
+    reasons
+}
+
+/// The fraction of the node that would be requested after placing the Pod, averaged over
+/// cpu and memory (0.0 = empty). A resource the node does not report counts as empty.
+fn load_after(c: &Candidate<'_>, requests: Requests) -> f64 {
+    let alloc = Allocatable::of(c.node);
+    let frac = |used: u64, req: u64, cap: u64| {
+        if cap == 0 {
+            0.0
+        } else {
+            used.saturating_add(req) as f64 / cap as f64
+        }
+    };
+    (frac(c.used.cpu_millis, requests.cpu_millis, alloc.cpu_millis)
+        + frac(
+            c.used.memory_bytes,
+            requests.memory_bytes,
+            alloc.memory_bytes,
+        ))
+        / 2.0
+}
+
+/// The scheduler's answer for one Pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Bind(String),
+    /// No node fits; the message is the `PodScheduled` condition's.
+    Unschedulable(String),
+}
+
+/// Picks a node for `pod`: filters, then the node with the fewest Pods of the same owner,
+/// then the least loaded one, then the first by name (so the result is deterministic).
+pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
+    let requests = Requests::of(pod);
+    let selector = &pod.spec.node_selector;
+    let mut failures: BTreeMap<Reason, usize> = BTreeMap::new();
+    let mut fitting = Vec::new();
+    for c in candidates {
+        let reasons = filter(c, selector, requests);
+        if reasons.is_empty() {
+            fitting.push(c);
+        }
+        for r in reasons {
+            *failures.entry(r).or_default() += 1;
+        }
+    }
+    let best = fitting.into_iter().min_by(|a, b| {
+        a.same_owner
+            .cmp(&b.same_owner)
+            .then_with(|| load_after(a, requests).total_cmp(&load_after(b, requests)))
+            .then_with(|| a.node.metadata.name.cmp(&b.node.metadata.name))
+    });
+    match best {
+        Some(c) => Decision::Bind(c.node.metadata.name.clone()),
+        None => Decision::Unschedulable(unschedulable_message(candidates.len(), &failures)),
+    }
+}
+
+/// `0/2 nodes are available: 1 Insufficient memory, 1 node(s) didn't match Pod's node
+/// affinity/selector.` — reasons with counts, sorted by text as Kubernetes does.
+pub fn unschedulable_message(total: usize, failures: &BTreeMap<Reason, usize>) -> String {
+    if total == 0 {
+        return "no nodes available to schedule pods".to_string();
+    }
+    let mut parts: Vec<String> = failures
+        .iter()
+        .map(|(r, n)| format!("{n} {}", r.text()))
+        .collect();
+    parts.sort();
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punnet_api::{Container, NodeCondition, OwnerReference, ResourceRequirements};
+
+    fn node(name: &str, cpu: &str, mem: &str, arch: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = name.into();
+        n.metadata
+            .labels
+            .insert("kubernetes.io/arch".into(), arch.into());
+        n.status.allocatable.insert("cpu".into(), cpu.into());
+        n.status.allocatable.insert("memory".into(), mem.into());
+        n.status.allocatable.insert("pods".into(), "110".into());
+        n.status.conditions.push(NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        n
+    }
+
+    fn pod(name: &str, cpu: Option<&str>, mem: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = Some("default".into());
+        let mut res = ResourceRequirements::default();
+        if let Some(c) = cpu {
+            res.requests.insert("cpu".into(), c.into());
+        }
+        if let Some(m) = mem {
+            res.requests.insert("memory".into(), m.into());
+        }
+        p.spec.containers.push(Container {
+            name: "c".into(),
+            image: "busybox".into(),
+            resources: res,
+            ..Default::default()
+        });
+        p
+    }
+
+    fn owned(mut p: Pod, uid: &str) -> Pod {
+        p.metadata.owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        });
+        p
+    }
+
+    fn bound(mut p: Pod, node: &str) -> Pod {
+        p.spec.node_name = Some(node.into());
+        p
+    }
+
+    fn run(p: &Pod, nodes: &[Node], pods: &[Pod]) -> Decision {
+        decide(p, &candidates(p, nodes, pods))
+    }
+
+    #[test]
+    fn requests_default_to_limits_and_sum_over_containers() {
+        let mut p = pod("a", Some("100m"), None);
+        p.spec.containers.push(Container {
+            name: "d".into(),
+            resources: ResourceRequirements {
+                limits: [
+                    ("cpu".to_string(), "1".to_string()),
+                    ("memory".into(), "64Mi".into()),
+                ]
+                .into(),
+                requests: [("cpu".to_string(), "250m".to_string())].into(),
+            },
+            ..Default::default()
+        });
+        assert_eq!(
+            Requests::of(&p),
+            Requests {
+                cpu_millis: 350,
+                memory_bytes: 64 << 20
+            }
+        );
+        let mut bad = pod("b", Some("lots"), None);
+        bad.spec.containers[0]
+            .resources
+            .limits
+            .insert("memory".into(), "?".into());
+        assert_eq!(Requests::of(&bad), Requests::default());
+    }
+
+    #[test]
+    fn not_ready_and_cordoned_nodes_are_filtered() {
+        let mut down = node("down", "4", "1Gi", "arm64");
+        down.status.conditions[0].status = "Unknown".into();
+        let mut cordoned = node("cordoned", "4", "1Gi", "arm64");
+        cordoned.spec.unschedulable = Some(true);
+        let p = pod("a", None, None);
+        assert_eq!(
+            run(&p, &[down, cordoned.clone()], &[]),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable."
+                    .into()
+            )
+        );
+        cordoned.spec.unschedulable = Some(false);
+        assert_eq!(run(&p, &[cordoned], &[]), Decision::Bind("cordoned".into()));
+    }
+
+    #[test]
+    fn node_selector_pins_architecture() {
+        let nodes = [
+            node("pi3", "4", "1Gi", "arm"),
+            node("pi4", "4", "1Gi", "arm64"),
+        ];
+        let mut p = pod("a", None, None);
+        p.spec
+            .node_selector
+            .insert("kubernetes.io/arch".into(), "arm64".into());
+        assert_eq!(run(&p, &nodes, &[]), Decision::Bind("pi4".into()));
+        p.spec
+            .node_selector
+            .insert("kubernetes.io/arch".into(), "riscv64".into());
+        assert_eq!(
+            run(&p, &nodes, &[]),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn resources_count_bound_non_terminal_pods() {
+        let nodes = [node("n1", "1", "512Mi", "arm64")];
+        let existing = bound(pod("old", Some("600m"), Some("300Mi")), "n1");
+        let mut finished = bound(pod("done", Some("1"), Some("512Mi")), "n1");
+        finished.status.phase = Some("Succeeded".into());
+        let p = pod("a", Some("300m"), Some("200Mi"));
+        assert_eq!(
+            run(&p, &nodes, &[existing.clone(), finished.clone()]),
+            Decision::Bind("n1".into())
+        );
+        let big = pod("b", Some("500m"), Some("300Mi"));
+        assert_eq!(
+            run(&big, &nodes, &[existing, finished]),
+            Decision::Unschedulable(
+                "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.".into()
+            )
+        );
+    }
+
+    #[test]
+    fn message_groups_mixed_reasons_with_counts() {
+        let nodes = [
+            node("small", "4", "128Mi", "arm64"),
+            node("x86", "4", "8Gi", "amd64"),
+        ];
+        let mut p = pod("a", None, Some("256Mi"));
+        p.spec
+            .node_selector
+            .insert("kubernetes.io/arch".into(), "arm64".into());
+        assert_eq!(
+            run(&p, &nodes, &[]),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 1 Insufficient memory, 1 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+        assert_eq!(
+            run(&p, &[], &[]),
+            Decision::Unschedulable("no nodes available to schedule pods".into())
+        );
+    }
+
+    #[test]
+    fn pod_count_limit() {
+        let mut n = node("n1", "4", "1Gi", "arm64");
+        n.status.allocatable.insert("pods".into(), "1".into());
+        let other = bound(pod("x", None, None), "n1");
+        assert_eq!(
+            run(&pod("a", None, None), &[n], &[other]),
+            Decision::Unschedulable("0/1 nodes are available: 1 Too many pods.".into())
+        );
+    }
+
+    #[test]
+    fn replicas_spread_before_balance() {
+        // n1 is emptier, but already runs a replica of the same Deployment.
+        let nodes = [
+            node("n1", "4", "4Gi", "arm64"),
+            node("n2", "1", "1Gi", "arm64"),
+        ];
+        let sibling = bound(owned(pod("web-1", Some("100m"), None), "d-1"), "n1");
+        let p = owned(pod("web-2", Some("100m"), None), "d-1");
+        assert_eq!(
+            run(&p, &nodes, std::slice::from_ref(&sibling)),
+            Decision::Bind("n2".into())
+        );
+        // A Pod of another owner goes by load alone.
+        let stranger = owned(pod("db-1", Some("100m"), None), "d-2");
+        assert_eq!(
+            run(&stranger, &nodes, &[sibling]),
+            Decision::Bind("n1".into())
+        );
+    }
+
+    #[test]
+    fn balance_prefers_least_requested_then_name() {
+        let nodes = [
+            node("a", "2", "2Gi", "arm64"),
+            node("b", "2", "2Gi", "arm64"),
+        ];
+        let busy = bound(pod("x", Some("1"), Some("1Gi")), "a");
+        let p = pod("p", Some("100m"), Some("64Mi"));
+        assert_eq!(run(&p, &nodes, &[busy]), Decision::Bind("b".into()));
+        assert_eq!(run(&p, &nodes, &[]), Decision::Bind("a".into()));
+    }
+}

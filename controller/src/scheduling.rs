@@ -1,0 +1,247 @@
+//! The scheduling loop: binds Pending Pods that have no node, using the pure decisions of
+//! `scheduler`. Runs a pass when Pods or Nodes change (debounced) and on a timer, so a
+//! Pod that did not fit is retried when room appears.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use punnet_api::{Node, Object, Pod, PodCondition, Time};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::scheduler::{self, Decision};
+use crate::store::{Change, Store, StoreError, WatchEvent};
+
+#[derive(Debug, Clone)]
+pub struct SchedulingConfig {
+    /// Retry unschedulable Pods at least this often, even with no change in the store.
+    pub retry: Duration,
+    /// Wait this long after a change for more, so one Deployment is one pass.
+    pub debounce: Duration,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig {
+            retry: Duration::from_secs(10),
+            debounce: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Runs the scheduler until `cancel` fires.
+pub async fn run(store: Arc<Store>, cancel: CancellationToken) {
+    run_with(store, SchedulingConfig::default(), cancel).await
+}
+
+pub async fn run_with(store: Arc<Store>, config: SchedulingConfig, cancel: CancellationToken) {
+    let mut events = store.subscribe();
+    // An interval, not a sleep per loop: a steady stream of events must not postpone it.
+    let mut retry = tokio::time::interval(config.retry);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
+    loop {
+        if dirty {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(config.debounce) => {}
+            }
+            // Everything that arrived meanwhile is covered by the pass below.
+            while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+            if let Err(e) = schedule_pending(&store) {
+                warn!("scheduler: {e}");
+            }
+        }
+        // Every branch decides whether the next round runs a pass.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = retry.tick() => dirty = true,
+            ev = events.recv() => match ev {
+                Ok(ev) => dirty = is_relevant(&ev),
+                Err(RecvError::Lagged(_)) => dirty = true,
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Changes that can make a Pending Pod schedulable or need a decision: any Node change,
+/// a new or deleted Pod, an unbound Pod, and a Pod that finished (it frees resources).
+fn is_relevant(ev: &WatchEvent) -> bool {
+    match &ev.object {
+        Object::Node(_) => true,
+        Object::Pod(p) => {
+            ev.change != Change::Modified || p.spec.node_name.is_none() || scheduler::is_terminal(p)
+        }
+        Object::Deployment(_) => false,
+    }
+}
+
+/// One pass: decides for every unbound Pod, oldest first, counting earlier bindings of
+/// the same pass. Returns how many Pods were bound.
+pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
+    let (nodes, _) = store.list::<Node>(None)?;
+    let (mut pods, _) = store.list::<Pod>(None)?;
+    let mut pending: Vec<Pod> = pods
+        .iter()
+        .filter(|p| needs_scheduling(p))
+        .cloned()
+        .collect();
+    pending.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| a.metadata.key().cmp(&b.metadata.key()))
+    });
+    let mut bound = 0;
+    for pod in pending {
+        let decision = scheduler::decide(&pod, &scheduler::candidates(&pod, &nodes, &pods));
+        let ns = pod.metadata.namespace.as_deref();
+        let uid = pod.metadata.uid.clone();
+        match decision {
+            Decision::Bind(node) => {
+                let mut done = None;
+                store.modify::<Pod>(ns, &pod.metadata.name, |p| {
+                    // The Pod may have been replaced or bound since the list.
+                    if p.metadata.uid != uid || p.spec.node_name.is_some() {
+                        return;
+                    }
+                    p.spec.node_name = Some(node.clone());
+                    set_condition(&mut p.status.conditions, "True", None, None);
+                    done = Some(p.clone());
+                })?;
+                if let Some(p) = done {
+                    info!("scheduler: bound Pod {} to node {node}", p.metadata.key());
+                    // Later Pods of this pass see the resources this one takes.
+                    if let Some(slot) = pods.iter_mut().find(|q| q.metadata.uid == uid) {
+                        *slot = p;
+                    }
+                    bound += 1;
+                }
+            }
+            Decision::Unschedulable(message) => {
+                debug!(
+                    "scheduler: Pod {} is unschedulable: {message}",
+                    pod.metadata.key()
+                );
+                store.modify::<Pod>(ns, &pod.metadata.name, |p| {
+                    if p.metadata.uid != uid || p.spec.node_name.is_some() {
+                        return;
+                    }
+                    set_condition(
+                        &mut p.status.conditions,
+                        "False",
+                        Some("Unschedulable"),
+                        Some(&message),
+                    );
+                    if p.status.phase.is_none() {
+                        p.status.phase = Some(punnet_api::phase::PENDING.into());
+                    }
+                })?;
+            }
+        }
+    }
+    Ok(bound)
+}
+
+fn needs_scheduling(p: &Pod) -> bool {
+    p.spec.node_name.is_none()
+        && p.metadata.deletion_timestamp.is_none()
+        && p.phase() == punnet_api::phase::PENDING
+}
+
+/// Sets the `PodScheduled` condition, keeping its transition time when the status stays.
+fn set_condition(
+    conditions: &mut Vec<PodCondition>,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
+    let reason = reason.map(str::to_string);
+    let message = message.map(str::to_string);
+    match conditions.iter_mut().find(|c| c.type_ == "PodScheduled") {
+        Some(c) => {
+            if c.status != status {
+                c.status = status.to_string();
+                c.last_transition_time = Some(Time::now());
+            }
+            c.reason = reason;
+            c.message = message;
+        }
+        None => conditions.push(PodCondition {
+            type_: "PodScheduled".into(),
+            status: status.to_string(),
+            reason,
+            message,
+            last_transition_time: Some(Time::now()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punnet_api::{Container, NodeCondition};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn pod(name: &str, mem: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = Some("default".into());
+        let mut c = Container {
+            name: "c".into(),
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        c.resources.requests.insert("memory".into(), mem.into());
+        p.spec.containers.push(c);
+        p
+    }
+
+    fn node(name: &str, mem: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = name.into();
+        n.status.allocatable.insert("cpu".into(), "4".into());
+        n.status.allocatable.insert("memory".into(), mem.into());
+        n.status.conditions.push(NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        n
+    }
+
+    #[test]
+    fn binds_and_marks_unschedulable_within_one_pass() {
+        let (_d, s) = store();
+        s.create(node("n1", "100Mi")).unwrap();
+        s.create(pod("a", "60Mi")).unwrap();
+        s.create(pod("b", "60Mi")).unwrap();
+        assert_eq!(schedule_pending(&s).unwrap(), 1);
+        let a: Pod = s.get(Some("default"), "a").unwrap().unwrap();
+        assert_eq!(a.spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(a.status.conditions[0].status, "True");
+        let b: Pod = s.get(Some("default"), "b").unwrap().unwrap();
+        assert_eq!(b.spec.node_name, None);
+        assert_eq!(b.phase(), "Pending");
+        let c = &b.status.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("False", Some("Unschedulable"))
+        );
+        assert_eq!(
+            c.message.as_deref(),
+            Some("0/1 nodes are available: 1 Insufficient memory.")
+        );
+        // A second pass with nothing new writes nothing.
+        let rev = s.revision();
+        schedule_pending(&s).unwrap();
+        assert_eq!(s.revision(), rev);
+    }
+}

@@ -1,0 +1,766 @@
+//! The REST API end to end: a real server on 127.0.0.1:0 over a temporary sled store,
+//! driven with reqwest the way `punnet` and kubectl drive it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use punnet_api::wire::LogRequest;
+use punnet_api::{Deployment, Pod};
+use punnet_controller::http::{serve, ApiState, LogError, LogSource, LogStream, Tokens};
+use punnet_controller::store::Store;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const APPLY: &str = "application/apply-patch+yaml";
+const MERGE: &str = "application/merge-patch+json";
+
+// ---- a fake LogSource ------------------------------------------------------------
+
+/// Serves "line 1", then waits for `gate`, then "line 2"; while following it then sends
+/// a tick every 20 ms until the HTTP side drops the stream, which it reports.
+#[derive(Default)]
+struct FakeLogs {
+    requests: Mutex<Vec<(String, LogRequest)>>,
+    gate: Arc<Notify>,
+    cancelled: Arc<Notify>,
+}
+
+impl LogSource for FakeLogs {
+    fn open(&self, node: &str, request: LogRequest) -> BoxFuture<'_, Result<LogStream, LogError>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            self.requests
+                .lock()
+                .unwrap()
+                .push((node.clone(), request.clone()));
+            if node == "pi-down" {
+                return Err(LogError::NodeUnavailable {
+                    node,
+                    reason: "it is offline".into(),
+                });
+            }
+            let (tx, stream) = LogStream::channel(4);
+            let (gate, cancelled) = (self.gate.clone(), self.cancelled.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(b"line 1\n".to_vec())).await;
+                if !request.follow {
+                    let _ = tx.send(Ok(b"line 2\n".to_vec())).await;
+                    return;
+                }
+                gate.notified().await;
+                let _ = tx.send(Ok(b"line 2\n".to_vec())).await;
+                loop {
+                    tokio::select! {
+                        () = tx.closed() => break,
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {
+                            if tx.send(Ok(b"tick\n".to_vec())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                cancelled.notify_one();
+            });
+            Ok(stream)
+        })
+    }
+}
+
+// ---- the test server ---------------------------------------------------------------
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    store: Arc<Store>,
+    logs: Arc<FakeLogs>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The parts of a response a test looks at.
+struct Reply {
+    code: StatusCode,
+    body: Value,
+}
+
+impl Reply {
+    fn rv(&self) -> String {
+        self.body["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Asserts a `Status` failure with this code and reason; returns its message.
+    fn failure(&self, code: u16, reason: &str) -> String {
+        assert_eq!(self.code.as_u16(), code, "{}", self.body);
+        assert_eq!(self.body["kind"], "Status", "{}", self.body);
+        assert_eq!(self.body["status"], "Failure", "{}", self.body);
+        assert_eq!(self.body["reason"], reason, "{}", self.body);
+        assert_eq!(self.body["code"], code, "{}", self.body);
+        self.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+    let logs = Arc::new(FakeLogs::default());
+    let state = ApiState::new(store.clone(), Arc::new(Tokens::new(TOKEN)), logs.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        logs,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.unwrap();
+        let code = resp.status();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { code, body }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body))
+            .await
+    }
+
+    async fn patch(&self, path: &str, content_type: &str, body: impl Into<String>) -> Reply {
+        let req = self
+            .request(reqwest::Method::PATCH, path)
+            .header("content-type", content_type)
+            .body(body.into());
+        self.send(req).await
+    }
+
+    async fn apply(&self, path: &str, yaml: &str) -> Reply {
+        self.patch(
+            &format!("{path}?fieldManager=punnet&force=true"),
+            APPLY,
+            yaml,
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("serve returns promptly after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn pod(name: &str, labels: Value, containers: &[&str]) -> Value {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|c| json!({"name": c, "image": "busybox:1.36"}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": containers},
+    })
+}
+
+fn deployment_yaml(image: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: "{image}"
+"#
+    )
+}
+
+// ---- tests ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_unauthorized() {
+    let s = start().await;
+    let url = format!("{}{PODS}", s.base);
+
+    let missing = s.send(s.client.get(&url)).await;
+    missing.failure(401, "Unauthorized");
+    let wrong = s
+        .send(s.client.get(&url).bearer_auth("not-the-token"))
+        .await;
+    wrong.failure(401, "Unauthorized");
+    let unknown_path = s.send(s.client.get(format!("{}/nope", s.base))).await;
+    unknown_path.failure(401, "Unauthorized");
+
+    let health = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    let version = s.get("/version").await;
+    assert_eq!(version.code, StatusCode::OK);
+    assert_eq!(version.body["gitVersion"], "v0.1.0");
+    assert_eq!(version.body["major"], "0");
+    assert!(version.body["platform"]
+        .as_str()
+        .unwrap()
+        .starts_with("linux/"));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_unknown_paths_and_wrong_methods() {
+    let s = start().await;
+    let core = s.get("/api/v1").await;
+    assert_eq!(core.body["kind"], "APIResourceList");
+    let names: Vec<&str> = core.body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"pods") && names.contains(&"nodes"),
+        "{names:?}"
+    );
+    let apps = s.get("/apis/apps/v1").await;
+    assert_eq!(apps.body["resources"][0]["shortNames"][0], "deploy");
+    let groups = s.get("/apis").await;
+    assert_eq!(
+        groups.body["groups"][0]["preferredVersion"]["groupVersion"],
+        "apps/v1"
+    );
+    assert_eq!(s.get("/api").await.body["versions"][0], "v1");
+
+    let msg = s.get("/api/v1/services").await.failure(404, "NotFound");
+    assert!(msg.contains("/api/v1/services"), "{msg}");
+    let msg = s
+        .delete("/api/v1/pods")
+        .await
+        .failure(405, "MethodNotAllowed");
+    assert!(msg.contains("DELETE"), "{msg}");
+    let open = s.send(s.client.post(format!("{}/healthz", s.base))).await;
+    open.failure(405, "MethodNotAllowed");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn pods_create_get_list_and_delete() {
+    let s = start().await;
+    let created = s
+        .post(PODS, pod("web", json!({"app": "web"}), &["c"]))
+        .await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["metadata"]["namespace"], "default");
+    assert!(created.body["metadata"]["uid"].is_string());
+    assert!(created.body["metadata"]["creationTimestamp"].is_string());
+    assert!(
+        created.body.get("status").is_none(),
+        "no empty fields: {}",
+        created.body
+    );
+    s.post(PODS, pod("db", json!({"app": "db"}), &["c"])).await;
+    let other = s
+        .post(
+            "/api/v1/namespaces/tools/pods",
+            pod("web", json!({"app": "web"}), &["c"]),
+        )
+        .await;
+    assert_eq!(other.code, StatusCode::CREATED);
+
+    let again = s.post(PODS, pod("web", json!({}), &["c"])).await;
+    let msg = again.failure(409, "AlreadyExists");
+    assert_eq!(msg, "Pod default/web already exists");
+
+    let got = s.get(&format!("{PODS}/web")).await;
+    assert_eq!(got.code, StatusCode::OK);
+    assert_eq!(got.body["spec"]["containers"][0]["image"], "busybox:1.36");
+
+    let list = s.get(&format!("{PODS}?labelSelector=app%3Dweb")).await;
+    assert_eq!(list.body["kind"], "PodList");
+    assert_eq!(list.body["apiVersion"], "v1");
+    assert!(
+        list.body["metadata"]["resourceVersion"].is_string(),
+        "{}",
+        list.body
+    );
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["metadata"]["name"], "web");
+
+    let everywhere = s.get("/api/v1/pods?labelSelector=app%3Dweb").await;
+    assert_eq!(everywhere.body["items"].as_array().unwrap().len(), 2);
+    let bad = s.get(&format!("{PODS}?labelSelector=app%20in%20web")).await;
+    bad.failure(400, "BadRequest");
+
+    let msg = s
+        .get(&format!("{PODS}/nope"))
+        .await
+        .failure(404, "NotFound");
+    assert_eq!(msg, "Pod default/nope not found");
+
+    let moved = s
+        .post(PODS, json!({"metadata": {"name": "x", "namespace": "tools"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .await;
+    moved.failure(400, "BadRequest");
+
+    let deleted = s.delete(&format!("{PODS}/web")).await;
+    assert_eq!(deleted.code, StatusCode::OK);
+    assert_eq!(deleted.body["kind"], "Pod");
+    assert_eq!(deleted.body["metadata"]["name"], "web");
+    s.delete(&format!("{PODS}/web"))
+        .await
+        .failure(404, "NotFound");
+    assert!(s
+        .store
+        .get::<Pod>(Some("default"), "web")
+        .unwrap()
+        .is_none());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn apply_creates_then_keeps_or_bumps_the_resource_version() {
+    let s = start().await;
+    let path = format!("{DEPLOYS}/web");
+
+    let created = s.apply(&path, &deployment_yaml("nginx:1", 1)).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    let rv1 = created.rv();
+    assert!(!rv1.is_empty());
+
+    // The controllers write status; applying again must neither lose it nor write.
+    s.store
+        .modify::<Deployment>(Some("default"), "web", |d| d.status.ready_replicas = 1)
+        .unwrap();
+    let rv_status = s.get(&path).await.rv();
+
+    let same = s.apply(&path, &deployment_yaml("nginx:1", 1)).await;
+    assert_eq!(same.code, StatusCode::OK, "{}", same.body);
+    assert_eq!(
+        same.rv(),
+        rv_status,
+        "an unchanged apply keeps the resourceVersion"
+    );
+    assert_eq!(same.body["status"]["readyReplicas"], 1);
+
+    let changed = s.apply(&path, &deployment_yaml("nginx:2", 1)).await;
+    assert_eq!(changed.code, StatusCode::OK);
+    assert_ne!(changed.rv(), rv_status);
+    assert_eq!(
+        changed.body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    assert_eq!(changed.body["metadata"]["generation"], 2);
+    assert_eq!(changed.body["status"]["readyReplicas"], 1, "status is kept");
+    assert_eq!(
+        changed.body["metadata"]["uid"],
+        created.body["metadata"]["uid"]
+    );
+
+    // JSON is YAML too.
+    let as_json = serde_json::to_string(&changed.body).unwrap();
+    assert_eq!(s.apply(&path, &as_json).await.code, StatusCode::OK);
+
+    let list = s.get("/apis/apps/v1/deployments").await;
+    assert_eq!(list.body["kind"], "DeploymentList");
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn merge_patch_scales_and_other_patch_types_are_refused() {
+    let s = start().await;
+    let path = format!("{DEPLOYS}/web");
+    s.apply(&path, &deployment_yaml("nginx:1", 1)).await;
+
+    let scaled = s.patch(&path, MERGE, r#"{"spec":{"replicas":3}}"#).await;
+    assert_eq!(scaled.code, StatusCode::OK, "{}", scaled.body);
+    assert_eq!(scaled.body["spec"]["replicas"], 3);
+    assert_eq!(scaled.body["spec"]["selector"]["matchLabels"]["app"], "web");
+    let stored: Deployment = s.store.get(Some("default"), "web").unwrap().unwrap();
+    assert_eq!(stored.spec.replicas, Some(3));
+
+    let labelled = s
+        .patch(
+            &path,
+            MERGE,
+            r#"{"metadata":{"labels":{"app":null,"tier":"front"}}}"#,
+        )
+        .await;
+    assert_eq!(
+        labelled.body["metadata"]["labels"],
+        json!({"tier": "front"})
+    );
+
+    s.patch(
+        &format!("{DEPLOYS}/nope"),
+        MERGE,
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await
+    .failure(404, "NotFound");
+    let msg = s
+        .patch(&path, MERGE, r#"{"spec":{"replicaz":3}}"#)
+        .await
+        .failure(400, "BadRequest");
+    assert!(msg.contains("\"spec.replicaz\""), "{msg}");
+    let msg = s
+        .patch(&path, MERGE, r#"{"spec":{"replicas":-1}}"#)
+        .await
+        .failure(422, "Invalid");
+    assert_eq!(
+        msg,
+        "Deployment default/web: spec.replicas: must be 0 or more"
+    );
+    s.patch(&path, "application/json-patch+json", "[]")
+        .await
+        .failure(415, "UnsupportedMediaType");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_objects_and_unknown_fields_are_refused() {
+    let s = start().await;
+    let mut body: Value = serde_norway::from_str(&deployment_yaml("", 1)).unwrap();
+    let invalid = s.post(DEPLOYS, body.clone()).await;
+    let msg = invalid.failure(422, "Invalid");
+    assert_eq!(
+        msg,
+        "Deployment default/web: spec.template.spec.containers[0].image: must not be empty"
+    );
+    let cause = &invalid.body["details"]["causes"][0];
+    assert_eq!(cause["field"], "spec.template.spec.containers[0].image");
+    assert_eq!(cause["message"], "must not be empty");
+    assert_eq!(invalid.body["details"]["name"], "web");
+
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+    body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = json!("Always");
+    let msg = s
+        .post(DEPLOYS, body.clone())
+        .await
+        .failure(400, "BadRequest");
+    assert!(
+        msg.contains("unknown field \"spec.template.spec.containers[0].imagePullPolicyy\""),
+        "{msg}"
+    );
+
+    let msg = s
+        .apply(
+            &format!("{DEPLOYS}/web"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n",
+        )
+        .await
+        .failure(400, "BadRequest");
+    assert!(msg.contains("this URL serves apps/v1 Deployment"), "{msg}");
+    let msg = s
+        .apply(&format!("{DEPLOYS}/web"), "spec: [unclosed\n")
+        .await
+        .failure(400, "BadRequest");
+    assert!(msg.contains("YAML"), "{msg}");
+    assert!(s
+        .store
+        .get::<Deployment>(Some("default"), "web")
+        .unwrap()
+        .is_none());
+
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let msg = s
+        .patch(&format!("{DEPLOYS}/web"), APPLY, huge)
+        .await
+        .failure(413, "RequestEntityTooLarge");
+    assert!(msg.contains("4 MiB"), "{msg}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn replace_checks_versions_names_and_existence() {
+    let s = start().await;
+    let created = s
+        .post(PODS, pod("web", json!({"app": "web"}), &["c"]))
+        .await;
+    let mut body = created.body.clone();
+    body["metadata"]["labels"]["tier"] = json!("front");
+    body["status"] = json!({"phase": "Succeeded"});
+
+    let replaced = s.put(&format!("{PODS}/web"), body.clone()).await;
+    assert_eq!(replaced.code, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["metadata"]["labels"]["tier"], "front");
+    assert!(
+        replaced.body.get("status").is_none(),
+        "status is not writable: {}",
+        replaced.body
+    );
+    assert_ne!(replaced.rv(), created.rv());
+
+    // `body` still carries the first resourceVersion.
+    body["metadata"]["labels"]["tier"] = json!("back");
+    let msg = s
+        .put(&format!("{PODS}/web"), body.clone())
+        .await
+        .failure(409, "Conflict");
+    assert!(msg.contains("stale"), "{msg}");
+
+    s.put(&format!("{PODS}/other"), body.clone())
+        .await
+        .failure(400, "BadRequest");
+    let mut missing = body.clone();
+    missing["metadata"] = json!({"name": "gone"});
+    s.put(&format!("{PODS}/gone"), missing)
+        .await
+        .failure(404, "NotFound");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn pod_specs_are_immutable_except_images_and_the_node_is_kept() {
+    let s = start().await;
+    let path = format!("{PODS}/web");
+    let manifest = |image: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers: [{{name: c, image: \"{image}\"}}]\n")
+    };
+    assert_eq!(
+        s.apply(&path, &manifest("busybox:1")).await.code,
+        StatusCode::CREATED
+    );
+    // The scheduler binds it.
+    s.store
+        .modify::<Pod>(Some("default"), "web", |p| {
+            p.spec.node_name = Some("pi-1".into())
+        })
+        .unwrap();
+
+    let updated = s.apply(&path, &manifest("busybox:2")).await;
+    assert_eq!(updated.code, StatusCode::OK, "{}", updated.body);
+    assert_eq!(updated.body["spec"]["nodeName"], "pi-1");
+    assert_eq!(updated.body["spec"]["containers"][0]["image"], "busybox:2");
+
+    let msg = s
+        .patch(&path, MERGE, r#"{"spec":{"nodeName":"pi-2"}}"#)
+        .await
+        .failure(422, "Invalid");
+    assert!(
+        msg.starts_with("Pod default/web: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image` (changed: spec.nodeName)"),
+        "{msg}"
+    );
+    let stored: Pod = s.store.get(Some("default"), "web").unwrap().unwrap();
+    assert_eq!(stored.spec.node_name.as_deref(), Some("pi-1"));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn nodes_are_cluster_scoped() {
+    let s = start().await;
+    let created = s
+        .post("/api/v1/nodes", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "pi-1", "labels": {"zone": "garden"}}}))
+        .await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    assert!(created.body["metadata"].get("namespace").is_none());
+    let list = s.get("/api/v1/nodes?labelSelector=zone%3Dgarden").await;
+    assert_eq!(list.body["kind"], "NodeList");
+    assert_eq!(list.body["items"][0]["metadata"]["name"], "pi-1");
+    let cordoned = s
+        .patch(
+            "/api/v1/nodes/pi-1",
+            MERGE,
+            r#"{"spec":{"unschedulable":true}}"#,
+        )
+        .await;
+    assert_eq!(cordoned.body["spec"]["unschedulable"], true);
+    assert_eq!(s.delete("/api/v1/nodes/pi-1").await.code, StatusCode::OK);
+    s.get("/api/v1/nodes/pi-1").await.failure(404, "NotFound");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_name_the_container_and_the_node() {
+    let s = start().await;
+    s.post(PODS, pod("web", json!({}), &["a", "b"])).await;
+    s.post(PODS, pod("solo", json!({}), &["c"])).await;
+
+    let msg = s
+        .get(&format!("{PODS}/web/log"))
+        .await
+        .failure(400, "BadRequest");
+    assert_eq!(
+        msg,
+        "a container name must be specified for pod default/web, choose one of: [a b]"
+    );
+    let msg = s
+        .get(&format!("{PODS}/web/log?container=z"))
+        .await
+        .failure(400, "BadRequest");
+    assert!(msg.contains("choose one of: [a b]"), "{msg}");
+    s.get(&format!("{PODS}/nope/log"))
+        .await
+        .failure(404, "NotFound");
+    let msg = s
+        .get(&format!("{PODS}/solo/log"))
+        .await
+        .failure(503, "ServiceUnavailable");
+    assert!(msg.contains("not scheduled"), "{msg}");
+
+    s.store
+        .modify::<Pod>(Some("default"), "solo", |p| {
+            p.spec.node_name = Some("pi-down".into())
+        })
+        .unwrap();
+    let msg = s
+        .get(&format!("{PODS}/solo/log"))
+        .await
+        .failure(503, "ServiceUnavailable");
+    assert_eq!(
+        msg,
+        "node pi-down did not answer the log request: it is offline"
+    );
+
+    s.store
+        .modify::<Pod>(Some("default"), "web", |p| {
+            p.spec.node_name = Some("pi-1".into())
+        })
+        .unwrap();
+    let resp = s
+        .request(
+            reqwest::Method::GET,
+            &format!("{PODS}/web/log?container=b&tailLines=10"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(resp.text().await.unwrap(), "line 1\nline 2\n");
+
+    let (node, req) = s.logs.requests.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(node, "pi-1");
+    assert_eq!(
+        (
+            req.namespace.as_str(),
+            req.pod.as_str(),
+            req.container.as_deref()
+        ),
+        ("default", "web", Some("b"))
+    );
+    assert_eq!(
+        (req.follow, req.tail_lines, req.cancel),
+        (false, Some(10), false)
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn following_logs_stream_and_stop_when_the_client_leaves() {
+    let s = start().await;
+    s.post(PODS, pod("web", json!({}), &["c"])).await;
+    s.store
+        .modify::<Pod>(Some("default"), "web", |p| {
+            p.spec.node_name = Some("pi-1".into())
+        })
+        .unwrap();
+
+    let mut resp = s
+        .request(reqwest::Method::GET, &format!("{PODS}/web/log?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The first line arrives while the source still holds the second back: streamed.
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"line 1\n");
+    s.logs.gate.notify_one();
+    let mut rest = Vec::new();
+    while !String::from_utf8_lossy(&rest).contains("line 2\n") {
+        rest.extend_from_slice(&resp.chunk().await.unwrap().unwrap());
+    }
+    assert!(s.logs.requests.lock().unwrap()[0].1.follow);
+
+    drop(resp);
+    tokio::time::timeout(Duration::from_secs(5), s.logs.cancelled.notified())
+        .await
+        .expect("the source sees the stream dropped when the client leaves");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_following_logs() {
+    let s = start().await;
+    s.post(PODS, pod("web", json!({}), &["c"])).await;
+    s.store
+        .modify::<Pod>(Some("default"), "web", |p| {
+            p.spec.node_name = Some("pi-1".into())
+        })
+        .unwrap();
+    let mut resp = s
+        .request(reqwest::Method::GET, &format!("{PODS}/web/log?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&resp.chunk().await.unwrap().unwrap()[..], b"line 1\n");
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = resp.chunk().await {} });
+    // Well inside SHUTDOWN_GRACE: the follow is cut, not waited for.
+    tokio::time::timeout(Duration::from_secs(3), s.shutdown())
+        .await
+        .expect("shutdown does not wait for a following log");
+    tokio::time::timeout(Duration::from_secs(3), reader)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,523 @@
+//! The whole slice end to end with real processes, as a user runs it: a controller with
+//! its embedded broker, an agent process running real busybox containers, and the
+//! `punnet` CLI. Needs root (containers, cgroups, overlayfs): it panics rather than
+//! skipping when not root. The agent and CLI binaries come from the same target
+//! directory (`cargo test --workspace` builds them).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn need_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: it runs real containers"
+    );
+}
+
+fn bin(name: &str) -> PathBuf {
+    let controller = PathBuf::from(env!("CARGO_BIN_EXE_punnet-controller"));
+    let path = controller.parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A controller and an agent on loopback ports, in one temporary directory; both are
+/// killed and every container they left is cleaned up on drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+    http: u16,
+    mqtt: u16,
+    node: String,
+    controller: Option<Child>,
+    agent: Option<Child>,
+}
+
+impl Fleet {
+    fn start(node: &str) -> Fleet {
+        need_root();
+        let dir = tempfile::tempdir().unwrap();
+        let mut fleet = Fleet {
+            dir,
+            http: free_port(),
+            mqtt: free_port(),
+            node: node.to_string(),
+            controller: None,
+            agent: None,
+        };
+        fleet.start_controller();
+        fleet.start_agent();
+        fleet.load_busybox();
+        let node = fleet.node.clone();
+        eventually("the node to be Ready", Duration::from_secs(20), || {
+            let out = fleet.punnet(&["get", "nodes", &node, "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let ready = v["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(())
+        });
+        fleet
+    }
+
+    fn controller_dir(&self) -> PathBuf {
+        self.dir.path().join("controller")
+    }
+
+    fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap()
+    }
+
+    fn start_controller(&mut self) {
+        let child = Command::new(bin("punnet-controller"))
+            .arg("--data-dir")
+            .arg(self.controller_dir())
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--mqtt", &format!("127.0.0.1:{}", self.mqtt)])
+            .args(["--node-grace", "5s"])
+            .env("RUST_LOG", "info,rumqttd=warn")
+            .stdout(Stdio::null())
+            .stderr(self.log("controller.log"))
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        let token_file = self.controller_dir().join("admin.token");
+        eventually("the controller's API", Duration::from_secs(20), || {
+            token_file.exists().then_some(())?;
+            let out = self.punnet(&["get", "nodes"]);
+            out.status.success().then_some(())
+        });
+    }
+
+    fn start_agent(&mut self) {
+        let child = Command::new(bin("punnet-agent"))
+            .args(["--name", &self.node])
+            .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt)])
+            .arg("--data-dir")
+            .arg(self.agent_dir())
+            .args(["--restart-backoff", "1s", "--heartbeat", "1s"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(self.log("agent.log"))
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    fn kill(child: &mut Option<Child>) {
+        if let Some(mut c) = child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn load_busybox(&self) {
+        let archive = self.dir.path().join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../agent/tests/fixtures/make-busybox-image.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(&archive)
+            .arg("busybox:latest")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "building the image: {out:?}");
+        let out = Command::new(bin("punnet-agent"))
+            .arg("--data-dir")
+            .arg(self.agent_dir())
+            .args(["image", "load"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "image load: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("busybox:latest"));
+    }
+
+    fn punnet(&self, args: &[&str]) -> Output {
+        let token =
+            std::fs::read_to_string(self.controller_dir().join("admin.token")).unwrap_or_default();
+        Command::new(bin("punnet"))
+            .args(args)
+            .env("PUNNET_SERVER", format!("http://127.0.0.1:{}", self.http))
+            .env("PUNNET_TOKEN", token.trim())
+            .env("PUNNET_CONFIG", self.dir.path().join("no-config.yaml"))
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `punnet` and returns its stdout, failing the test on a non-zero exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.punnet(args);
+        assert!(
+            out.status.success(),
+            "punnet {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply(&self, name: &str, yaml: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap()])
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        let out = self.ok(&["get", "pods", "-l", selector, "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn running(&self, selector: &str) -> Vec<Value> {
+        self.pods(selector)
+            .into_iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .collect()
+    }
+
+    /// Processes whose command line contains `needle`.
+    fn processes(needle: &str) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) && pid != std::process::id() {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn container_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.agent_dir().join("containers"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        Fleet::kill(&mut self.agent);
+        Fleet::kill(&mut self.controller);
+        // Containers outlive the agent by design: clean up what the test left.
+        let data = self.agent_dir();
+        for pid in Fleet::processes(&data.to_string_lossy()) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        if let Ok(runtime_root) = std::fs::read_dir(data.join("containers")) {
+            for e in runtime_root.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                for ctl in [
+                    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio", "cpuset",
+                ] {
+                    let cg = Path::new("/sys/fs/cgroup")
+                        .join(ctl)
+                        .join("punnet")
+                        .join(&id);
+                    if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                            // SAFETY: as above.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            for line in mounts.lines() {
+                if let Some(target) = line.split(' ').nth(1) {
+                    if target.starts_with(&*data.to_string_lossy()) {
+                        let _ = nix_umount(target);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn nix_umount(target: &str) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(target).unwrap();
+    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn deployment(name: &str, replicas: u32, marker: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: busybox:latest
+        command: [sh, -c, 'echo "hello {marker}"; exec sleep {marker}']
+        resources: {{limits: {{memory: 32Mi, cpu: 200m}}}}
+"#
+    )
+}
+
+#[test]
+fn deployment_runs_scales_logs_and_cleans_up() {
+    let fleet = Fleet::start("e2e-main");
+    let marker = "7771";
+    let out = fleet.apply("web.yaml", &deployment("web", 2, marker));
+    assert_eq!(out.trim(), "deployment.apps/web created");
+
+    let pods = eventually("2 Running Pods", Duration::from_secs(30), || {
+        let pods = fleet.running("app=web");
+        (pods.len() == 2).then_some(pods)
+    });
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], "e2e-main");
+        let name = p["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.starts_with("web-") && name.len() == "web-".len() + 10 + 1 + 5,
+            "{name}"
+        );
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    }
+    let wide = fleet.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        wide.contains("e2e-main") && wide.contains("Running"),
+        "{wide}"
+    );
+    assert_eq!(Fleet::processes(&format!("sleep {marker}")).len(), 2);
+
+    // The log line, read through the controller and MQTT from the agent.
+    let pod = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let logs = eventually("the log line", Duration::from_secs(10), || {
+        let out = fleet.punnet(&["logs", &pod]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("hello").then_some(text)
+    });
+    assert_eq!(logs, format!("hello {marker}\n"));
+
+    fleet.ok(&["scale", "deployment", "web", "--replicas", "3"]);
+    eventually("3 Running Pods", Duration::from_secs(30), || {
+        (fleet.running("app=web").len() == 3).then_some(())
+    });
+    let deploy = fleet.ok(&["get", "deployment", "web"]);
+    assert!(deploy.contains("3/3"), "{deploy}");
+
+    fleet.ok(&["scale", "deployment", "web", "--replicas", "1"]);
+    eventually("1 Pod and 1 container", Duration::from_secs(30), || {
+        (fleet.pods("app=web").len() == 1
+            && Fleet::processes(&format!("sleep {marker}")).len() == 1)
+            .then_some(())
+    });
+
+    let out = fleet.ok(&["delete", "deployment", "web"]);
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    eventually(
+        "every container, shim, mount and cgroup gone",
+        Duration::from_secs(30),
+        || {
+            let data = fleet.agent_dir().to_string_lossy().into_owned();
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+            let cgroups_left = ["memory", "cpu", "pids"].iter().any(|c| {
+                std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join("punnet"))
+                    .map(|d| {
+                        d.flatten().any(|e| {
+                            pods.iter().any(|p| {
+                                e.file_name()
+                                    .to_string_lossy()
+                                    .starts_with(p["metadata"]["uid"].as_str().unwrap())
+                            })
+                        })
+                    })
+                    .unwrap_or(false)
+            });
+            (fleet.pods("app=web").is_empty()
+                && Fleet::processes(&format!("sleep {marker}")).is_empty()
+                && Fleet::processes(&format!("{data}/containers")).is_empty()
+                && !mounts.contains(&data)
+                && !cgroups_left
+                && fleet.container_dirs().is_empty())
+            .then_some(())
+        },
+    );
+}
+
+#[test]
+fn agent_and_controller_survive_sigkill() {
+    let mut fleet = Fleet::start("e2e-kill");
+    let marker = "7772";
+    fleet.apply("kill.yaml", &deployment("kill", 2, marker));
+    let before = eventually("2 Running Pods", Duration::from_secs(30), || {
+        let pods = fleet.running("app=kill");
+        (pods.len() == 2).then_some(pods)
+    });
+    let pids = Fleet::processes(&format!("sleep {marker}"));
+    assert_eq!(pids.len(), 2);
+
+    // The agent dies hard: containers keep running, a new agent adopts them.
+    Fleet::kill(&mut fleet.agent);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        Fleet::processes(&format!("sleep {marker}")),
+        pids,
+        "containers must outlive the agent"
+    );
+    fleet.start_agent();
+    std::thread::sleep(Duration::from_secs(4));
+    let mut after = Fleet::processes(&format!("sleep {marker}"));
+    after.sort();
+    let mut expected = pids.clone();
+    expected.sort();
+    assert_eq!(
+        after, expected,
+        "the restarted agent must adopt, not duplicate"
+    );
+    let pods = fleet.running("app=kill");
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    }
+
+    // The controller dies hard: acknowledged objects are still there and the desired
+    // state is published again by the restarted controller and its fresh broker.
+    fleet.apply("extra.yaml", &deployment("extra", 1, "7773"));
+    Fleet::kill(&mut fleet.controller);
+    fleet.start_controller();
+    let names: Vec<String> = before
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let out = fleet.ok(&["get", "deployments"]);
+    assert!(out.contains("kill") && out.contains("extra"), "{out}");
+    eventually(
+        "extra's Pod Running after the restart",
+        Duration::from_secs(30),
+        || (fleet.running("app=extra").len() == 1).then_some(()),
+    );
+    let now: Vec<String> = fleet
+        .running("app=kill")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(now.len(), 2);
+    for n in &names {
+        assert!(
+            now.contains(n),
+            "Pod {n} lost across the controller restart: {now:?}"
+        );
+    }
+    assert_eq!(Fleet::processes(&format!("sleep {marker}")).len(), 2);
+    fleet.ok(&["delete", "deployment", "kill", "extra"]);
+}
+
+#[test]
+fn oom_kill_and_crash_backoff_are_reported() {
+    let fleet = Fleet::start("e2e-fail");
+    fleet.apply(
+        "fail.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox:latest
+    command: [sh, -c, 'x=0123456789abcdef; while true; do x="$x$x"; done']
+    resources: {limits: {memory: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  containers:
+  - name: crasher
+    image: busybox:latest
+    command: [sh, -c, 'echo crashing; exit 3']
+"#,
+    );
+    let hog = eventually("hog OOMKilled", Duration::from_secs(60), || {
+        let out = fleet.ok(&["get", "pod", "hog", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        (v["status"]["phase"] == "Failed").then_some(v)
+    });
+    let term = &hog["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["reason"], "OOMKilled", "{hog}");
+    assert_eq!(term["exitCode"], 137);
+    let described = fleet.ok(&["describe", "pod", "hog"]);
+    assert!(described.contains("OOMKilled"), "{described}");
+
+    // Restarts with back-off (1 s base in this test): the count goes up and the Pod is
+    // seen waiting in CrashLoopBackOff between runs.
+    let mut saw_backoff = false;
+    eventually("crasher restarted twice", Duration::from_secs(60), || {
+        let out = fleet.ok(&["get", "pod", "crasher", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let cs = &v["status"]["containerStatuses"][0];
+        if cs["state"]["waiting"]["reason"] == "CrashLoopBackOff" {
+            saw_backoff = true;
+        }
+        (cs["restartCount"].as_i64().unwrap_or(0) >= 2 && saw_backoff).then_some(())
+    });
+    let table = fleet.ok(&["get", "pods"]);
+    assert!(table.contains("crasher"), "{table}");
+    fleet.ok(&["delete", "pod", "hog", "crasher"]);
+}

@@ -1,0 +1,622 @@
+//! Shared pieces of the control-loop tests: the controller's loops over a temporary
+//! store, a fake agent speaking the wire protocol over a real broker, a Mosquitto
+//! process on a free loopback port, and polling helpers.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
+use punnet_api::wire::{decode, encode, DesiredState, NodeFacts, NodeStatusReport, PodReport};
+use punnet_api::{Container, Deployment, PodStatus, Time};
+use punnet_controller::deployment::{self, DeploymentConfig};
+use punnet_controller::logproxy::{LogProxy, LogProxyConfig};
+use punnet_controller::mqtt::MqttSettings;
+use punnet_controller::nodesync::{self, NodeSyncConfig};
+use punnet_controller::scheduling::{self, SchedulingConfig};
+use punnet_controller::store::Store;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn eventually_async<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The controller's loops over a temporary store, talking to the broker on `port`.
+pub struct Controller {
+    pub store: Arc<Store>,
+    pub logs: Arc<LogProxy>,
+    pub cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Controller {
+    pub fn start(port: u16) -> Controller {
+        Controller::start_with_grace(port, Duration::from_secs(10))
+    }
+
+    pub fn start_with_grace(port: u16, node_grace: Duration) -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cancel = CancellationToken::new();
+        let logs = Arc::new(LogProxy::new(LogProxyConfig {
+            answer_timeout: Duration::from_secs(1),
+            refresh: Duration::from_millis(300),
+        }));
+        let mut mqtt = MqttSettings::new("127.0.0.1", port);
+        mqtt.min_backoff = Duration::from_millis(50);
+        mqtt.max_backoff = Duration::from_millis(300);
+        let sync = NodeSyncConfig {
+            node_grace,
+            ..NodeSyncConfig::new(mqtt)
+        };
+        let tasks = vec![
+            tokio::spawn(deployment::run_with(
+                store.clone(),
+                DeploymentConfig {
+                    resync: Duration::from_secs(2),
+                    ..Default::default()
+                },
+                cancel.clone(),
+            )),
+            tokio::spawn(scheduling::run_with(
+                store.clone(),
+                SchedulingConfig {
+                    retry: Duration::from_secs(1),
+                    ..Default::default()
+                },
+                cancel.clone(),
+            )),
+            tokio::spawn(nodesync::run_with(
+                store.clone(),
+                sync,
+                logs.clone(),
+                cancel.clone(),
+            )),
+        ];
+        Controller {
+            store,
+            logs,
+            cancel,
+            tasks,
+            _dir: dir,
+        }
+    }
+
+    /// Cancels every loop and checks that each one returns promptly.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("a loop did not stop within 5 s of cancellation")
+                .unwrap();
+        }
+    }
+}
+
+pub fn deployment(name: &str, replicas: i32) -> Deployment {
+    let mut d = Deployment::default();
+    d.metadata.name = name.into();
+    d.metadata.namespace = Some("default".into());
+    d.spec.replicas = Some(replicas);
+    d.spec
+        .selector
+        .match_labels
+        .insert("app".into(), name.into());
+    d.spec
+        .template
+        .metadata
+        .labels
+        .insert("app".into(), name.into());
+    let mut c = Container {
+        name: name.into(),
+        image: "busybox:1.36".into(),
+        ..Default::default()
+    };
+    c.resources.requests.insert("memory".into(), "32Mi".into());
+    d.spec.template.spec.containers.push(c);
+    d
+}
+
+/// An agent as the controller sees one: reports node facts and Pod states every 200 ms,
+/// and follows its retained desired state.
+pub struct FakeAgent {
+    pub node: String,
+    client: AsyncClient,
+    topics: Topics,
+    /// The Pods reported with every heartbeat.
+    pub pods: Arc<Mutex<Vec<PodReport>>>,
+    pub desired: watch::Receiver<Option<DesiredState>>,
+    heartbeat: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl FakeAgent {
+    pub fn start(node: &str, port: u16) -> FakeAgent {
+        let topics = Topics::default();
+        let mut o = MqttOptions::new(format!("agent-{node}"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
+            .set_last_will(LastWill::new(
+                topics.online(node),
+                OFFLINE,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let (client, mut eventloop) = AsyncClient::new(o, 64);
+        let (desired_tx, desired) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let heartbeat = CancellationToken::new();
+        let pods: Arc<Mutex<Vec<PodReport>>> = Arc::default();
+        {
+            let (client, topics, node, stop) = (
+                client.clone(),
+                topics.clone(),
+                node.to_string(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let ev = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        ev = eventloop.poll() => ev,
+                    };
+                    match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let c = client.clone();
+                            let (desired, online) = (topics.desired(&node), topics.online(&node));
+                            tokio::spawn(async move {
+                                let _ = c.subscribe(desired, QoS::AtLeastOnce).await;
+                                let _ = c.publish(online, QoS::AtLeastOnce, true, ONLINE).await;
+                            });
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p)))
+                            if p.topic == topics.desired(&node) =>
+                        {
+                            let msg = decode::<DesiredState>(&p.payload)
+                                .expect("controller sent a bad desired state");
+                            desired_tx.send_replace(Some(msg));
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+        }
+        {
+            let (client, topics, node, pods, stop) = (
+                client.clone(),
+                topics.clone(),
+                node.to_string(),
+                pods.clone(),
+                heartbeat.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let report = NodeStatusReport {
+                        node: node.clone(),
+                        generation_seen: 0,
+                        sent_at: Time::now(),
+                        facts: facts(&node),
+                        pods: pods.lock().unwrap().clone(),
+                    };
+                    let _ = client
+                        .publish(
+                            topics.status(&node),
+                            QoS::AtLeastOnce,
+                            false,
+                            encode(&report),
+                        )
+                        .await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            });
+        }
+        FakeAgent {
+            node: node.to_string(),
+            client,
+            topics,
+            pods,
+            desired,
+            heartbeat,
+            stop,
+        }
+    }
+
+    /// The newest desired state received, if it has `n` Pods.
+    pub fn desired_with(&self, n: usize) -> Option<DesiredState> {
+        self.desired.borrow().clone().filter(|d| d.pods.len() == n)
+    }
+
+    /// Reports every desired Pod Running and Ready from now on.
+    pub fn run_desired_pods(&self) {
+        let desired = self
+            .desired
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| panic!("{} has no desired state", self.node));
+        let reports = desired
+            .pods
+            .iter()
+            .map(|p| PodReport {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                name: p.metadata.name.clone(),
+                uid: p.metadata.uid.clone().unwrap_or_default(),
+                status: running(),
+            })
+            .collect();
+        *self.pods.lock().unwrap() = reports;
+    }
+
+    /// Stops reporting but stays connected: a hung agent, no last will.
+    pub fn stop_reporting(&self) {
+        self.heartbeat.cancel();
+    }
+
+    /// Stops reporting and sets the retained `online` topic to `offline`, as a clean
+    /// agent shutdown does.
+    pub async fn go_offline(&self) {
+        self.heartbeat.cancel();
+        self.client
+            .publish(
+                self.topics.online(&self.node),
+                QoS::AtLeastOnce,
+                true,
+                OFFLINE,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.heartbeat.cancel();
+        self.stop.cancel();
+    }
+}
+
+pub fn facts(node: &str) -> NodeFacts {
+    NodeFacts {
+        hostname: node.into(),
+        arch: "arm64".into(),
+        os: "linux".into(),
+        os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+        kernel_version: "6.6.51+rpt-rpi-v8".into(),
+        machine_id: format!("machine-{node}"),
+        cpus: 4,
+        memory_bytes: 1 << 30,
+        addresses: vec!["192.168.1.50".into()],
+        agent_version: "0.1.0".into(),
+        labels: Default::default(),
+    }
+}
+
+pub fn running() -> PodStatus {
+    // With nanoseconds, as real agents report times (the store keeps whole seconds).
+    let mut s = PodStatus {
+        phase: Some("Running".into()),
+        start_time: Some(Time::now()),
+        ..Default::default()
+    };
+    for type_ in ["Ready", "ContainersReady"] {
+        s.conditions.push(punnet_api::PodCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+    }
+    s
+}
+
+/// The retained message on `topic`, read by a fresh client (what a reconnecting agent
+/// would get), or `None` if there is none within `wait`.
+pub async fn read_retained(port: u16, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+    let mut o = MqttOptions::new(format!("reader-{}", rand_id()), "127.0.0.1", port);
+    o.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+    let (client, mut eventloop) = AsyncClient::new(o, 10);
+    client.subscribe(topic, QoS::AtLeastOnce).await.ok()?;
+    let got = tokio::time::timeout(wait, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
+                    return Some(p.payload.to_vec())
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let _ = client.try_disconnect();
+    got
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+/// A Mosquitto broker on a loopback port, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        // `user root`: otherwise it drops to the `mosquitto` user when started as root.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
+            ),
+        )
+        .unwrap();
+        let child = spawn_mosquitto(&conf);
+        wait_listening(port);
+        Mosquitto {
+            port,
+            child,
+            conf,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the broker (its retained messages and sessions are lost) and starts it again
+    /// on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_mosquitto(&self.conf);
+        wait_listening(self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_mosquitto(conf: &std::path::Path) -> Child {
+    Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed")
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The flow every broker must carry: registration, a Deployment scheduled and published,
+/// Pods reported Running, scaling, deletion, and a node going offline.
+pub async fn basic_flow(port: u16) {
+    use punnet_api::{Node, Pod};
+    let wait = Duration::from_secs(10);
+    let ctl = Controller::start(port);
+    let agent = FakeAgent::start("n1", port);
+    let store = ctl.store.clone();
+
+    // Self-registration: the first report creates a Ready Node with the agent's facts.
+    let node: Node = eventually("Node n1 registered and Ready", wait, || {
+        store
+            .get::<Node>(None, "n1")
+            .unwrap()
+            .filter(|n| n.is_ready())
+    })
+    .await;
+    assert_eq!(node.metadata.labels["kubernetes.io/arch"], "arm64");
+    assert_eq!(node.status.allocatable["memory"], "1Gi");
+    // The new Node gets an (empty) desired set straight away.
+    eventually("empty desired state for n1", wait, || agent.desired_with(0)).await;
+
+    // A Deployment of 2: two Pods named web-<hash>-<5 chars>, bound to n1, one message.
+    store.create(deployment("web", 2)).unwrap();
+    let pods: Vec<Pod> = eventually("2 Pods bound to n1", wait, || {
+        let (pods, _) = store.list::<Pod>(Some("default")).unwrap();
+        (pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p.spec.node_name.as_deref() == Some("n1")))
+        .then_some(pods)
+    })
+    .await;
+    for p in &pods {
+        let parts: Vec<&str> = p.metadata.name.split('-').collect();
+        assert_eq!(parts.len(), 3, "{}", p.metadata.name);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len()),
+            ("web", 10, 5),
+            "{}",
+            p.metadata.name
+        );
+        assert_eq!(p.metadata.labels["pod-template-hash"], parts[1]);
+    }
+    let desired = eventually("desired state with both Pods", wait, || {
+        agent.desired_with(2)
+    })
+    .await;
+    let mut names: Vec<String> = desired
+        .pods
+        .iter()
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = pods.iter().map(|p| p.metadata.name.clone()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(
+        desired
+            .pods
+            .iter()
+            .all(|p| p.status == PodStatus::default()),
+        "status is cleared"
+    );
+    let topic = Topics::default().desired("n1");
+    let retained = read_retained(port, &topic, Duration::from_secs(3))
+        .await
+        .expect("a retained desired state");
+    assert_eq!(decode::<DesiredState>(&retained).unwrap().pods.len(), 2);
+
+    // The agent runs them: Pods Running, Deployment ready. Status-only: no new desired.
+    let generation = desired.generation;
+    agent.run_desired_pods();
+    eventually("Deployment web readyReplicas 2", wait, || {
+        let d: Deployment = store.get(Some("default"), "web").unwrap()?;
+        (d.status.ready_replicas == 2 && d.status.available_replicas == 2).then_some(())
+    })
+    .await;
+    let (pods, _) = store.list::<Pod>(Some("default")).unwrap();
+    assert!(pods.iter().all(|p| p.phase() == "Running"));
+    assert!(pods.iter().all(|p| p
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "PodScheduled")));
+    // An idle fleet writes nothing: heartbeats every 200 ms change no stored object.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revision = store.revision();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        store.revision(),
+        revision,
+        "heartbeats must not write to the store"
+    );
+    assert_eq!(
+        agent.desired.borrow().as_ref().unwrap().generation,
+        generation,
+        "status must not republish"
+    );
+
+    // Scale to 1.
+    store
+        .modify::<Deployment>(Some("default"), "web", |d| d.spec.replicas = Some(1))
+        .unwrap();
+    let one = eventually("desired state with 1 Pod", wait, || agent.desired_with(1)).await;
+    assert!(one.generation > generation);
+    eventually("1 Pod left", wait, || {
+        (store.list::<Pod>(None).unwrap().0.len() == 1).then_some(())
+    })
+    .await;
+
+    // Delete the Deployment: its Pods go, and so does the node's desired set.
+    store
+        .delete::<Deployment>(Some("default"), "web", None)
+        .unwrap();
+    eventually("Pods deleted", wait, || {
+        store.list::<Pod>(None).unwrap().0.is_empty().then_some(())
+    })
+    .await;
+    eventually("empty desired state", wait, || agent.desired_with(0)).await;
+
+    // A node that goes offline: NotReady at once, its Pods Unknown.
+    store.create(deployment("db", 1)).unwrap();
+    eventually("desired state with the db Pod", wait, || {
+        agent.desired_with(1)
+    })
+    .await;
+    agent.run_desired_pods();
+    eventually("db Pod Running", wait, || {
+        let (pods, _) = store.list::<Pod>(None).unwrap();
+        (pods.len() == 1 && pods[0].phase() == "Running").then_some(())
+    })
+    .await;
+    agent.go_offline().await;
+    let node: Node = eventually("Node n1 NotReady", wait, || {
+        store
+            .get::<Node>(None, "n1")
+            .unwrap()
+            .filter(|n| !n.is_ready())
+    })
+    .await;
+    let ready = node.condition("Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("Unknown", Some("NodeStatusUnknown"))
+    );
+    let pod: Pod = eventually("db Pod Unknown", wait, || {
+        let (pods, _) = store.list::<Pod>(None).unwrap();
+        pods.into_iter().find(|p| p.phase() == "Unknown")
+    })
+    .await;
+    assert_eq!(pod.status.reason.as_deref(), Some("NodeLost"));
+    assert!(pod.status.message.as_deref().unwrap().contains("n1"));
+    assert!(!pod.is_ready());
+
+    drop(agent);
+    ctl.stop().await;
+}
