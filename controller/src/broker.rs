@@ -178,9 +178,8 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether an MQTT 3.1.1 CONNECT to `addr` gets a CONNACK. A bare TCP connect would do
-/// to see the port open, but the broker logs every connection closed before CONNECT as
-/// an error, which would greet every user at start.
+/// Whether an MQTT 3.1.1 CONNECT to `addr` gets a CONNACK: an open port alone does not
+/// mean the router behind it is ready.
 fn mqtt_handshake(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
@@ -198,8 +197,7 @@ fn mqtt_handshake(addr: SocketAddr) -> bool {
         && s.read_exact(&mut connack).is_ok()
         && connack[0] == 0x20
         && connack[3] == 0;
-    // DISCONNECT, so the broker closes the session without complaint.
-    let _ = s.write_all(&[0xe0, 0]);
+    let _ = s.write_all(&[0xe0, 0]); // DISCONNECT
     ok
 }
 

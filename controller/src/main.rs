@@ -48,6 +48,10 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+/// rumqttd logs every client that goes away as an error; its own log is opt-in
+/// (`RUST_LOG=info,rumqttd=info`).
+const DEFAULT_LOG: &str = "info,rumqttd=off";
+
 fn main() {
     // The local agent's container shims re-execute this binary; they must take over
     // before any thread starts.
@@ -58,7 +62,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
