@@ -64,8 +64,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.validate()?;
-    // Orphaned container inits and the shims of an earlier agent become our children,
-    // so their exits can be reaped (FACTS.md).
+    // A container whose shim died is re-parented to the nearest subreaper: this agent,
+    // when it started that shim, so the exit can be reaped (FACTS.md). Shims of an
+    // earlier agent go to init; the runtime finds them through /proc, not as children.
     if let Err(e) = crate::runtime::become_subreaper() {
         tracing::warn!(error = %e, "could not become child subreaper; exits of orphaned containers may linger as zombies");
     }

@@ -521,3 +521,61 @@ spec:
     assert!(table.contains("crasher"), "{table}");
     fleet.ok(&["delete", "pod", "hog", "crasher"]);
 }
+
+#[test]
+fn logs_follow_streams_new_lines() {
+    use std::io::{BufRead, BufReader};
+
+    let fleet = Fleet::start("e2e-logs");
+    fleet.apply(
+        "ticker.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: ticker
+    image: busybox:latest
+    command: [sh, -c, 'i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.3; done']
+"#,
+    );
+    eventually("ticker Running", Duration::from_secs(30), || {
+        (fleet
+            .running("")
+            .iter()
+            .any(|p| p["metadata"]["name"] == "ticker"))
+        .then_some(())
+    });
+    let token = std::fs::read_to_string(fleet.controller_dir().join("admin.token")).unwrap();
+    let mut follow = Command::new(bin("punnet"))
+        .args(["logs", "-f", "--tail", "1", "ticker"])
+        .env("PUNNET_SERVER", format!("http://127.0.0.1:{}", fleet.http))
+        .env("PUNNET_TOKEN", token.trim())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    // Lines written after the request arrive while the command keeps running.
+    let ticks: Vec<u64> = (0..4)
+        .map(|_| {
+            let line = lines.next().expect("logs -f ended early").unwrap();
+            line.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected log line {line:?}"))
+        })
+        .collect();
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines out of order or missing: {ticks:?}"
+    );
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f must keep following"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    fleet.ok(&["delete", "pod", "ticker"]);
+}
