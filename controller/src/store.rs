@@ -129,6 +129,14 @@ impl Store {
         Ok(())
     }
 
+    /// The write lock. A caller's closure that panicked under it left nothing half
+    /// written (sled transactions are atomic), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn tree<T: Resource>(&self) -> &sled::Tree {
         &self.trees[T::PLURAL]
     }
@@ -222,7 +230,7 @@ impl Store {
     /// Creates an object: assigns uid, creation time, generation and resourceVersion.
     pub fn create<T: Resource>(&self, mut obj: T) -> Result<T, StoreError> {
         let key = Self::check_key(&obj)?;
-        let _guard = self.write_lock.lock().expect("store lock poisoned");
+        let _guard = self.lock();
         if self.tree::<T>().contains_key(key.as_bytes())? {
             return Err(StoreError::AlreadyExists { kind: T::KIND, key });
         }
@@ -239,7 +247,7 @@ impl Store {
     /// An update that changes nothing is not written and keeps the resourceVersion.
     pub fn update<T: Resource>(&self, obj: T) -> Result<T, StoreError> {
         let key = Self::check_key(&obj)?;
-        let _guard = self.write_lock.lock().expect("store lock poisoned");
+        let _guard = self.lock();
         let current: T = match self.tree::<T>().get(key.as_bytes())? {
             Some(bytes) => Self::decode(&key, &bytes)?,
             None => return Err(StoreError::NotFound { kind: T::KIND, key }),
@@ -296,7 +304,7 @@ impl Store {
         f: impl FnOnce(&mut T),
     ) -> Result<Option<T>, StoreError> {
         let key = Self::key_of::<T>(namespace, name);
-        let _guard = self.write_lock.lock().expect("store lock poisoned");
+        let _guard = self.lock();
         let current: T = match self.tree::<T>().get(key.as_bytes())? {
             Some(bytes) => Self::decode(&key, &bytes)?,
             None => return Ok(None),
@@ -317,7 +325,7 @@ impl Store {
         uid: Option<&str>,
     ) -> Result<Option<T>, StoreError> {
         let key = Self::key_of::<T>(namespace, name);
-        let _guard = self.write_lock.lock().expect("store lock poisoned");
+        let _guard = self.lock();
         let current: T = match self.tree::<T>().get(key.as_bytes())? {
             Some(bytes) => Self::decode(&key, &bytes)?,
             None => return Ok(None),
