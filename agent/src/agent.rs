@@ -523,7 +523,8 @@ impl Agent {
         }
     }
 
-    /// Recomputes every desired Pod's status; true when any changed.
+    /// Recomputes the status of every desired Pod and of every Pod still stopping;
+    /// true when any changed.
     fn update_status(
         &mut self,
         containers: &[ContainerInfo],
@@ -533,7 +534,11 @@ impl Agent {
         let host_ip = self.facts.addresses.first().cloned();
         let mut statuses = BTreeMap::new();
         let mut reports = Vec::with_capacity(self.pods.len());
-        for pod in &self.pods {
+        let desired_uids: BTreeSet<String> = self.pods.iter().map(reconcile::pod_uid).collect();
+        // Pods being stopped are reported too, until their last container is removed:
+        // that is how the controller learns a terminating Pod is gone.
+        let leftovers = podstatus::leftover_pods(&desired_uids, containers);
+        for pod in self.pods.iter().chain(leftovers.iter()) {
             let uid = reconcile::pod_uid(pod);
             let status = podstatus::pod_status(&StatusInput {
                 pod,

@@ -3,7 +3,7 @@
 //! container states, conditions and times follow the kubelet's rules, so `kubectl`-style
 //! tools show what people expect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use punnet_api::meta::Time;
@@ -200,6 +200,44 @@ fn condition(
         message: if ok { None } else { message },
         last_transition_time: Some(since),
     }
+}
+
+/// Pods that are no longer desired but still have containers here (stopping, or exited
+/// and not yet removed), rebuilt from what the containers were started with. The agent
+/// keeps reporting them: the controller removes a terminating Pod only once its node
+/// stops listing it, i.e. once nothing of it is left. Marked terminating (so never
+/// ready) and `restartPolicy: Never` (so nothing counts as waiting to restart: the
+/// phase is Running while any container runs).
+pub fn leftover_pods(desired_uids: &BTreeSet<String>, containers: &[ContainerInfo]) -> Vec<Pod> {
+    let mut pods: BTreeMap<&str, Pod> = BTreeMap::new();
+    for c in containers
+        .iter()
+        .filter(|c| !desired_uids.contains(&c.config.pod_uid))
+    {
+        let cfg = &c.config;
+        let pod = pods.entry(&cfg.pod_uid).or_insert_with(|| {
+            let mut p = Pod::default();
+            p.metadata.name = cfg.pod_name.clone();
+            p.metadata.namespace = Some(cfg.pod_namespace.clone());
+            p.metadata.uid = Some(cfg.pod_uid.clone());
+            p.metadata.deletion_timestamp = Some(Time::now());
+            p.spec.restart_policy = Some("Never".into());
+            p
+        });
+        if !pod
+            .spec
+            .containers
+            .iter()
+            .any(|s| s.name == cfg.container_name)
+        {
+            pod.spec.containers.push(api::Container {
+                name: cfg.container_name.clone(),
+                image: cfg.image.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    pods.into_values().collect()
 }
 
 pub fn pod_status(input: &StatusInput) -> PodStatus {
@@ -534,5 +572,47 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(10)), "10s");
         assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
         assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+    }
+
+    #[test]
+    fn pods_no_longer_desired_are_reported_while_containers_remain() {
+        let p = pod("Always", &["web", "side"]);
+        let c = [
+            running(&p, "web", 0, 5),
+            exited(&p, "side", 0, 0, ExitReason::Completed),
+        ];
+        let desired: BTreeSet<String> = ["u-1".to_string()].into();
+        assert!(leftover_pods(&desired, &c).is_empty(), "still desired");
+
+        let left = leftover_pods(&BTreeSet::new(), &c);
+        assert_eq!(left.len(), 1);
+        let l = &left[0];
+        assert_eq!(
+            (
+                l.metadata.namespace.as_deref(),
+                l.metadata.name.as_str(),
+                l.metadata.uid.as_deref()
+            ),
+            (Some("default"), "web-abc", Some("u-1"))
+        );
+        let names: Vec<&str> = l.spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["web", "side"]);
+        let s = status(l, &c, &[], None);
+        assert_eq!(
+            s.phase.as_deref(),
+            Some("Running"),
+            "a container still runs"
+        );
+        assert!(s.container_statuses.iter().all(|cs| !cs.ready));
+        assert!(s.container_statuses[0].state.running.is_some());
+        assert!(s.container_statuses[1].state.terminated.is_some());
+        assert_eq!(cond(&s, "Ready").status, "False");
+
+        // All exited: no longer running.
+        let c = [exited(&p, "web", 0, 143, ExitReason::Error)];
+        let left = leftover_pods(&BTreeSet::new(), &c);
+        let s = status(&left[0], &c, &[], None);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert!(leftover_pods(&BTreeSet::new(), &[]).is_empty());
     }
 }

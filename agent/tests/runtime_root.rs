@@ -388,13 +388,8 @@ fn containers_of_one_image_share_its_unpacked_layer() {
             .parse()
             .unwrap();
         assert_eq!(inode, host_inode, "{id} does not run from the shared layer");
-        let listed: Vec<String> = env
-            .log_lines(id)
-            .iter()
-            .filter_map(|l| parse_log_line(l))
-            .map(|l| l.content)
-            .collect();
-        assert!(listed.contains(&"mine".to_string()), "{listed:?}");
+        // The container sees the file it wrote (`ls /tmp` logs it a moment later).
+        env.wait_for_log(id, " mine");
     }
     assert!(
         !layer.join("tmp/mine").exists(),

@@ -73,6 +73,9 @@ pub struct ObjectMeta {
     pub creation_timestamp: Option<Time>,
     #[serde(default)]
     pub deletion_timestamp: Option<Time>,
+    /// The grace period the deletion was asked with (set with `deletionTimestamp`).
+    #[serde(default)]
+    pub deletion_grace_period_seconds: Option<i64>,
     #[serde(default)]
     pub owner_references: Vec<OwnerReference>,
 }

@@ -94,6 +94,46 @@ pub struct DeleteArgs {
     /// Treat objects that do not exist as deleted.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Wait until the objects are gone (`--wait=false` returns once they are deleting).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub wait: bool,
+    /// How long to wait for the objects to be gone: `60s`, `2m`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Seconds a Pod's containers get to stop; the Pod's own
+    /// `terminationGracePeriodSeconds` when not given. 0 needs --force.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub grace_period: Option<i64>,
+    /// Stop at once: the same as --grace-period=1.
+    #[arg(long)]
+    pub now: bool,
+    /// Remove the objects from the API at once, without waiting for their containers
+    /// to stop (with --grace-period=0, which it implies).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A duration as kubectl takes it: a number with `ms`, `s`, `m` or `h` (plain seconds
+/// without a unit).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 60s, 2m, 500ms"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: expected e.g. 60s, 2m, 500ms"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 #[derive(Debug, Args)]

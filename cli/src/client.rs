@@ -147,10 +147,15 @@ impl Client {
         self.json(Method::PATCH, segments, req).await
     }
 
-    /// The deleted object the server answers with is not needed, so it is not read.
-    pub async fn delete(&self, segments: &[String]) -> Result<(), ClientError> {
-        let req = self.request(Method::DELETE, segments);
-        self.send(Method::DELETE, segments, req).await.map(drop)
+    /// Deletes an object; answers the object the server sent back (as deleted, or
+    /// terminating), which names the incarnation to wait for.
+    pub async fn delete(
+        &self,
+        segments: &[String],
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let req = self.request(Method::DELETE, segments).query(query);
+        self.json(Method::DELETE, segments, req).await
     }
 
     /// A successful response whose body the caller reads as it arrives (logs).

@@ -1,8 +1,14 @@
 //! `punnet delete KIND NAME…` and `punnet delete -f FILE`: one `DELETE` per object,
-//! reported as kubectl does (`deployment.apps "web" deleted`). The server deletes a
-//! Deployment's Pods afterwards; the CLI does not wait for that.
+//! reported as kubectl does (`deployment.apps "web" deleted`), then, by default, a wait
+//! until each object is gone: a Pod that runs somewhere is only `Terminating` until its
+//! node has stopped its containers. `--grace-period`, `--now` and `--force` pass the
+//! grace period on as `gracePeriodSeconds`. The server deletes a Deployment's Pods
+//! afterwards (in the background, as kubectl's default); the CLI does not wait for them.
 
 use std::io::Write;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::args::DeleteArgs;
 use crate::error::{Error, Result};
@@ -50,11 +56,33 @@ pub async fn delete(
             .collect()
     };
 
+    let grace = grace_period(args)?;
+    if args.force {
+        writeln!(err, "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.")?;
+    }
+    let query: Vec<(&str, String)> = grace
+        .map(|g| vec![("gracePeriodSeconds", g.to_string())])
+        .unwrap_or_default();
+
     // Like kubectl, a missing object does not stop the others.
     let mut failed = false;
+    let mut deleting = Vec::new();
     for (kind, namespace, name) in targets {
-        match ctx.client.delete(&kind.object(&namespace, &name)).await {
-            Ok(_) => writeln!(out, "{} {name:?} deleted", kind.singular())?,
+        match ctx
+            .client
+            .delete(&kind.object(&namespace, &name), &query)
+            .await
+        {
+            Ok(obj) => {
+                let verb = if grace == Some(0) {
+                    "force deleted"
+                } else {
+                    "deleted"
+                };
+                writeln!(out, "{} {name:?} {verb}", kind.singular())?;
+                let uid = obj["metadata"]["uid"].as_str().map(str::to_string);
+                deleting.push((kind, namespace, name, uid));
+            }
             Err(e) if e.is_not_found() && args.ignore_not_found => {}
             Err(e) => {
                 failed = true;
@@ -64,9 +92,67 @@ pub async fn delete(
             }
         }
     }
+    if args.wait {
+        wait_gone(ctx, &deleting, args.timeout).await?;
+    }
     if failed {
         Err(Error::AlreadyReported)
     } else {
         Ok(())
     }
+}
+
+/// The `gracePeriodSeconds` to send, by kubectl's rules: `--now` is 1; 0 only with
+/// `--force` (else 1: an accidental 0 must not skip the stop); `--force` alone is 0; a
+/// negative value means the Pod's own.
+pub fn grace_period(args: &DeleteArgs) -> Result<Option<i64>> {
+    if args.now && args.grace_period.is_some() {
+        return Err(Error::Usage(
+            "--now and --grace-period cannot be specified together".into(),
+        ));
+    }
+    let requested = if args.now {
+        Some(1)
+    } else {
+        args.grace_period.filter(|g| *g >= 0)
+    };
+    Ok(match (requested, args.force) {
+        (None, true) => Some(0),
+        (Some(0), false) => Some(1),
+        (g, _) => g,
+    })
+}
+
+/// How often the wait looks again.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Waits until every object is gone (not found, or another incarnation by uid).
+async fn wait_gone(
+    ctx: &Ctx,
+    objects: &[(Kind, String, String, Option<String>)],
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for (kind, namespace, name, uid) in objects {
+        loop {
+            let current = ctx.client.get_opt(&kind.object(namespace, name)).await?;
+            let gone = match &current {
+                None => true,
+                Some(obj) => uid
+                    .as_deref()
+                    .is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u)),
+            };
+            if gone {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::DeleteTimeout {
+                    what: format!("{} {name:?}", kind.singular()),
+                    after: format!("{timeout:?}"),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
 }

@@ -35,6 +35,8 @@ pub enum Error {
     Decode { what: String, message: String },
     #[error("reading the logs of pod/{pod}: {message}")]
     Stream { pod: String, message: String },
+    #[error("timed out after {after} waiting for {what} to be deleted (it is still terminating; --timeout waits longer, --wait=false does not wait)")]
+    DeleteTimeout { what: String, after: String },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
     /// Commands that go on after one object fails print each failure as it happens and

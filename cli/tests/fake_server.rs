@@ -167,6 +167,26 @@ async fn handle(
                 ),
             }
         }
+        // Pods never finish terminating here: a delete marks them and they stay.
+        (m @ ("GET" | "DELETE"), ["api", "v1", "namespaces", ns, "pods", name]) => {
+            let found = store
+                .pods
+                .iter_mut()
+                .find(|p| p["metadata"]["namespace"] == *ns && p["metadata"]["name"] == *name);
+            match found {
+                Some(p) => {
+                    if m == "DELETE" {
+                        p["metadata"]["deletionTimestamp"] = json!("2024-05-01T12:00:00Z");
+                    }
+                    Json(p.clone()).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pods {name:?} not found"),
+                ),
+            }
+        }
         ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
             let selector =
                 Selector::parse(&query_param(&req.query, "labelSelector").unwrap_or_default())
@@ -505,5 +525,104 @@ async fn version_and_an_unreachable_server() {
     assert_eq!(
         run.result.unwrap_err().report().unwrap(),
         r#"error: the server doesn't have a resource type "foo""#
+    );
+}
+
+#[tokio::test]
+async fn delete_passes_the_grace_period_and_waits_for_the_object_to_go() {
+    let fake = Fake::default().with_pods();
+    let server = fake.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yaml");
+    std::fs::write(&file, DEPLOYMENT.replace("REPLICAS", "2")).unwrap();
+    let apply = || {
+        let (server, file) = (server.clone(), file.clone());
+        async move {
+            punnet(&server, &["apply", "-f", file.to_str().unwrap()])
+                .await
+                .result
+                .unwrap()
+        }
+    };
+    let last_delete = |fake: &Fake| {
+        fake.requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == Method::DELETE)
+            .unwrap()
+    };
+
+    // Waits (by default) until the object is gone: here at once.
+    apply().await;
+    let run = punnet(&server, &["delete", "deploy", "web", "--grace-period", "5"]).await;
+    run.result.unwrap();
+    assert_eq!(run.out, "deployment.apps \"web\" deleted\n");
+    assert_eq!(
+        query_param(&last_delete(&fake).query, "gracePeriodSeconds").as_deref(),
+        Some("5")
+    );
+    assert!(fake
+        .requests()
+        .iter()
+        .any(|r| r.method == Method::GET && r.path.ends_with("/deployments/web")));
+
+    apply().await;
+    punnet(&server, &["delete", "deploy", "web", "--now"])
+        .await
+        .result
+        .unwrap();
+    assert_eq!(
+        query_param(&last_delete(&fake).query, "gracePeriodSeconds").as_deref(),
+        Some("1")
+    );
+
+    apply().await;
+    let run = punnet(
+        &server,
+        &["delete", "-f", file.to_str().unwrap(), "--force"],
+    )
+    .await;
+    run.result.unwrap();
+    assert_eq!(run.out, "deployment.apps \"web\" force deleted\n");
+    assert!(
+        run.err.starts_with("Warning: Immediate deletion"),
+        "{}",
+        run.err
+    );
+    assert_eq!(
+        query_param(&last_delete(&fake).query, "gracePeriodSeconds").as_deref(),
+        Some("0")
+    );
+
+    // Without any flag no grace period is sent: the Pod's own applies.
+    apply().await;
+    punnet(&server, &["delete", "deploy", "web", "--wait=false"])
+        .await
+        .result
+        .unwrap();
+    assert_eq!(last_delete(&fake).query, "");
+
+    let run = punnet(
+        &server,
+        &["delete", "deploy", "web", "--now", "--grace-period", "3"],
+    )
+    .await;
+    assert_eq!(
+        run.result.unwrap_err().report().unwrap(),
+        "error: --now and --grace-period cannot be specified together"
+    );
+
+    // A Pod that stays terminating: --wait=false returns, the wait times out clearly.
+    let run = punnet(&server, &["delete", "pod", "web-a", "--wait=false"]).await;
+    run.result.unwrap();
+    assert_eq!(run.out, "pod \"web-a\" deleted\n");
+    let started = std::time::Instant::now();
+    let run = punnet(&server, &["delete", "pod", "web-b", "--timeout", "600ms"]).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    assert_eq!(run.out, "pod \"web-b\" deleted\n");
+    let msg = run.result.unwrap_err().report().unwrap();
+    assert!(
+        msg.starts_with("error: timed out after 600ms waiting for pod \"web-b\" to be deleted"),
+        "{msg}"
     );
 }

@@ -23,6 +23,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::podgc;
 use crate::scheduler::is_terminal;
 use crate::store::{Store, StoreError, WatchEvent};
 
@@ -123,7 +124,8 @@ pub struct Plan {
     pub delete: Vec<String>,
 }
 
-/// Decides creations and deletions from the live (non-terminal) Pods the Deployment owns.
+/// Decides creations and deletions from the live (non-terminal, not terminating) Pods
+/// the Deployment owns.
 /// Extras are deleted in Kubernetes' order: unscheduled, then not Running, then newest.
 pub fn plan(replicas: i32, hash: &str, live: &[&Pod]) -> Plan {
     let want = replicas.max(0) as usize;
@@ -248,14 +250,21 @@ pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), Deplo
         }
         if Some(&owner.uid) == uid.as_ref() {
             owned.push(pod);
-        } else {
+        } else if !podgc::is_terminating(pod) {
+            // Already terminating: its agent is stopping it; deleting again would only
+            // be a no-op (and a log line per event).
             delete_pod(store, pod, "its Deployment no longer exists").map_err(err)?;
         }
     }
     let Some(d) = deployment else { return Ok(()) };
 
     let hash = pod_template_hash(&d.spec.template);
-    let live: Vec<&Pod> = owned.into_iter().filter(|p| !is_terminal(p)).collect();
+    // Terminating Pods are on their way out: they are not replicas any more, so their
+    // replacements are created at once, as Kubernetes does.
+    let live: Vec<&Pod> = owned
+        .into_iter()
+        .filter(|p| !is_terminal(p) && !podgc::is_terminating(p))
+        .collect();
     let plan = plan(d.spec.replicas(), &hash, &live);
     for victim in &plan.delete {
         if let Some(pod) = live.iter().find(|p| &p.metadata.name == victim) {
@@ -317,14 +326,17 @@ fn create_pod(store: &Store, d: &Deployment, hash: &str) -> Result<Pod, Deployme
     })
 }
 
+/// Deletes a Pod the way the API does (gracefully when it runs on a Ready node).
 fn delete_pod(store: &Store, pod: &Pod, why: &str) -> Result<(), StoreError> {
-    let gone = store.delete::<Pod>(
+    let outcome = podgc::delete_pod(
+        store,
         pod.metadata.namespace.as_deref(),
         &pod.metadata.name,
         pod.metadata.uid.as_deref(),
+        None,
     )?;
-    if gone.is_some() {
-        info!("deployment: deleted Pod {} ({why})", pod.metadata.key());
+    if outcome != podgc::Deleted::NotFound {
+        info!("deployment: deleting Pod {} ({why})", pod.metadata.key());
     }
     Ok(())
 }
@@ -627,5 +639,66 @@ mod tests {
         let (pods, _) = store.list::<Pod>(None).unwrap();
         assert_eq!(pods.len(), 1);
         assert_ne!(pods[0].metadata.uid, first[0].metadata.uid);
+    }
+
+    #[test]
+    fn pods_on_a_ready_node_terminate_and_are_replaced_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut node = punnet_api::Node::default();
+        node.metadata.name = "n1".into();
+        node.status.conditions.push(punnet_api::NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        store.create(node).unwrap();
+        let bind_all = |store: &Store| {
+            for p in store.list::<Pod>(None).unwrap().0 {
+                store
+                    .modify::<Pod>(Some("default"), &p.metadata.name, |p| {
+                        p.spec.node_name = Some("n1".into())
+                    })
+                    .unwrap();
+            }
+        };
+        let terminating = |store: &Store| {
+            let (pods, _) = store.list::<Pod>(None).unwrap();
+            pods.iter().filter(|p| podgc::is_terminating(p)).count()
+        };
+        store.create(deployment(2, "busybox")).unwrap();
+        reconcile(&store, "default", "web").unwrap();
+        bind_all(&store);
+
+        // Scale down: one Pod terminates and stays listed; it is not a replica any more.
+        store
+            .modify::<Deployment>(Some("default"), "web", |d| d.spec.replicas = Some(1))
+            .unwrap();
+        reconcile(&store, "default", "web").unwrap();
+        assert_eq!(store.list::<Pod>(None).unwrap().0.len(), 2);
+        assert_eq!(terminating(&store), 1);
+        let got: Deployment = store.get(Some("default"), "web").unwrap().unwrap();
+        assert_eq!(got.status.replicas, 1);
+
+        // A template change: the replacement is created at once, next to the old one.
+        store
+            .modify::<Deployment>(Some("default"), "web", |d| {
+                d.spec.template.spec.containers[0].image = "busybox:2".into()
+            })
+            .unwrap();
+        reconcile(&store, "default", "web").unwrap();
+        assert_eq!(store.list::<Pod>(None).unwrap().0.len(), 3);
+        assert_eq!(terminating(&store), 2);
+        bind_all(&store);
+
+        // Deleting the Deployment: every Pod terminates, and again is a no-op.
+        store
+            .delete::<Deployment>(Some("default"), "web", None)
+            .unwrap();
+        reconcile(&store, "default", "web").unwrap();
+        assert_eq!(terminating(&store), 3);
+        let rev = store.revision();
+        reconcile(&store, "default", "web").unwrap();
+        assert_eq!(store.revision(), rev, "terminating orphans are left alone");
     }
 }

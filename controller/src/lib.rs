@@ -9,6 +9,7 @@ pub mod http;
 pub mod logproxy;
 pub mod mqtt;
 pub mod nodesync;
+pub mod podgc;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;

@@ -239,6 +239,7 @@ impl Store {
         meta.creation_timestamp = Some(Time::now());
         meta.generation = Some(1);
         meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
         self.commit(&key, obj, Change::Added)
     }
 
@@ -281,6 +282,7 @@ impl Store {
             meta.resource_version = cur_meta.resource_version.clone();
             if meta.deletion_timestamp.is_none() {
                 meta.deletion_timestamp = cur_meta.deletion_timestamp;
+                meta.deletion_grace_period_seconds = cur_meta.deletion_grace_period_seconds;
             }
         }
         obj.set_type_meta();

@@ -764,3 +764,68 @@ async fn shutdown_ends_following_logs() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn deleting_a_running_pod_is_graceful_unless_forced() {
+    let s = start().await;
+    let mut node = punnet_api::Node::default();
+    node.metadata.name = "pi-1".into();
+    node.status.conditions.push(punnet_api::NodeCondition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        ..Default::default()
+    });
+    s.store.create(node).unwrap();
+    let mut body = pod("web", json!({"app": "web"}), &["c"]);
+    body["spec"]["nodeName"] = json!("pi-1");
+    body["spec"]["terminationGracePeriodSeconds"] = json!(5);
+    let created = s.post(PODS, body).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+
+    // Bound to a Ready node: it comes back terminating, and is still there.
+    let deleted = s.delete(&format!("{PODS}/web")).await;
+    assert_eq!(deleted.code, StatusCode::OK, "{}", deleted.body);
+    assert!(
+        deleted.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        deleted.body
+    );
+    assert_eq!(deleted.body["metadata"]["deletionGracePeriodSeconds"], 5);
+    let got = s.get(&format!("{PODS}/web")).await;
+    assert_eq!(got.code, StatusCode::OK);
+    assert_eq!(
+        got.body["metadata"]["deletionTimestamp"],
+        deleted.body["metadata"]["deletionTimestamp"]
+    );
+    // Deleting again changes nothing; a negative grace period is refused.
+    let again = s.delete(&format!("{PODS}/web")).await;
+    assert_eq!(again.code, StatusCode::OK);
+    assert_eq!(again.rv(), deleted.rv());
+    s.delete(&format!("{PODS}/web?gracePeriodSeconds=-1"))
+        .await
+        .failure(400, "BadRequest");
+
+    // gracePeriodSeconds=0 removes it at once, terminating or not.
+    let forced = s.delete(&format!("{PODS}/web?gracePeriodSeconds=0")).await;
+    assert_eq!(forced.code, StatusCode::OK, "{}", forced.body);
+    s.get(&format!("{PODS}/web")).await.failure(404, "NotFound");
+    let mut body = pod("db", json!({"app": "db"}), &["c"]);
+    body["spec"]["nodeName"] = json!("pi-1");
+    s.post(PODS, body).await;
+    let forced = s.delete(&format!("{PODS}/db?gracePeriodSeconds=0")).await;
+    assert_eq!(forced.code, StatusCode::OK);
+    assert!(forced.body["metadata"]["deletionTimestamp"].is_null());
+    assert!(s.store.get::<Pod>(Some("default"), "db").unwrap().is_none());
+
+    // On a node that is gone there is nobody to wait for.
+    let mut body = pod("lost", json!({}), &["c"]);
+    body["spec"]["nodeName"] = json!("pi-gone");
+    s.post(PODS, body).await;
+    assert_eq!(s.delete(&format!("{PODS}/lost")).await.code, StatusCode::OK);
+    assert!(s
+        .store
+        .get::<Pod>(Some("default"), "lost")
+        .unwrap()
+        .is_none());
+    s.shutdown().await;
+}

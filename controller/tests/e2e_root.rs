@@ -579,3 +579,82 @@ spec:
     let _ = follow.wait();
     fleet.ok(&["delete", "pod", "ticker"]);
 }
+
+/// A Pod whose container ignores SIGTERM, so it stops only at SIGKILL after 3 s.
+fn stubborn_pod(name: &str, marker: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: main
+    image: busybox:latest
+    command: [sh, -c, 'trap "" TERM; echo stubborn-{marker}; while true; do sleep 1; done']
+"#
+    )
+}
+
+#[test]
+fn deleting_a_pod_is_graceful_and_waits_for_its_container() {
+    let fleet = Fleet::start("e2e-grace");
+    let (marker_a, marker_b) = ("stubborn-7775", "stubborn-7776");
+    fleet.apply("a.yaml", &stubborn_pod("stubborn-a", "7775"));
+    fleet.apply("b.yaml", &stubborn_pod("stubborn-b", "7776"));
+    eventually("both Pods Running", Duration::from_secs(30), || {
+        (fleet.running("").len() == 2
+            && !Fleet::processes(marker_a).is_empty()
+            && !Fleet::processes(marker_b).is_empty())
+        .then_some(())
+    });
+
+    // --wait=false: back at once; the Pod shows Terminating while its container runs.
+    let out = fleet.ok(&["delete", "pod", "stubborn-a", "--wait=false"]);
+    assert_eq!(out.trim(), r#"pod "stubborn-a" deleted"#);
+    let table = fleet.ok(&["get", "pod", "stubborn-a"]);
+    assert!(table.contains("Terminating"), "{table}");
+    assert!(
+        !Fleet::processes(marker_a).is_empty(),
+        "the container ignores SIGTERM and must still run"
+    );
+    let json = fleet.ok(&["get", "pod", "stubborn-a", "-o", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["metadata"]["deletionGracePeriodSeconds"], 3, "{v}");
+    // It leaves the API only once its container process is gone. Asked in this order:
+    // once the API says gone, the process must already be gone.
+    eventually(
+        "stubborn-a gone from the API",
+        Duration::from_secs(30),
+        || {
+            let out = fleet.punnet(&["get", "pod", "stubborn-a", "-o", "json"]);
+            if out.status.success() {
+                return None;
+            }
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                Fleet::processes(marker_a).is_empty(),
+                "the Pod left the API while its container still runs"
+            );
+            Some(())
+        },
+    );
+
+    // Plain delete waits until the Pod is gone (the SIGKILL comes after 3 s).
+    let started = std::time::Instant::now();
+    let out = fleet.ok(&["delete", "pod", "stubborn-b"]);
+    assert_eq!(out.trim(), r#"pod "stubborn-b" deleted"#);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "delete returned after {:?}, before the container could have stopped",
+        started.elapsed()
+    );
+    let out = fleet.punnet(&["get", "pod", "stubborn-b"]);
+    assert!(!out.status.success(), "stubborn-b still there after delete");
+    assert!(Fleet::processes(marker_b).is_empty());
+}

@@ -10,6 +10,9 @@ use punnet_api::validate::{
 use punnet_api::{Deployment, Node, ObjectMeta, Pod, PodSpec, Resource};
 use serde_json::Value;
 
+use crate::podgc;
+use crate::store::{Store, StoreError};
+
 /// A kind served by the generic handlers in `objects` and `apply`.
 pub trait ApiResource: Resource {
     fn validate(&self) -> Result<(), ValidationError>;
@@ -25,6 +28,17 @@ pub trait ApiResource: Resource {
     fn check_update(&self, _current: &Self) -> Result<(), ValidationError> {
         Ok(())
     }
+
+    /// What `DELETE` does: removes the object and returns it (`None`: not found).
+    /// `grace` is the request's `gracePeriodSeconds`; only Pods use it.
+    fn delete_from(
+        store: &Store,
+        namespace: Option<&str>,
+        name: &str,
+        _grace: Option<i64>,
+    ) -> Result<Option<Self>, StoreError> {
+        store.delete::<Self>(namespace, name, None)
+    }
 }
 
 impl ApiResource for Pod {
@@ -38,11 +52,30 @@ impl ApiResource for Pod {
 
     fn keep_system_fields(&mut self, current: &Self) {
         self.status = current.status.clone();
+        // Only DELETE starts a graceful deletion (and a write cannot undo one).
+        self.metadata.deletion_timestamp = current.metadata.deletion_timestamp;
+        self.metadata.deletion_grace_period_seconds =
+            current.metadata.deletion_grace_period_seconds;
         // The scheduler sets nodeName; a manifest that does not mention it must not
         // unbind the Pod (and could not: the spec is immutable).
         if self.spec.node_name.is_none() {
             self.spec.node_name = current.spec.node_name.clone();
         }
+    }
+
+    /// Pods are deleted gracefully when they run somewhere (see `podgc`).
+    fn delete_from(
+        store: &Store,
+        namespace: Option<&str>,
+        name: &str,
+        grace: Option<i64>,
+    ) -> Result<Option<Self>, StoreError> {
+        Ok(
+            match podgc::delete_pod(store, namespace, name, None, grace)? {
+                podgc::Deleted::Removed(p) | podgc::Deleted::Terminating(p) => Some(p),
+                podgc::Deleted::NotFound => None,
+            },
+        )
     }
 
     fn check_update(&self, current: &Self) -> Result<(), ValidationError> {

@@ -16,7 +16,7 @@ use super::apply;
 use super::error::ApiError;
 use super::extract::{content_type, parse_body, Body, Params, Target};
 use super::kinds::{requested_version, ApiResource};
-use super::query::{ListFilter, ListParams, WriteParams};
+use super::query::{DeleteParams, ListFilter, ListParams, WriteParams};
 use super::ApiState;
 use crate::store::{Store, StoreError};
 
@@ -122,16 +122,20 @@ pub async fn patch<T: ApiResource>(
 pub async fn delete<T: ApiResource>(
     State(state): State<ApiState>,
     target: Target,
-    Params(params): Params<WriteParams>,
+    Params(params): Params<DeleteParams>,
 ) -> Result<Response, ApiError> {
-    params.check()?;
+    let grace = params.grace()?;
     let ns = target.namespace.as_deref();
-    let deleted = state
-        .store
-        .delete::<T>(ns, target.name(), None)?
+    // A Pod that runs somewhere comes back terminating (with deletionTimestamp), as
+    // Kubernetes answers a graceful delete; everything else comes back as it was.
+    let deleted = T::delete_from(&state.store, ns, target.name(), grace)?
         .ok_or_else(|| ApiError::object_not_found::<T>(ns, target.name()))?;
     state.store.sync().await?;
-    tracing::info!("deleted {}", deleted.describe());
+    if deleted.meta().deletion_timestamp.is_some() {
+        tracing::info!("deleting {} gracefully", deleted.describe());
+    } else {
+        tracing::info!("deleted {}", deleted.describe());
+    }
     Ok(respond(StatusCode::OK, &deleted))
 }
 

@@ -34,6 +34,33 @@ impl WriteParams {
     }
 }
 
+/// Query parameters of `DELETE`: `dryRun` as for writes, and `gracePeriodSeconds` (for
+/// Pods: how long their containers get to stop; 0 removes the Pod at once).
+/// `propagationPolicy` is accepted and ignored: dependents are always deleted in the
+/// background.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteParams {
+    pub dry_run: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+impl DeleteParams {
+    /// The requested grace period, checked.
+    pub fn grace(&self) -> Result<Option<i64>, ApiError> {
+        WriteParams {
+            dry_run: self.dry_run.clone(),
+        }
+        .check()?;
+        match self.grace_period_seconds {
+            Some(g) if g < 0 => Err(ApiError::bad_request(format!(
+                "gracePeriodSeconds must not be negative (got {g})"
+            ))),
+            g => Ok(g),
+        }
+    }
+}
+
 /// The filters of a list request.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

@@ -1,5 +1,5 @@
-//! Desired state out (step 9 of the Pod flow): every node's whole set of bound Pods,
-//! published retained at QoS 1 on `nodes/<node>/desired`.
+//! Desired state out (step 9 of the Pod flow): every node's whole set of bound Pods
+//! (less those terminating), published retained at QoS 1 on `nodes/<node>/desired`.
 //!
 //! `DesiredIndex` is the pure part: it follows the store's events, keeps each bound Pod
 //! with its status cleared, and says which nodes' sets changed. Only metadata and spec
@@ -48,6 +48,13 @@ pub fn for_agent(pod: &Pod) -> Pod {
     p
 }
 
+/// Whether a Pod belongs in its node's desired set: bound and not terminating. A Pod
+/// marked for deletion leaves the set, which is what makes its agent stop it; the Pod
+/// itself stays in the store until the agent confirms (see `podgc`).
+pub fn is_desired(pod: &Pod) -> bool {
+    pod.spec.node_name.is_some() && pod.metadata.deletion_timestamp.is_none()
+}
+
 impl DesiredIndex {
     /// An index of the store's current contents; every node is dirty.
     pub fn from_lists(pods: &[Pod], nodes: &[Node]) -> DesiredIndex {
@@ -61,7 +68,7 @@ impl DesiredIndex {
     pub fn reset(&mut self, pods: &[Pod], nodes: &[Node]) {
         self.pods = pods
             .iter()
-            .filter(|p| p.spec.node_name.is_some())
+            .filter(|p| is_desired(p))
             .map(|p| (p.metadata.key(), for_agent(p)))
             .collect();
         self.nodes = nodes.iter().map(|n| n.metadata.name.clone()).collect();
@@ -84,8 +91,7 @@ impl DesiredIndex {
         match &ev.object {
             Object::Pod(pod) => {
                 let key = pod.metadata.key();
-                let new = (ev.change != Change::Deleted && pod.spec.node_name.is_some())
-                    .then(|| for_agent(pod));
+                let new = (ev.change != Change::Deleted && is_desired(pod)).then(|| for_agent(pod));
                 let old = self.pods.remove(&key);
                 // Status-only changes leave the agent's view, and so the set, alone.
                 if old != new {
@@ -373,5 +379,27 @@ mod tests {
             summary(&idx.take_changes(false, 9)),
             vec![("n2".into(), 9, vec![])]
         );
+    }
+
+    #[test]
+    fn a_terminating_pod_leaves_the_set_at_once() {
+        let mut idx = DesiredIndex::from_lists(&[pod("a", Some("n1")), pod("b", Some("n1"))], &[]);
+        idx.take_changes(false, 1);
+        let mut a = pod("a", Some("n1"));
+        a.metadata.deletion_timestamp = Some(punnet_api::Time::now());
+        a.metadata.deletion_grace_period_seconds = Some(30);
+        idx.apply(&ev(2, Change::Modified, Object::Pod(a.clone())));
+        assert_eq!(
+            summary(&idx.take_changes(false, 2)),
+            vec![("n1".into(), 2, vec!["b".into()])]
+        );
+        // Its status updates and final removal change nothing more.
+        a.status.phase = Some("Running".into());
+        idx.apply(&ev(3, Change::Modified, Object::Pod(a.clone())));
+        idx.apply(&ev(4, Change::Deleted, Object::Pod(a.clone())));
+        assert!(idx.take_changes(false, 4).is_empty());
+        // After a lagged watch too.
+        idx.reset(&[a, pod("b", Some("n1"))], &[]);
+        assert!(idx.take_changes(false, 5).is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! Node sync over MQTT (step 9 and the way back of the Pod flow): desired state out to
-//! every node, status in from every agent, node liveness, and the routing of log replies.
+//! every node, status in from every agent, node liveness, the sweep of terminating Pods
+//! no agent will confirm, and the routing of log replies.
 //!
 //! `run` owns the controller's MQTT connection. Incoming messages are handled one at a
 //! time in one task (status ingest and liveness never race each other); the desired
@@ -21,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::logproxy::LogProxy;
 use crate::mqtt::{self, MqttEvent, MqttSettings};
+use crate::podgc;
 use crate::store::Store;
 use liveness::{Liveness, Lost};
 
@@ -34,6 +36,8 @@ pub struct NodeSyncConfig {
     pub heartbeat_every: Duration,
     /// Changes to Pods are collected this long before desired state goes out.
     pub debounce: Duration,
+    /// How often terminating Pods no agent will confirm are swept (see `podgc::sweep`).
+    pub sweep_every: Duration,
 }
 
 impl NodeSyncConfig {
@@ -43,6 +47,7 @@ impl NodeSyncConfig {
             node_grace: Duration::from_secs(40),
             heartbeat_every: Duration::from_secs(60),
             debounce: Duration::from_millis(20),
+            sweep_every: Duration::from_secs(2),
         }
     }
 }
@@ -90,9 +95,17 @@ pub async fn run_with(
     let every = (config.node_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let mut check = tokio::time::interval(every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(config.sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            // In this task, so a sweep never races the liveness check or status ingest.
+            _ = sweep.tick() => {
+                if let Err(e) = podgc::sweep(&store, punnet_api::Time::now()) {
+                    warn!("node sync: sweeping terminating Pods: {e}");
+                }
+            }
             _ = check.tick() => {
                 if let Err(e) = liveness::check(&store, &ingest.liveness, Instant::now()) {
                     warn!("node sync: liveness check: {e}");

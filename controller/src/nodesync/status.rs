@@ -1,6 +1,7 @@
 //! Status in (the way back of the Pod flow): what an agent's `NodeStatusReport` does to
 //! the store. Nodes register themselves, as kubelets do; each reported Pod's status is
-//! written when it changed. The heartbeat time is persisted at a bounded rate, so an
+//! written when it changed, and a terminating Pod the report no longer lists is removed
+//! (its containers are gone). The heartbeat time is persisted at a bounded rate, so an
 //! idle fleet does not wear the controller's SD card.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use punnet_api::{
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::podgc;
 use crate::store::{Store, StoreError};
 
 /// Remembers which labels came from the agent's `--label`s, so that one dropped there
@@ -285,6 +287,10 @@ pub fn ingest(
                 .map_err(err)?;
         }
     }
+    // Reports are full: a terminating Pod the agent no longer lists has no containers
+    // left on the node, so its graceful deletion is done.
+    let reported: BTreeSet<&str> = report.pods.iter().map(|p| p.uid.as_str()).collect();
+    podgc::finalize_reported(store, name, &reported).map_err(err)?;
     Ok(created)
 }
 

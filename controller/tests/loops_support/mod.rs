@@ -281,7 +281,8 @@ impl FakeAgent {
         self.desired.borrow().clone().filter(|d| d.pods.len() == n)
     }
 
-    /// Reports every desired Pod Running and Ready from now on.
+    /// Reports every desired Pod Running and Ready from now on, and no other (as if
+    /// the containers of Pods no longer desired were stopped).
     pub fn run_desired_pods(&self) {
         let desired = self
             .desired
@@ -568,20 +569,49 @@ pub async fn basic_flow(port: u16) {
         .unwrap();
     let one = eventually("desired state with 1 Pod", wait, || agent.desired_with(1)).await;
     assert!(one.generation > generation);
+    // The extra Pod is terminating: still listed while the agent reports it.
+    eventually("1 Pod terminating", wait, || {
+        let (pods, _) = store.list::<Pod>(None).unwrap();
+        let terminating = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .count();
+        (pods.len() == 2 && terminating == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store.list::<Pod>(None).unwrap().0.len(),
+        2,
+        "a Pod the agent still reports stays"
+    );
+    agent.run_desired_pods();
     eventually("1 Pod left", wait, || {
         (store.list::<Pod>(None).unwrap().0.len() == 1).then_some(())
     })
     .await;
 
-    // Delete the Deployment: its Pods go, and so does the node's desired set.
+    // Delete the Deployment: its Pods show terminating and leave the node's desired
+    // set; they are gone once the agent stops reporting them.
     store
         .delete::<Deployment>(Some("default"), "web", None)
         .unwrap();
+    eventually("Pods terminating", wait, || {
+        let (pods, _) = store.list::<Pod>(None).unwrap();
+        (!pods.is_empty()
+            && pods.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_some() && p.display_status() == "Terminating"
+            }))
+        .then_some(())
+    })
+    .await;
+    eventually("empty desired state", wait, || agent.desired_with(0)).await;
+    assert_eq!(store.list::<Pod>(None).unwrap().0.len(), 1);
+    agent.run_desired_pods();
     eventually("Pods deleted", wait, || {
         store.list::<Pod>(None).unwrap().0.is_empty().then_some(())
     })
     .await;
-    eventually("empty desired state", wait, || agent.desired_with(0)).await;
 
     // A node that goes offline: NotReady at once, its Pods Unknown.
     store.create(deployment("db", 1)).unwrap();
