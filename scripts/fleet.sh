@@ -8,10 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: running containers needs root: run this script as root (e.g. sudo -E $0)" >&2
-    exit 1
-fi
+# Builds run as the calling user (whose Rust toolchain this is); what needs root (apt,
+# /var/lib, running containers) goes through sudo when not root already.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "error: this needs root (apt-get, running containers): run it as root" >&2; exit 1
+    fi
+}
+command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 
 packages=(busybox-static umoci skopeo)
 missing=()
@@ -20,8 +25,8 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 echo "==> building (release)"
@@ -29,10 +34,10 @@ cargo build --release --quiet --bin punnet-controller --bin punnet-agent --bin p
 
 data=${PUNNET_DATA_DIR:-/var/lib/punnet}
 import=$data/agent/images/import
-mkdir -p "$import"
-if [ ! -e "$data/agent/images/index.json" ] && [ ! -e "$import/busybox.tar" ]; then
+as_root mkdir -p "$import"
+if ! as_root test -e "$data/agent/images/index.json" && ! as_root test -e "$import/busybox.tar"; then
     echo "==> building the busybox:latest image"
-    sh agent/tests/fixtures/make-busybox-image.sh "$import/busybox.tar" busybox:latest
+    as_root sh agent/tests/fixtures/make-busybox-image.sh "$import/busybox.tar" busybox:latest
 fi
 
 cat <<MSG
@@ -42,4 +47,4 @@ cat <<MSG
       punnet apply -f examples/hello.yaml
       punnet get pods -o wide
 MSG
-exec ./target/release/punnet-controller --data-dir "$data" --with-agent "$@"
+as_root ./target/release/punnet-controller --data-dir "$data" --with-agent "$@"

@@ -110,8 +110,15 @@ fn container_status(input: &StatusInput, uid: &str, spec: &api::Container) -> ap
             Some(Waiting::Failed { reason, message }) => {
                 (waiting(reason, Some(message.clone())), last_state)
             }
-            Some(Waiting::Starting) => (waiting("ContainerCreating", None), last_state),
-            None => match last_exited {
+            // The run being started already ran and exited (a container that exits at
+            // once can finish before the start call returns): report its end, not
+            // ContainerCreating.
+            Some(Waiting::Starting { restart })
+                if last_exited.is_none_or(|c| c.config.restart_count < *restart) =>
+            {
+                (waiting("ContainerCreating", None), last_state)
+            }
+            Some(Waiting::Starting { .. }) | None => match last_exited {
                 // Done for good under the restart policy.
                 Some(c) => (
                     api::ContainerState {
@@ -399,6 +406,42 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_exited_before_its_start_returned_is_reported_terminated() {
+        // The reconcile round that started run 0 still says Starting, but the list
+        // already shows run 0 exited: that is its end, not ContainerCreating.
+        let p = pod("Never", &["job"]);
+        let done = exited(&p, "job", 0, 3, ExitReason::Error);
+        let s = status(
+            &p,
+            &[done],
+            &[("job", Waiting::Starting { restart: 0 })],
+            None,
+        );
+        let cs = &s.container_statuses[0];
+        assert_eq!(cs.state.terminated.as_ref().map(|t| t.exit_code), Some(3));
+        assert!(cs.last_state.terminated.is_none());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        // Starting run 1 after run 0 exited is a real restart in progress.
+        let p = pod("Always", &["job"]);
+        let done = exited(&p, "job", 0, 3, ExitReason::Error);
+        let s = status(
+            &p,
+            &[done],
+            &[("job", Waiting::Starting { restart: 1 })],
+            None,
+        );
+        let cs = &s.container_statuses[0];
+        assert_eq!(
+            cs.state.waiting.as_ref().unwrap().reason.as_deref(),
+            Some("ContainerCreating")
+        );
+        assert_eq!(
+            cs.last_state.terminated.as_ref().map(|t| t.exit_code),
+            Some(3)
+        );
+    }
+
+    #[test]
     fn running_pod_is_ready_with_times_and_ips() {
         let p = pod("Always", &["web"]);
         let s = status(&p, &[running(&p, "web", 0, 5)], &[], None);
@@ -425,7 +468,7 @@ mod tests {
         let s = status(
             &p,
             &[running(&p, "a", 0, 5)],
-            &[("b", Waiting::Starting)],
+            &[("b", Waiting::Starting { restart: 0 })],
             None,
         );
         assert_eq!(s.phase.as_deref(), Some("Pending"));
@@ -559,7 +602,12 @@ mod tests {
         }
         let s = status(&p, &[running(&p, "web", 0, 5)], &[], Some(&previous));
         assert_eq!(cond(&s, "Ready").last_transition_time, Some(time(t(7))));
-        let s = status(&p, &[], &[("web", Waiting::Starting)], Some(&previous));
+        let s = status(
+            &p,
+            &[],
+            &[("web", Waiting::Starting { restart: 0 })],
+            Some(&previous),
+        );
         assert_eq!(cond(&s, "Ready").last_transition_time, Some(time(t(100))));
         assert_eq!(
             cond(&s, "PodScheduled").last_transition_time,

@@ -65,8 +65,8 @@ pub struct StartFailure {
 /// Why a desired container does not run at the moment (shown as `state.waiting`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Waiting {
-    /// Being started in this round.
-    Starting,
+    /// Being started in this round, as run number `restart` (its restart count).
+    Starting { restart: u32 },
     /// Exited, restarts once `until` has passed.
     BackOff { delay: Duration, until: SystemTime },
     /// The last start failed, or its configuration is invalid.
@@ -476,7 +476,12 @@ fn plan_container(
     }
     match container_config(input.data_dir, pod, spec, next_restart) {
         Ok((config, host_paths)) => {
-            plan.waiting.insert(key.clone(), Waiting::Starting);
+            plan.waiting.insert(
+                key.clone(),
+                Waiting::Starting {
+                    restart: next_restart,
+                },
+            );
             plan.actions.push(Action::Start(Box::new(StartContainer {
                 key,
                 pod: pod.metadata.key(),
@@ -656,7 +661,10 @@ spec:
             panic!()
         };
         assert_eq!(start.host_paths[0].type_, HostPathType::DirectoryOrCreate);
-        assert_eq!(plan.waiting.get(&key()), Some(&Waiting::Starting));
+        assert_eq!(
+            plan.waiting.get(&key()),
+            Some(&Waiting::Starting { restart: 0 })
+        );
     }
 
     #[test]

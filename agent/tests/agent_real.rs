@@ -182,7 +182,7 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
         .state
         .terminated
         .as_ref()
-        .unwrap();
+        .unwrap_or_else(|| panic!("job Failed without a terminated state: {job_status:?}"));
     assert_eq!(term.exit_code, 3);
     assert_eq!(term.reason.as_deref(), Some("Error"));
     assert_eq!(
