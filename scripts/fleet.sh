@@ -10,24 +10,10 @@ cd "$(dirname "$0")/.."
 
 # Builds run as the calling user (whose Rust toolchain this is); what needs root (apt,
 # /var/lib, running containers) goes through sudo when not root already.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "error: this needs root (apt-get, running containers): run it as root" >&2; exit 1
-    fi
-}
+source scripts/lib.sh
 command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 
-packages=(busybox-static umoci skopeo)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "==> installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+ensure_packages busybox-static umoci skopeo
 
 echo "==> building (release)"
 cargo build --release --quiet --bin punnet-controller --bin punnet-agent --bin punnet

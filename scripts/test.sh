@@ -5,24 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "error: this needs root (for apt-get and for running containers); run it as root" >&2; exit 1
-    fi
-}
+source scripts/lib.sh
 
 # Packages the tests use as real parts; see README.md "Tests".
-packages=(busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "==> installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps
 # Debian's mosquitto package may start a system broker on 1883; tests start their own on
 # free ports, but the Quickstart's embedded broker wants 1883.
 if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
