@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::ControllerConfig;
 use crate::http::{self, ApiState};
@@ -47,6 +48,8 @@ pub enum ControllerError {
     Serve(std::io::Error),
     #[error("local agent: {0}")]
     Agent(#[from] punnet_agent::AgentError),
+    #[error("a controller task panicked: {0}")]
+    Panicked(String),
 }
 
 pub async fn run(
@@ -94,40 +97,56 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let logs = Arc::new(LogProxy::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(nodesync::run(
-        store.clone(),
-        mqtt,
-        config.node_grace,
-        logs.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(deployment::run(store.clone(), cancel.clone()));
-    tasks.spawn(scheduling::run(store.clone(), cancel.clone()));
+    // Every part runs until `cancel`; one that ends early (its listener failed, the
+    // local agent could not start) takes the controller down with its error.
+    let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
+    let (s, l, c) = (store.clone(), logs.clone(), cancel.clone());
+    let grace = config.node_grace;
+    tasks.spawn(async move {
+        nodesync::run(s, mqtt, grace, l, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        deployment::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        scheduling::run(s, c).await;
+        Ok(())
+    });
     let state = ApiState::new(
         store.clone(),
         Arc::new(http::auth::Tokens::new(&token)),
         logs,
     );
-    let api_cancel = cancel.clone();
+    let c = cancel.clone();
     tasks.spawn(async move {
-        if let Err(e) = http::serve(listener, state, api_cancel.cancelled_owned()).await {
-            error!(error = %e, "API server failed");
-        }
+        http::serve(listener, state, c.cancelled_owned())
+            .await
+            .map_err(ControllerError::Serve)
     });
     if let Some(agent) = config.agent.clone() {
         info!(node = %agent.node_name, "starting local agent");
-        let agent_cancel = cancel.clone();
+        let c = cancel.clone();
         tasks.spawn(async move {
-            if let Err(e) = punnet_agent::run(agent, agent_cancel.cancelled_owned()).await {
-                error!(error = %e, "local agent failed");
-            }
+            punnet_agent::run(agent, c.cancelled_owned())
+                .await
+                .map_err(ControllerError::from)
         });
     }
 
+    let mut result = Ok(());
     tokio::select! {
         _ = shutdown => info!("shutting down"),
-        Some(_) = tasks.join_next() => warn!("a part of the controller stopped; shutting down"),
+        Some(ended) = tasks.join_next() => {
+            warn!("a part of the controller stopped; shutting down");
+            result = match ended {
+                Ok(r) => r,
+                Err(e) => Err(ControllerError::Panicked(e.to_string())),
+            };
+        }
     }
     cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
@@ -135,5 +154,5 @@ pub async fn run(
         warn!("parts still running after {SHUTDOWN_GRACE:?}; terminating now");
     }
     store.sync().await?;
-    Ok(())
+    result
 }
