@@ -7,7 +7,10 @@ use std::time::Duration;
 use punnet_controller::{ControllerConfig, ControllerError};
 
 fn free_addr() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -40,5 +43,8 @@ async fn a_taken_api_port_is_a_clear_error() {
     let err = punnet_controller::run(config, std::future::pending())
         .await
         .expect_err("the API port is taken");
-    assert!(err.to_string().contains("cannot listen for the API"), "{err}");
+    assert!(
+        err.to_string().contains("cannot listen for the API"),
+        "{err}"
+    );
 }
