@@ -364,8 +364,13 @@ fn deployment_runs_scales_logs_and_cleans_up() {
     eventually("3 Running Pods", Duration::from_secs(30), || {
         (fleet.running("app=web").len() == 3).then_some(())
     });
-    let deploy = fleet.ok(&["get", "deployment", "web"]);
-    assert!(deploy.contains("3/3"), "{deploy}");
+    // The Deployment's status follows its Pods' a moment later.
+    eventually("the Deployment READY 3/3", Duration::from_secs(10), || {
+        fleet
+            .ok(&["get", "deployment", "web"])
+            .contains("3/3")
+            .then_some(())
+    });
 
     fleet.ok(&["scale", "deployment", "web", "--replicas", "1"]);
     eventually("1 Pod and 1 container", Duration::from_secs(30), || {
