@@ -553,6 +553,7 @@ impl Agent {
                 name: pod.metadata.name.clone(),
                 uid: uid.clone(),
                 status: status.clone(),
+                usage: Vec::new(),
             });
             statuses.insert(uid, status);
         }

@@ -81,6 +81,7 @@ pub fn facts_from(input: FactsInput, labels: &BTreeMap<String, String>) -> NodeF
             .collect(),
         agent_version: AGENT_VERSION.to_string(),
         labels: labels.clone(),
+        ..NodeFacts::default()
     }
 }
 

@@ -318,6 +318,7 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
         pod_ip: input.host_ip.map(str::to_string),
         start_time: Some(start_time),
         container_statuses: statuses,
+        ..PodStatus::default()
     }
 }
 

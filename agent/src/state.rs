@@ -218,7 +218,7 @@ mod tests {
         encode(&DesiredState {
             node: node.into(),
             generation,
-            pods: vec![],
+            ..Default::default()
         })
     }
 

@@ -2,6 +2,8 @@
 //! Kubernetes shape, manifest parsing and validation, label selectors, resource
 //! quantities, MQTT topic names and the internal wire codec. No I/O, no async.
 
+pub mod capability;
+pub mod configdata;
 pub mod deployment;
 pub mod manifest;
 pub mod meta;
@@ -14,6 +16,7 @@ pub mod topics;
 pub mod validate;
 pub mod wire;
 
+pub use configdata::{ConfigMap, Secret};
 pub use deployment::*;
 pub use meta::*;
 pub use node::*;

@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::configdata::{ConfigMap, Secret};
 use crate::deployment::Deployment;
 use crate::meta::{ListMeta, ObjectMeta};
 use crate::node::Node;
@@ -67,6 +68,8 @@ macro_rules! resource {
 resource!(Pod, "Pod", "v1", "pods", true);
 resource!(Deployment, "Deployment", "apps/v1", "deployments", true);
 resource!(Node, "Node", "v1", "nodes", false);
+resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
+resource!(Secret, "Secret", "v1", "secrets", true);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +77,8 @@ pub enum Object {
     Pod(Pod),
     Deployment(Deployment),
     Node(Node),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
 }
 
 impl Object {
@@ -82,6 +87,8 @@ impl Object {
             Object::Pod(_) => Pod::KIND,
             Object::Deployment(_) => Deployment::KIND,
             Object::Node(_) => Node::KIND,
+            Object::ConfigMap(_) => ConfigMap::KIND,
+            Object::Secret(_) => Secret::KIND,
         }
     }
 
@@ -90,6 +97,8 @@ impl Object {
             Object::Pod(o) => o.meta(),
             Object::Deployment(o) => o.meta(),
             Object::Node(o) => o.meta(),
+            Object::ConfigMap(o) => o.meta(),
+            Object::Secret(o) => o.meta(),
         }
     }
 
@@ -98,6 +107,8 @@ impl Object {
             Object::Pod(o) => o.meta_mut(),
             Object::Deployment(o) => o.meta_mut(),
             Object::Node(o) => o.meta_mut(),
+            Object::ConfigMap(o) => o.meta_mut(),
+            Object::Secret(o) => o.meta_mut(),
         }
     }
 
@@ -111,6 +122,8 @@ impl Object {
             Object::Pod(o) => to_json(o),
             Object::Deployment(o) => to_json(o),
             Object::Node(o) => to_json(o),
+            Object::ConfigMap(o) => to_json(o),
+            Object::Secret(o) => to_json(o),
         }
     }
 }

@@ -40,6 +40,14 @@ pub struct PodSpec {
     pub host_network: Option<bool>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// Run to completion, one after another, before the app containers start.
+    #[serde(default)]
+    pub init_containers: Vec<Container>,
+    /// Secrets of type `kubernetes.io/dockerconfigjson` holding registry credentials.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    #[serde(default)]
+    pub security_context: Option<PodSecurityContext>,
 }
 
 impl PodSpec {
@@ -73,8 +81,8 @@ pub struct Container {
     pub name: String,
     #[serde(default)]
     pub image: String,
-    /// `Always`, `IfNotPresent` or `Never`. Images come from the node's local store until
-    /// registry pulls arrive, so every policy uses a present image.
+    /// `Always`, `IfNotPresent` or `Never`; unset means `Always` for a `:latest` or
+    /// untagged image and `IfNotPresent` otherwise (see `Container::pull_policy`).
     #[serde(default)]
     pub image_pull_policy: Option<String>,
     #[serde(default)]
@@ -89,9 +97,356 @@ pub struct Container {
     pub resources: ResourceRequirements,
     #[serde(default)]
     pub volume_mounts: Vec<VolumeMount>,
-    /// Informational while Pods share the host's network namespace.
+    /// `hostPort`s are published on the node (CNI portmap); the rest is informational.
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+    #[serde(default)]
+    pub env_from: Vec<EnvFromSource>,
+    #[serde(default)]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default)]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default)]
+    pub startup_probe: Option<Probe>,
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// How an image is fetched before a container starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl Container {
+    /// The policy with Kubernetes' default: `Always` when the image has no tag or the
+    /// tag `latest` (and no digest), `IfNotPresent` otherwise.
+    pub fn pull_policy(&self) -> PullPolicy {
+        match self.image_pull_policy.as_deref() {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            _ => {
+                if self.image.contains('@') {
+                    return PullPolicy::IfNotPresent;
+                }
+                // A tag follows the last ':' after the last '/' (a ':' before it is a port).
+                let last = self.image.rsplit('/').next().unwrap_or(&self.image);
+                match last.rsplit_once(':') {
+                    Some((_, "latest")) | None => PullPolicy::Always,
+                    Some(_) => PullPolicy::IfNotPresent,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A port by number or by the name of a container port (`http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntOrString {
+    Int(i32),
+    String(String),
+}
+
+impl Default for IntOrString {
+    fn default() -> Self {
+        IntOrString::Int(0)
+    }
+}
+
+impl std::fmt::Display for IntOrString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntOrString::Int(i) => write!(f, "{i}"),
+            IntOrString::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The binary codec (postcard) cannot read untagged values, so it gets a tagged form;
+/// JSON and YAML get the bare number or string Kubernetes writes.
+#[derive(Serialize, Deserialize)]
+enum IntOrStringTagged {
+    Int(i32),
+    String(String),
+}
+
+impl Serialize for IntOrString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, s.is_human_readable()) {
+            (IntOrString::Int(i), true) => s.serialize_i32(*i),
+            (IntOrString::String(v), true) => s.serialize_str(v),
+            (IntOrString::Int(i), false) => IntOrStringTagged::Int(*i).serialize(s),
+            (IntOrString::String(v), false) => IntOrStringTagged::String(v.clone()).serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(match IntOrStringTagged::deserialize(d)? {
+                IntOrStringTagged::Int(i) => IntOrString::Int(i),
+                IntOrStringTagged::String(s) => IntOrString::String(s),
+            });
+        }
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = IntOrString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port number or a port name")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IntOrString, E> {
+                i32::try_from(v)
+                    .map(IntOrString::Int)
+                    .map_err(|_| E::custom(format!("{v} is out of range")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IntOrString, E> {
+                i32::try_from(v)
+                    .map(IntOrString::Int)
+                    .map_err(|_| E::custom(format!("{v} is out of range")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IntOrString, E> {
+                Ok(IntOrString::String(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecAction {
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeader {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    /// Default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    pub port: IntOrString,
+    /// Default: the Pod's IP.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `HTTP` (default) or `HTTPS`.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpSocketAction {
+    pub port: IntOrString,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepAction {
+    pub seconds: i64,
+}
+
+/// A health check. Unset timing fields take Kubernetes' defaults (see the accessors).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default)]
+    pub exec: Option<ExecAction>,
+    #[serde(default)]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default)]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default)]
+    pub initial_delay_seconds: Option<i32>,
+    #[serde(default)]
+    pub timeout_seconds: Option<i32>,
+    #[serde(default)]
+    pub period_seconds: Option<i32>,
+    #[serde(default)]
+    pub success_threshold: Option<i32>,
+    #[serde(default)]
+    pub failure_threshold: Option<i32>,
+    /// Grace period used when this (liveness or startup) probe kills the container.
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Probe {
+    pub fn initial_delay(&self) -> u32 {
+        self.initial_delay_seconds.unwrap_or(0).max(0) as u32
+    }
+    /// Default 1 s.
+    pub fn timeout(&self) -> u32 {
+        self.timeout_seconds.unwrap_or(1).max(1) as u32
+    }
+    /// Default 10 s.
+    pub fn period(&self) -> u32 {
+        self.period_seconds.unwrap_or(10).max(1) as u32
+    }
+    /// Default 1.
+    pub fn success_threshold(&self) -> u32 {
+        self.success_threshold.unwrap_or(1).max(1) as u32
+    }
+    /// Default 3.
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold.unwrap_or(3).max(1) as u32
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHandler {
+    #[serde(default)]
+    pub exec: Option<ExecAction>,
+    #[serde(default)]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default)]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default)]
+    pub sleep: Option<SleepAction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    #[serde(default)]
+    pub post_start: Option<LifecycleHandler>,
+    /// Runs before the container gets SIGTERM; counts against its grace period.
+    #[serde(default)]
+    pub pre_stop: Option<LifecycleHandler>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Capability names with or without `CAP_` (`NET_ADMIN`, `SYS_TIME`, `ALL` for drop).
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompProfile {
+    /// `RuntimeDefault`, `Unconfined` or `Localhost`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub localhost_profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default)]
+    pub read_only_root_filesystem: Option<bool>,
+    /// Default false in Punnet (no new privileges), unless privileged or CAP_SYS_ADMIN is added.
+    #[serde(default)]
+    pub allow_privilege_escalation: Option<bool>,
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default)]
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// Pod-wide defaults; a container's own `securityContext` wins field by field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default)]
+    pub supplemental_groups: Vec<i64>,
+    /// Group that owns `emptyDir`, `configMap` and `secret` volume files.
+    #[serde(default)]
+    pub fs_group: Option<i64>,
+    #[serde(default)]
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapEnvSource {
+    pub name: String,
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromSource {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub config_map_ref: Option<ConfigMapEnvSource>,
+    #[serde(default)]
+    pub secret_ref: Option<ConfigMapEnvSource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySelector {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectFieldSelector {
+    /// `metadata.name`, `metadata.namespace`, `metadata.uid`, `spec.nodeName`,
+    /// `status.podIP`, `status.hostIP`, `metadata.labels['k']`.
+    pub field_path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default)]
+    pub config_map_key_ref: Option<KeySelector>,
+    #[serde(default)]
+    pub secret_key_ref: Option<KeySelector>,
+    #[serde(default)]
+    pub field_ref: Option<ObjectFieldSelector>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +455,8 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: Option<String>,
+    #[serde(default)]
+    pub value_from: Option<EnvVarSource>,
 }
 
 /// Quantities stay as written (`100m`, `128Mi`); `crate::quantity` parses them.
@@ -119,6 +476,9 @@ pub struct VolumeMount {
     pub mount_path: String,
     #[serde(default)]
     pub read_only: Option<bool>,
+    /// A path inside the volume to mount instead of its root.
+    #[serde(default)]
+    pub sub_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -139,6 +499,58 @@ pub struct Volume {
     pub name: String,
     #[serde(default)]
     pub host_path: Option<HostPathVolumeSource>,
+    #[serde(default)]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    #[serde(default)]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    #[serde(default)]
+    pub secret: Option<SecretVolumeSource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirVolumeSource {
+    /// `""` (node disk) or `Memory` (tmpfs).
+    #[serde(default)]
+    pub medium: Option<String>,
+    /// A quantity (`64Mi`): the tmpfs size for `Memory`; for disk, exceeding it evicts the Pod.
+    #[serde(default)]
+    pub size_limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
+    #[serde(default)]
+    pub mode: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolumeSource {
+    pub name: String,
+    #[serde(default)]
+    pub items: Vec<KeyToPath>,
+    /// Default 0644.
+    #[serde(default)]
+    pub default_mode: Option<i32>,
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolumeSource {
+    pub secret_name: String,
+    #[serde(default)]
+    pub items: Vec<KeyToPath>,
+    /// Default 0644.
+    #[serde(default)]
+    pub default_mode: Option<i32>,
+    #[serde(default)]
+    pub optional: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,10 +579,20 @@ pub struct PodStatus {
     pub host_ip: Option<String>,
     #[serde(default, rename = "podIP")]
     pub pod_ip: Option<String>,
+    #[serde(default, rename = "podIPs")]
+    pub pod_ips: Vec<PodIp>,
     #[serde(default)]
     pub start_time: Option<Time>,
     #[serde(default)]
+    pub init_container_statuses: Vec<ContainerStatus>,
+    #[serde(default)]
     pub container_statuses: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodIp {
+    pub ip: String,
 }
 
 pub mod phase {

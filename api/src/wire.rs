@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::configdata::{ConfigMap, Secret};
 use crate::meta::Time;
 use crate::pod::{Pod, PodStatus};
 
@@ -54,13 +55,20 @@ pub trait Message: Serialize + DeserializeOwned {
 
 /// The node's whole desired Pod set. Full state, not a delta: one message is enough for
 /// a reconnecting agent to be correct.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
     pub node: String,
     /// Increases with every change; an agent ignores a generation older than one it applied.
     pub generation: u64,
     /// Pods bound to this node, status cleared.
     pub pods: Vec<Pod>,
+    /// The node's Pod address range (`10.42.3.0/24`), from `Node.spec.podCIDR`; Pods
+    /// without `hostNetwork` get their IP from it. `None` until the controller assigns one.
+    pub pod_cidr: Option<String>,
+    /// The ConfigMaps and Secrets those Pods reference (volumes, env, image pull
+    /// secrets), so the agent can start them without asking anyone.
+    pub config_maps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
 }
 
 impl Message for DesiredState {
@@ -98,6 +106,27 @@ pub struct NodeFacts {
     pub agent_version: String,
     /// From `punnet-agent --label`; merged into the Node's labels.
     pub labels: BTreeMap<String, String>,
+    /// `Raspberry Pi 4 Model B Rev 1.4`, from the device tree; empty elsewhere.
+    pub board_model: String,
+    /// Whole-node CPU use since the previous report, in thousandths of one CPU.
+    pub cpu_usage_millis: u64,
+    pub memory_available_bytes: u64,
+    /// Of the filesystem holding the agent's data directory.
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    /// SoC temperature in millidegrees Celsius, when the board reports one.
+    pub temperature_millicelsius: Option<i64>,
+    /// Raspberry Pi firmware throttling flags (`vcgencmd get_throttled` bits), when known.
+    pub throttled: Option<u32>,
+    /// 1 or 2.
+    pub cgroup_version: u8,
+    /// Whether the memory controller is enabled (memory limits can be enforced).
+    pub memory_cgroup: bool,
+    /// Why it is not, in words a person can act on (`cgroup_disable=memory` on the
+    /// kernel command line: add `cgroup_enable=memory cgroup_memory=1` to cmdline.txt).
+    pub memory_cgroup_problem: Option<String>,
+    /// The CPU variant images are picked for: `arm64`, `arm/v7`, `arm/v6`, `amd64`.
+    pub platform: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +135,16 @@ pub struct PodReport {
     pub name: String,
     pub uid: String,
     pub status: PodStatus,
+    /// Per container, from its cgroup (empty when not running).
+    pub usage: Vec<ContainerUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    pub container: String,
+    /// CPU use since the previous report, thousandths of one CPU.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
 }
 
 /// Controller → agent: send (part of) a container's log.
@@ -226,6 +265,10 @@ spec:
     env: [{name: A, value: "1"}, {name: B}]
     resources: {limits: {memory: 64Mi}}
     volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+    ports: [{name: http, containerPort: 80, hostPort: 8080}]
+    livenessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 5}
+    readinessProbe: {tcpSocket: {port: 80}}
+    securityContext: {capabilities: {add: [NET_ADMIN]}, runAsUser: 1000}
 "#;
         match parse(text).unwrap().remove(0) {
             Object::Pod(p) => p,
@@ -239,6 +282,12 @@ spec:
             node: "pi-1".into(),
             generation: 42,
             pods: vec![sample_pod()],
+            pod_cidr: Some("10.42.0.0/24".into()),
+            config_maps: vec![ConfigMap {
+                data: [("k".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            }],
+            secrets: vec![Secret::default()],
         };
         let bytes = encode(&msg);
         assert_eq!(decode::<DesiredState>(&bytes).unwrap(), msg);
@@ -266,6 +315,11 @@ spec:
                 name: "web-1".into(),
                 uid: "u-1".into(),
                 status,
+                usage: vec![ContainerUsage {
+                    container: "web".into(),
+                    cpu_millis: 12,
+                    memory_bytes: 3 << 20,
+                }],
             }],
         };
         assert_eq!(decode::<NodeStatusReport>(&encode(&msg)).unwrap(), msg);

@@ -2,7 +2,7 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{Deployment, Node, Object, Pod, Resource};
+use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -12,6 +12,8 @@ pub enum Kind {
     Pod,
     Deployment,
     Node,
+    ConfigMap,
+    Secret,
 }
 
 impl Kind {
@@ -22,6 +24,8 @@ impl Kind {
             "deployments" | "deployment" | "deploy" | "deployments.apps" | "deployment.apps"
             | "deploy.apps" => Ok(Kind::Deployment),
             "nodes" | "node" | "no" => Ok(Kind::Node),
+            "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
+            "secrets" | "secret" => Ok(Kind::Secret),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -33,6 +37,8 @@ impl Kind {
             Object::Pod(_) => Kind::Pod,
             Object::Deployment(_) => Kind::Deployment,
             Object::Node(_) => Kind::Node,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -41,6 +47,8 @@ impl Kind {
             Kind::Pod => Pod::KIND,
             Kind::Deployment => Deployment::KIND,
             Kind::Node => Node::KIND,
+            Kind::ConfigMap => ConfigMap::KIND,
+            Kind::Secret => Secret::KIND,
         }
     }
 
@@ -49,6 +57,8 @@ impl Kind {
             Kind::Pod => Pod::API_VERSION,
             Kind::Deployment => Deployment::API_VERSION,
             Kind::Node => Node::API_VERSION,
+            Kind::ConfigMap => ConfigMap::API_VERSION,
+            Kind::Secret => Secret::API_VERSION,
         }
     }
 
@@ -57,6 +67,8 @@ impl Kind {
             Kind::Pod => Pod::PLURAL,
             Kind::Deployment => Deployment::PLURAL,
             Kind::Node => Node::PLURAL,
+            Kind::ConfigMap => ConfigMap::PLURAL,
+            Kind::Secret => Secret::PLURAL,
         }
     }
 
@@ -65,6 +77,8 @@ impl Kind {
             Kind::Pod => Pod::NAMESPACED,
             Kind::Deployment => Deployment::NAMESPACED,
             Kind::Node => Node::NAMESPACED,
+            Kind::ConfigMap => ConfigMap::NAMESPACED,
+            Kind::Secret => Secret::NAMESPACED,
         }
     }
 

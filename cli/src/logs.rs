@@ -25,10 +25,11 @@ pub async fn logs(
         match parse_reference(&args.target)? {
             (Kind::Pod, name) => name,
             (Kind::Deployment, name) => first_pod(ctx, &name, err).await?,
-            (Kind::Node, _) => {
-                return Err(Error::Usage(
-                    "cannot get logs from a node: name a pod or a deployment".into(),
-                ))
+            (kind @ (Kind::Node | Kind::ConfigMap | Kind::Secret), _) => {
+                return Err(Error::Usage(format!(
+                    "cannot get logs from a {}: name a pod or a deployment",
+                    kind.kind().to_ascii_lowercase()
+                )))
             }
         }
     } else {

@@ -381,7 +381,7 @@ fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
                 owner.name.clone(),
             ))
         }
-        Object::Node(_) => None,
+        Object::Node(_) | Object::ConfigMap(_) | Object::Secret(_) => None,
     }
 }
 

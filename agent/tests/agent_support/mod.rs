@@ -155,6 +155,7 @@ impl Controller {
             node: NODE.into(),
             generation,
             pods,
+            ..Default::default()
         };
         self.client
             .publish(

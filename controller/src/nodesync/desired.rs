@@ -111,7 +111,7 @@ impl DesiredIndex {
                     self.dirty.insert(name);
                 }
             }
-            Object::Deployment(_) => {}
+            Object::Deployment(_) | Object::ConfigMap(_) | Object::Secret(_) => {}
         }
     }
 
@@ -159,6 +159,9 @@ impl DesiredIndex {
                 node,
                 generation,
                 pods,
+                pod_cidr: None,
+                config_maps: Vec::new(),
+                secrets: Vec::new(),
             });
         }
         out

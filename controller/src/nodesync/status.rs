@@ -317,6 +317,7 @@ mod tests {
                 addresses: vec!["192.168.1.10".into()],
                 agent_version: "0.1.0".into(),
                 labels: [("zone".to_string(), "attic".to_string())].into(),
+                ..NodeFacts::default()
             },
             pods: vec![],
         }
@@ -463,6 +464,7 @@ mod tests {
             name: "web".into(),
             uid: "someone-else".into(),
             status: st.clone(),
+            usage: Vec::new(),
         });
         assert!(ingest(&store, "pi-1", &r, every).unwrap());
         let got: Pod = store.get(Some("default"), "web").unwrap().unwrap();

@@ -304,6 +304,7 @@ impl FakeAgent {
                 name: p.metadata.name.clone(),
                 uid: p.metadata.uid.clone().unwrap_or_default(),
                 status: running(),
+                usage: Vec::new(),
             })
             .collect();
         *self.pods.lock().unwrap() = reports;
@@ -350,6 +351,10 @@ pub fn facts(node: &str) -> NodeFacts {
         addresses: vec!["192.168.1.50".into()],
         agent_version: "0.1.0".into(),
         labels: Default::default(),
+        cgroup_version: 2,
+        memory_cgroup: true,
+        platform: "arm64".into(),
+        ..NodeFacts::default()
     }
 }
 
