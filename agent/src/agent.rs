@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use punnet_api::pod::{Pod, PodStatus};
 use punnet_api::wire::{self, DesiredState, LogRequest, NodeFacts, NodeStatusReport, PodReport};
+use punnet_api::{ConfigMap, Secret};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -155,6 +156,7 @@ async fn run_inner(
     let mut agent = Agent {
         streaks: state.load_streaks(),
         applied_generation: desired.as_ref().map(|d| d.generation),
+        sources: desired.as_ref().map(DesiredSources::of).unwrap_or_default(),
         pods: desired.map(|d| d.pods).unwrap_or_default(),
         config,
         runtime,
@@ -201,6 +203,8 @@ struct Agent {
     facts: NodeFacts,
     /// The desired Pods: from the controller, else from the local store.
     pods: Vec<Pod>,
+    /// The rest of the desired state: what the Pods reference, the node's Pod range.
+    sources: DesiredSources,
     applied_generation: Option<u64>,
     streaks: BTreeMap<ContainerKey, u32>,
     /// Starts that failed without creating a container; retried at their time.
@@ -292,7 +296,11 @@ impl Agent {
                 return false;
             }
         };
-        if self.applied_generation == Some(desired.generation) && self.pods == desired.pods {
+        let sources = DesiredSources::of(&desired);
+        if self.applied_generation == Some(desired.generation)
+            && self.pods == desired.pods
+            && self.sources == sources
+        {
             // The retained message again after a reconnect: nothing to store (SD cards wear).
             return true;
         }
@@ -311,6 +319,7 @@ impl Agent {
         );
         self.applied_generation = Some(desired.generation);
         self.pods = desired.pods;
+        self.sources = sources;
         true
     }
 
@@ -352,6 +361,7 @@ impl Agent {
         self.prune_stopping(&containers);
         let now = SystemTime::now();
         let stopping: BTreeSet<String> = self.stopping.keys().cloned().collect();
+        let host_ip = self.facts.addresses.first().cloned();
         self.failures
             .retain(|k, _| self.pods.iter().any(|p| reconcile::pod_uid(p) == k.pod_uid));
         let mut plan = reconcile::reconcile(&reconcile::Input {
@@ -368,6 +378,12 @@ impl Agent {
             stopping: &stopping,
             pod_dirs: &pod_dirs,
             data_dir: &self.config.data_dir,
+            sources: reconcile::Sources {
+                config_maps: &self.sources.config_maps,
+                secrets: &self.sources.secrets,
+                host_ip: host_ip.as_deref(),
+                networks: None,
+            },
         });
         outcome.requeue_after = plan.requeue_after;
         if plan.streaks != self.streaks {
@@ -458,8 +474,11 @@ impl Agent {
                 Action::RemovePodDir { dir } => {
                     tracing::info!(dir = %dir.display(), "deleting the logs of a removed Pod");
                     let d = dir.clone();
-                    if let Ok(Err(e)) =
-                        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d)).await
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                        crate::volume::unmount_all_under(&d);
+                        std::fs::remove_dir_all(&d)
+                    })
+                    .await
                     {
                         if e.kind() != std::io::ErrorKind::NotFound {
                             tracing::warn!(dir = %dir.display(), error = %e, "could not delete Pod logs");
@@ -578,6 +597,24 @@ impl Agent {
     }
 }
 
+/// The parts of a desired state besides the Pods.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct DesiredSources {
+    config_maps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
+    pod_cidr: Option<String>,
+}
+
+impl DesiredSources {
+    fn of(d: &DesiredState) -> DesiredSources {
+        DesiredSources {
+            config_maps: d.config_maps.clone(),
+            secrets: d.secrets.clone(),
+            pod_cidr: d.pod_cidr.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Outcome {
     acted: bool,
@@ -590,10 +627,10 @@ struct StartError {
     message: String,
 }
 
-/// Prepares host paths and the log directory, then starts the container. Blocking.
+/// Prepares volumes and the log directory, then starts the container. Blocking.
 fn start_container(runtime: &dyn Runtime, s: &StartContainer) -> Result<(), StartError> {
-    for check in &s.host_paths {
-        crate::hostpath::prepare(check).map_err(|message| StartError {
+    for step in &s.prepare {
+        crate::volume::prepare(step).map_err(|message| StartError {
             reason: "CreateContainerConfigError",
             message,
         })?;

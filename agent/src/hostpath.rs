@@ -2,7 +2,7 @@
 //! make what is missing, the other types only check that the path exists and is of the
 //! named kind, so a Pod fails to start with a clear message instead of mounting nothing.
 
-use crate::reconcile::{HostPathCheck, HostPathType};
+use crate::podspec::{HostPathCheck, HostPathType};
 
 /// Kubernetes' hostPath `type` checks.
 pub fn prepare(check: &HostPathCheck) -> Result<(), String> {

@@ -9,11 +9,13 @@ pub mod image;
 pub mod import;
 pub mod link;
 pub mod logs;
+pub mod podspec;
 pub mod podstatus;
 pub mod reconcile;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+pub mod volume;
 
 pub use agent::{run, run_with_runtime, AgentError};
 pub use config::AgentConfig;

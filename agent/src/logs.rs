@@ -505,10 +505,14 @@ mod tests {
         std::fs::write(cdir.join("0.log"), "2026-11-24T17:00:00Z stdout F old\n").unwrap();
         let log = cdir.join("1.log");
         std::fs::write(&log, LOG).unwrap();
-        let mut config =
-            crate::reconcile::container_config(dir.path(), &p, &p.spec.containers[0], 1)
-                .unwrap()
-                .0;
+        let mut config = crate::reconcile::container_config(
+            &crate::podspec::PodContext::bare(dir.path()),
+            &p,
+            &p.spec.containers[0],
+            1,
+        )
+        .unwrap()
+        .0;
         config.log_path = log.clone();
         let running = ContainerInfo {
             config: config.clone(),
@@ -582,10 +586,14 @@ mod tests {
         std::fs::create_dir_all(&cdir).unwrap();
         let log = cdir.join("0.log");
         std::fs::write(&log, LOG).unwrap();
-        let mut config =
-            crate::reconcile::container_config(dir.path(), &p, &p.spec.containers[0], 0)
-                .unwrap()
-                .0;
+        let mut config = crate::reconcile::container_config(
+            &crate::podspec::PodContext::bare(dir.path()),
+            &p,
+            &p.spec.containers[0],
+            0,
+        )
+        .unwrap()
+        .0;
         config.log_path = log;
         let info = ContainerInfo {
             config,

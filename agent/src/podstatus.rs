@@ -352,7 +352,13 @@ mod tests {
 
     fn info(p: &Pod, name: &str, restart: u32, state: ContainerState) -> ContainerInfo {
         let spec = p.spec.containers.iter().find(|c| c.name == name).unwrap();
-        let (config, _) = container_config(Path::new("/d"), p, spec, restart).unwrap();
+        let (config, _) = container_config(
+            &crate::podspec::PodContext::bare(Path::new("/d")),
+            p,
+            spec,
+            restart,
+        )
+        .unwrap();
         ContainerInfo { config, state }
     }
 

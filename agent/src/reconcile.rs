@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use punnet_api::pod::{Container, Pod, RestartPolicy};
-use punnet_api::quantity;
 
-use crate::runtime::{BindMount, ContainerConfig, ContainerInfo, ContainerState, ExitReason};
+pub use crate::podspec::{
+    container_config, container_id, log_path, pod_dir, pod_uid, HostPathCheck, HostPathType,
+    PodContext, Prepare,
+};
+use crate::runtime::{ContainerConfig, ContainerInfo, ContainerState, ExitReason};
 
 /// One container of one Pod, across all its runs (restarts).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,48 +77,13 @@ pub enum Waiting {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum HostPathType {
-    /// No check (`""`).
-    Unchecked,
-    DirectoryOrCreate,
-    Directory,
-    FileOrCreate,
-    File,
-    Socket,
-    CharDevice,
-    BlockDevice,
-}
-
-impl HostPathType {
-    pub fn parse(text: Option<&str>) -> Result<HostPathType, String> {
-        Ok(match text.unwrap_or("") {
-            "" => HostPathType::Unchecked,
-            "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
-            "Directory" => HostPathType::Directory,
-            "FileOrCreate" => HostPathType::FileOrCreate,
-            "File" => HostPathType::File,
-            "Socket" => HostPathType::Socket,
-            "CharDevice" => HostPathType::CharDevice,
-            "BlockDevice" => HostPathType::BlockDevice,
-            other => return Err(format!("unknown hostPath type {other:?}")),
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostPathCheck {
-    pub path: PathBuf,
-    pub type_: HostPathType,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct StartContainer {
     pub key: ContainerKey,
     /// `namespace/name`, for log lines and errors.
     pub pod: String,
     pub config: ContainerConfig,
-    /// Host paths to create or check before the container starts.
-    pub host_paths: Vec<HostPathCheck>,
+    /// Host-side work (volumes) before the container starts.
+    pub prepare: Vec<Prepare>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +119,39 @@ pub struct Input<'a> {
     /// Directory names under `<data-dir>/pods`.
     pub pod_dirs: &'a [String],
     pub data_dir: &'a Path,
+    pub sources: Sources<'a>,
+}
+
+/// What Pods draw on besides their spec (see `PodContext`), for all desired Pods.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sources<'a> {
+    pub config_maps: &'a [punnet_api::ConfigMap],
+    pub secrets: &'a [punnet_api::Secret],
+    pub host_ip: Option<&'a str>,
+    /// Pod uid → its network (CNI), once set up.
+    pub networks: Option<&'a BTreeMap<String, PodNet>>,
+}
+
+/// A Pod's network as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNet {
+    pub ip: String,
+    pub netns: PathBuf,
+}
+
+impl<'a> Sources<'a> {
+    pub fn context(&self, data_dir: &'a Path, uid: &str) -> PodContext<'a> {
+        let net = self.networks.and_then(|n| n.get(uid));
+        PodContext {
+            data_dir,
+            config_maps: self.config_maps,
+            secrets: self.secrets,
+            pod_ip: net.map(|n| n.ip.as_str()).or(self.host_ip),
+            host_ip: self.host_ip,
+            netns: net.map(|n| n.netns.as_path()),
+            seccomp_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -167,66 +168,6 @@ impl Plan {
     fn requeue(&mut self, after: Duration) {
         self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
     }
-}
-
-/// The uid the agent knows a Pod by (the controller always sets one; the fallback keeps
-/// hand-written desired states working).
-pub fn pod_uid(pod: &Pod) -> String {
-    match &pod.metadata.uid {
-        Some(uid) if !uid.is_empty() => uid.clone(),
-        _ => format!(
-            "{}-{}",
-            pod.metadata.namespace_or_default(),
-            pod.metadata.name
-        ),
-    }
-}
-
-/// `<data-dir>/pods/<ns>_<name>_<uid>`: the Pod's log directory.
-pub fn pod_dir(data_dir: &Path, pod: &Pod) -> PathBuf {
-    data_dir.join("pods").join(format!(
-        "{}_{}_{}",
-        pod.metadata.namespace_or_default(),
-        pod.metadata.name,
-        pod_uid(pod)
-    ))
-}
-
-/// The log file of one run of a container.
-pub fn log_path(data_dir: &Path, pod: &Pod, container: &str, restart: u32) -> PathBuf {
-    pod_dir(data_dir, pod)
-        .join(container)
-        .join(format!("{restart}.log"))
-}
-
-/// The runtime id of one run: `[a-z0-9-]`, at most 64 characters, unique per
-/// (pod uid, container name, restart count).
-pub fn container_id(pod_uid: &str, container: &str, restart: u32) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                let c = c.to_ascii_lowercase();
-                if c.is_ascii_alphanumeric() {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    let (uid, name) = (clean(pod_uid), clean(container));
-    let plain = format!("{uid}-{name}-{restart}");
-    // A lossless id when it fits; otherwise a hash stands in for what had to be cut.
-    if plain.len() <= 64 && uid == pod_uid && name == container {
-        return plain;
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{pod_uid}/{container}").as_bytes());
-    let hash = &hex::encode(digest)[..16];
-    let tail = format!("-{restart}");
-    let room = 64 - hash.len() - 1 - tail.len();
-    let name: String = name.chars().take(room).collect();
-    format!("{hash}-{name}{tail}")
 }
 
 /// The runs of one container, oldest restart first.
@@ -250,77 +191,6 @@ pub fn should_restart(policy: RestartPolicy, exit_code: i32, reason: ExitReason)
         RestartPolicy::OnFailure => !(exit_code == 0 && reason == ExitReason::Completed),
         RestartPolicy::Never => false,
     }
-}
-
-/// Builds the `ContainerConfig` of one run from the Pod spec.
-pub fn container_config(
-    data_dir: &Path,
-    pod: &Pod,
-    container: &Container,
-    restart: u32,
-) -> Result<(ContainerConfig, Vec<HostPathCheck>), String> {
-    let uid = pod_uid(pod);
-    let limit = |key: &str| container.resources.limits.get(key);
-    let memory_limit_bytes = limit("memory")
-        .map(|q| quantity::parse_bytes(q).map_err(|e| format!("resources.limits.memory: {e}")))
-        .transpose()?;
-    let cpu_limit_millis = limit("cpu")
-        .map(|q| quantity::parse_cpu_millis(q).map_err(|e| format!("resources.limits.cpu: {e}")))
-        .transpose()?;
-    let mut mounts = Vec::new();
-    let mut host_paths = Vec::new();
-    for m in &container.volume_mounts {
-        let volume = pod
-            .spec
-            .volumes
-            .iter()
-            .find(|v| v.name == m.name)
-            .ok_or_else(|| format!("volumeMount {:?}: no volume of that name", m.name))?;
-        let host = volume.host_path.as_ref().ok_or_else(|| {
-            format!(
-                "volume {:?}: only hostPath volumes are supported",
-                volume.name
-            )
-        })?;
-        let type_ = HostPathType::parse(host.type_.as_deref())
-            .map_err(|e| format!("volume {:?}: {e}", volume.name))?;
-        mounts.push(BindMount {
-            host_path: PathBuf::from(&host.path),
-            container_path: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
-        });
-        let check = HostPathCheck {
-            path: PathBuf::from(&host.path),
-            type_,
-        };
-        if !host_paths.contains(&check) {
-            host_paths.push(check);
-        }
-    }
-    let config = ContainerConfig {
-        id: container_id(&uid, &container.name, restart),
-        pod_uid: uid,
-        pod_namespace: pod.metadata.namespace_or_default().to_string(),
-        pod_name: pod.metadata.name.clone(),
-        container_name: container.name.clone(),
-        restart_count: restart,
-        image: container.image.clone(),
-        command: container.command.clone(),
-        args: container.args.clone(),
-        env: container
-            .env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-            .collect(),
-        working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
-        memory_limit_bytes,
-        cpu_limit_millis,
-        mounts,
-        host_network: true,
-        grace_period: Duration::from_secs(pod.spec.grace_period_seconds()),
-        log_path: log_path(data_dir, pod, &container.name, restart),
-    };
-    Ok((config, host_paths))
 }
 
 fn is_running(c: &ContainerInfo) -> bool {
@@ -474,8 +344,9 @@ fn plan_container(
             return;
         }
     }
-    match container_config(input.data_dir, pod, spec, next_restart) {
-        Ok((config, host_paths)) => {
+    let ctx = input.sources.context(input.data_dir, &key.pod_uid);
+    match container_config(&ctx, pod, spec, next_restart) {
+        Ok((config, prepare)) => {
             plan.waiting.insert(
                 key.clone(),
                 Waiting::Starting {
@@ -486,7 +357,7 @@ fn plan_container(
                 key,
                 pod: pod.metadata.key(),
                 config,
-                host_paths,
+                prepare,
             })));
         }
         Err(message) => {
@@ -541,8 +412,13 @@ spec:
     }
 
     fn run(p: &Pod, restart: u32, state: ContainerState) -> ContainerInfo {
-        let (config, _) =
-            container_config(Path::new("/data"), p, &p.spec.containers[0], restart).unwrap();
+        let (config, _) = container_config(
+            &PodContext::bare(Path::new("/data")),
+            p,
+            &p.spec.containers[0],
+            restart,
+        )
+        .unwrap();
         ContainerInfo { config, state }
     }
 
@@ -610,6 +486,7 @@ spec:
                 stopping: &self.stopping,
                 pod_dirs: &self.pod_dirs,
                 data_dir: Path::new("/data"),
+                sources: Sources::default(),
             })
         }
     }
@@ -651,7 +528,7 @@ spec:
         );
         assert_eq!(
             c.mounts,
-            vec![BindMount {
+            vec![crate::runtime::BindMount {
                 host_path: "/srv/data".into(),
                 container_path: "/data".into(),
                 read_only: true
@@ -660,7 +537,13 @@ spec:
         let Action::Start(start) = &plan.actions[0] else {
             panic!()
         };
-        assert_eq!(start.host_paths[0].type_, HostPathType::DirectoryOrCreate);
+        assert_eq!(
+            start.prepare[0],
+            Prepare::HostPath(HostPathCheck {
+                path: "/srv/data".into(),
+                type_: HostPathType::DirectoryOrCreate
+            })
+        );
         assert_eq!(
             plan.waiting.get(&key()),
             Some(&Waiting::Starting { restart: 0 })

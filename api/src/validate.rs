@@ -1025,3 +1025,127 @@ spec:
         assert!(label_value("has space").is_err());
     }
 }
+
+#[cfg(test)]
+mod issue3_tests {
+    use super::*;
+    use crate::manifest::parse;
+
+    fn pod_errors(spec: &str) -> Vec<String> {
+        let text = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec}");
+        match parse(&text).unwrap().remove(0) {
+            Object::Pod(p) => validate_pod(&p)
+                .err()
+                .map(|e| {
+                    e.errors
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn probes_need_one_handler_and_valid_ports() {
+        let errs = pod_errors(
+            "  containers:\n  - name: c\n    image: busybox\n    ports: [{name: http, containerPort: 80}]\n    livenessProbe: {httpGet: {port: web}, successThreshold: 2}\n    readinessProbe: {tcpSocket: {port: 80}, exec: {command: [\"true\"]}}\n    startupProbe: {httpGet: {port: http}, periodSeconds: 0}\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("livenessProbe.httpGet.port: \"web\" is not the name")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("livenessProbe.successThreshold: must be 1")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("readinessProbe: must have exactly one handler")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("startupProbe.periodSeconds: must be 1 or more")),
+            "{errs:?}"
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn volumes_need_exactly_one_source_and_safe_paths() {
+        let errs = pod_errors(
+            "  volumes:\n  - {name: a}\n  - {name: b, emptyDir: {medium: Disk}}\n  - {name: c, configMap: {name: x, items: [{key: k, path: ../etc/passwd}]}}\n  - {name: d, secret: {secretName: s, defaultMode: 0644}, emptyDir: {}}\n  containers:\n  - {name: c, image: busybox, volumeMounts: [{name: c, mountPath: /c, subPath: /abs}]}\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("volumes[0]: has no source")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("volumes[1].emptyDir.medium")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("items[0].path: must not contain '..'")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("volumes[3]: must have exactly one source")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("subPath: must be a relative path")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn security_contexts_and_init_containers_are_checked() {
+        let errs = pod_errors(
+            "  initContainers:\n  - {name: init, image: busybox, readinessProbe: {exec: {command: [\"true\"]}}}\n  containers:\n  - name: init\n    image: busybox\n    securityContext: {capabilities: {add: [NET_WIZARD]}, privileged: true, allowPrivilegeEscalation: false, seccompProfile: {type: Strict}}\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("initContainers[0].readinessProbe: must not be set")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("containers[0].name: \"init\" is used by another container")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(
+                |e| e.contains("capabilities.add[0]: \"NET_WIZARD\" is not a Linux capability")
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("allowPrivilegeEscalation: cannot be false")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("seccompProfile.type")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_and_config_maps_check_keys_and_encoding() {
+        let objs = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {ok: aGk=, bad: '***', 'a b': aGk=}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: r}\ntype: kubernetes.io/dockerconfigjson\nstringData: {x: y}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\nbinaryData: {k: AAE=}\n").unwrap();
+        let msg = |o: &Object| validate(o).unwrap_err().to_string();
+        let s = msg(&objs[0]);
+        assert!(s.contains("data[\"bad\"]: must be base64"), "{s}");
+        assert!(s.contains("data[\"a b\"]"), "{s}");
+        assert!(msg(&objs[1]).contains(".dockerconfigjson"));
+        assert!(msg(&objs[2]).contains("is also a key of data"));
+    }
+}

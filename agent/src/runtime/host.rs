@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::layout::ShimPid;
+use super::DeviceNode;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Parent of every container's cgroup, so Punnet's cgroups never mix with others'.
@@ -199,6 +200,65 @@ pub fn unmount_if_mounted(path: &Path) -> io::Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// The device node at `path` as a container device, `None` when it is not a character
+/// or block device (or does not exist).
+pub fn device_node(path: &Path, container_path: &str, read_only: bool) -> Option<DeviceNode> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let kind = if meta.file_type().is_char_device() {
+        'c'
+    } else if meta.file_type().is_block_device() {
+        'b'
+    } else {
+        return None;
+    };
+    let rdev = meta.rdev();
+    Some(DeviceNode {
+        container_path: container_path.to_string(),
+        kind,
+        major: i64::from(nix::sys::stat::major(rdev) as u32),
+        minor: i64::from(nix::sys::stat::minor(rdev) as u32),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        read_only,
+    })
+}
+
+/// Every device node under the host's /dev (two levels: `/dev/snd/*`, `/dev/dri/*`), for
+/// privileged containers, as containerd gives them. Pseudo-terminals and the standard
+/// nodes the runtime creates anyway are left out.
+pub fn host_devices() -> Vec<DeviceNode> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(PathBuf::from("/dev"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if depth == 0 && matches!(name.as_str(), "pts" | "shm" | "mqueue" | "console" | "ptmx")
+            {
+                continue;
+            }
+            // entry.file_type does not follow links: /dev/stdout and friends are links
+            // the runtime makes itself.
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_symlink() {
+                continue;
+            }
+            if ft.is_dir() && depth < 2 {
+                dirs.push((path, depth + 1));
+            } else if let Some(dev) = device_node(&path, &path.to_string_lossy(), false) {
+                out.push(dev);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub(crate) mod host;
 pub(crate) mod layout;
 pub mod logfmt;
 mod reaper;
+pub(crate) mod seccomp;
 mod shim_runtime;
 pub(crate) mod spec;
 
@@ -43,12 +44,83 @@ pub struct ContainerConfig {
     pub memory_limit_bytes: Option<u64>,
     pub cpu_limit_millis: Option<u64>,
     pub mounts: Vec<BindMount>,
-    /// Until Pod networking (CNI) arrives every container shares the host's network namespace.
+    /// Shares the host's network (and UTS) namespace.
     pub host_network: bool,
+    /// The Pod's network namespace (set up by CNI) to join; `None` without host network
+    /// gives the container a namespace of its own with only `lo`.
+    #[serde(default)]
+    pub netns_path: Option<PathBuf>,
+    /// Device nodes made in the container's /dev and allowed in its device cgroup.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
+    #[serde(default)]
+    pub security: SecuritySettings,
     /// SIGTERM, then SIGKILL after this long, when the container is stopped.
     pub grace_period: Duration,
     /// Where the shim appends the container's stdout/stderr, CRI log format.
     pub log_path: PathBuf,
+}
+
+/// How a container is confined; `Default` is what a Pod without `securityContext` gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySettings {
+    /// All capabilities and devices, no seccomp, no masked paths.
+    pub privileged: bool,
+    /// Override the image's user and group.
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    /// Refuse to start when the process would run as uid 0.
+    pub run_as_non_root: bool,
+    /// Added to the user's groups (`supplementalGroups` and `fsGroup`).
+    pub supplemental_groups: Vec<u32>,
+    pub read_only_root: bool,
+    pub no_new_privileges: bool,
+    /// Canonical `CAP_*` names.
+    pub capabilities: Vec<String>,
+    pub seccomp: Seccomp,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            privileged: false,
+            run_as_user: None,
+            run_as_group: None,
+            run_as_non_root: false,
+            supplemental_groups: Vec::new(),
+            read_only_root: false,
+            no_new_privileges: true,
+            capabilities: punnet_api::capability::DEFAULT
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            seccomp: Seccomp::RuntimeDefault,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seccomp {
+    RuntimeDefault,
+    Unconfined,
+    /// An OCI `linux.seccomp` JSON document on the node.
+    Localhost(PathBuf),
+}
+
+/// A host device node given to a container (a `hostPath` volume of type `CharDevice`
+/// or `BlockDevice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    pub container_path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits of the host node.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

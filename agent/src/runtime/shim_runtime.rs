@@ -554,6 +554,9 @@ mod tests {
             cpu_limit_millis: None,
             mounts: vec![],
             host_network: true,
+            netns_path: None,
+            devices: vec![],
+            security: Default::default(),
             grace_period: Duration::from_secs(1),
             log_path: root.path().join("c.log"),
         };

@@ -2,23 +2,25 @@
 //! (`bundle/config.json`) that libcontainer runs. Pure: the shim gathers the inputs
 //! (user ids from the image's /etc/passwd, the /etc files it wrote) and calls this.
 //!
-//! Defaults follow Docker/runc: Docker's capability set, no new privileges, runc's
-//! masked and read-only /proc paths, a deny-all device cgroup (libcgroups adds the
-//! standard allowed devices), a writable root filesystem.
+//! Defaults follow Docker/runc: Docker's capability set, no new privileges, the runtime's
+//! default seccomp profile, runc's masked and read-only /proc paths, a deny-all device
+//! cgroup (libcgroups adds the standard allowed devices), a writable root filesystem.
+//! A Pod's `securityContext` changes them through `ContainerConfig::security`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
     get_default_maskedpaths, get_default_mounts, get_default_readonly_paths, Capabilities,
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use libcontainer::oci_spec::OciSpecError;
 
-use super::{host, ContainerConfig};
+use super::{host, seccomp, ContainerConfig, Seccomp};
 use crate::image::ImageConfig;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -35,6 +37,14 @@ pub enum SpecError {
     User {
         id: String,
         user: String,
+        reason: String,
+    },
+    #[error("container {id}: runAsNonRoot is set but the container would run as root (uid 0): set securityContext.runAsUser to a non-zero uid, or use an image with a non-root USER")]
+    RunAsRoot { id: String },
+    #[error("container {id}: seccomp profile {path}: {reason}")]
+    SeccompProfile {
+        id: String,
+        path: PathBuf,
         reason: String,
     },
     #[error("container {id}: building the OCI spec: {source}")]
@@ -67,6 +77,23 @@ pub struct SpecInputs<'a> {
     /// The hard RLIMIT_NOFILE the shim may hand on: raising it needs CAP_SYS_RESOURCE,
     /// which not every host grants even to root. See [`nofile_hard_limit`].
     pub nofile_hard: u64,
+    /// The profile a `Localhost` seccomp setting names, read by the caller.
+    pub localhost_seccomp: Option<LinuxSeccomp>,
+    /// The capabilities the caller holds (its bounding set, bit n = capability n): a
+    /// container cannot be given more, so a privileged one gets what there is.
+    pub bounding: u64,
+}
+
+/// This process's bounding capability set, from /proc (all bits when unreadable).
+pub fn bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// Containerd's default hard limit on open files (the soft one is 1024).
@@ -125,25 +152,13 @@ pub fn merged_env(config: &ContainerConfig, image: &ImageConfig, hostname: &str)
         .collect()
 }
 
-/// The capabilities Docker grants by default.
-pub fn default_capabilities() -> Vec<Capability> {
-    use Capability::*;
-    vec![
-        Chown,
-        DacOverride,
-        Fsetid,
-        Fowner,
-        Mknod,
-        NetRaw,
-        Setgid,
-        Setuid,
-        Setfcap,
-        Setpcap,
-        NetBindService,
-        SysChroot,
-        Kill,
-        AuditWrite,
-    ]
+/// `CAP_*` names as libcontainer's type; a name it does not know (a capability newer
+/// than it) is left out rather than failing the container.
+fn capability_set(names: &[String]) -> Capabilities {
+    names
+        .iter()
+        .filter_map(|n| serde_json::from_value(serde_json::Value::String(n.clone())).ok())
+        .collect()
 }
 
 pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
@@ -174,7 +189,22 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         .unwrap_or_else(|| "/".into());
     let env_hostname = input.hostname.clone().unwrap_or_else(host_hostname);
 
-    let caps: Capabilities = default_capabilities().into_iter().collect();
+    let security = &config.security;
+    let names: Vec<String> = if security.privileged {
+        punnet_api::capability::ALL
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    } else {
+        security.capabilities.clone()
+    };
+    let held = |name: &String| {
+        punnet_api::capability::ALL
+            .iter()
+            .position(|c| c == name)
+            .is_some_and(|bit| input.bounding & (1u64 << bit) != 0)
+    };
+    let caps: Capabilities = capability_set(&names.into_iter().filter(held).collect::<Vec<_>>());
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -183,10 +213,20 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         .ambient(Capabilities::new())
         .build()
         .map_err(oci)?;
+    let uid = security.run_as_user.unwrap_or(input.user.uid);
+    if security.run_as_non_root && uid == 0 {
+        return Err(SpecError::RunAsRoot { id: id.clone() });
+    }
+    let mut additional_gids = input.user.additional_gids.clone();
+    for g in &security.supplemental_groups {
+        if !additional_gids.contains(g) {
+            additional_gids.push(*g);
+        }
+    }
     let user = UserBuilder::default()
-        .uid(input.user.uid)
-        .gid(input.user.gid)
-        .additional_gids(input.user.additional_gids.clone())
+        .uid(uid)
+        .gid(security.run_as_group.unwrap_or(input.user.gid))
+        .additional_gids(additional_gids)
         .build()
         .map_err(oci)?;
     let process = ProcessBuilder::default()
@@ -195,7 +235,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         .env(merged_env(config, input.image, &env_hostname))
         .cwd(cwd)
         .user(user)
-        .no_new_privileges(true)
+        .no_new_privileges(security.no_new_privileges && !security.privileged)
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
@@ -213,16 +253,52 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         namespace(LinuxNamespaceType::Cgroup).map_err(oci)?,
     ];
     if !config.host_network {
-        namespaces.push(namespace(LinuxNamespaceType::Network).map_err(oci)?);
+        let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+        if let Some(path) = &config.netns_path {
+            net = net.path(path.clone());
+        }
+        namespaces.push(net.build().map_err(oci)?);
         namespaces.push(namespace(LinuxNamespaceType::Uts).map_err(oci)?);
     }
 
-    let mut resources =
-        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
-            .allow(false)
-            .access("rwm")
-            .build()
-            .map_err(oci)?]);
+    // Deny everything, then allow the devices the Pod names (libcgroups adds the
+    // standard /dev/null, /dev/zero, ... rules itself); a privileged container gets all.
+    let mut device_rules = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(security.privileged)
+        .access("rwm")
+        .build()
+        .map_err(oci)?];
+    let mut devices = Vec::new();
+    for d in &config.devices {
+        let typ = if d.kind == 'b' {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        };
+        device_rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .access(if d.read_only { "r" } else { "rw" })
+                .build()
+                .map_err(oci)?,
+        );
+        devices.push(
+            LinuxDeviceBuilder::default()
+                .path(PathBuf::from(&d.container_path))
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.mode)
+                .uid(d.uid)
+                .gid(d.gid)
+                .build()
+                .map_err(oci)?,
+        );
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if let Some(limit) = config.memory_limit_bytes {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         resources = resources.memory(
@@ -242,14 +318,36 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
                 .map_err(oci)?,
         );
     }
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(host::cgroups_path(id)))
         .resources(resources.build().map_err(oci)?)
-        .masked_paths(get_default_maskedpaths())
-        .readonly_paths(get_default_readonly_paths())
-        .build()
-        .map_err(oci)?;
+        .devices(devices);
+    if !security.privileged {
+        linux = linux
+            .masked_paths(get_default_maskedpaths())
+            .readonly_paths(get_default_readonly_paths());
+        let cap_names: Vec<&str> = security.capabilities.iter().map(String::as_str).collect();
+        match &security.seccomp {
+            Seccomp::RuntimeDefault => {
+                linux = linux.seccomp(seccomp::runtime_default(&cap_names).map_err(oci)?);
+            }
+            Seccomp::Unconfined => {}
+            Seccomp::Localhost(path) => {
+                let profile =
+                    input
+                        .localhost_seccomp
+                        .clone()
+                        .ok_or_else(|| SpecError::SeccompProfile {
+                            id: id.clone(),
+                            path: path.clone(),
+                            reason: "was not read".into(),
+                        })?;
+                linux = linux.seccomp(profile);
+            }
+        }
+    }
+    let linux = linux.build().map_err(oci)?;
 
     let annotations: HashMap<String, String> = [
         ("io.kubernetes.pod.namespace", &config.pod_namespace),
@@ -266,7 +364,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(security.read_only_root && !security.privileged)
                 .build()
                 .map_err(oci)?,
         )
@@ -426,6 +524,9 @@ mod tests {
             cpu_limit_millis: None,
             mounts: vec![],
             host_network: false,
+            netns_path: None,
+            devices: vec![],
+            security: Default::default(),
             grace_period: Duration::from_secs(1),
             log_path: "/tmp/log".into(),
         }
@@ -483,6 +584,8 @@ mod tests {
             hostname: Some("web".into()),
             etc_dir: &etc,
             nofile_hard: NOFILE_HARD,
+            localhost_seccomp: None,
+            bounding: u64::MAX,
         })
         .unwrap();
         let linux = spec.linux().as_ref().unwrap();
@@ -531,6 +634,8 @@ mod tests {
             hostname: None,
             etc_dir: &etc,
             nofile_hard: NOFILE_HARD,
+            localhost_seccomp: None,
+            bounding: u64::MAX,
         })
         .unwrap();
         let ns: Vec<_> = spec
@@ -556,6 +661,8 @@ mod tests {
             hostname: None,
             etc_dir: &etc,
             nofile_hard: NOFILE_HARD,
+            localhost_seccomp: None,
+            bounding: u64::MAX,
         })
         .unwrap_err();
         assert!(matches!(err, SpecError::NoCommand { .. }), "{err}");

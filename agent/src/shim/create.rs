@@ -20,9 +20,12 @@ use nix::unistd::{pipe2, Pid};
 
 use super::logger::LogFile;
 use super::rootfs::{self, RootfsError};
-use crate::runtime::host;
 use crate::runtime::layout::{write_json_atomically, ContainerDir, ShimSpec, StartedRecord};
-use crate::runtime::spec::{build_spec, nofile_hard_limit, resolve_user, SpecError, SpecInputs};
+use crate::runtime::spec::{
+    bounding_set, build_spec, nofile_hard_limit, resolve_user, SpecError, SpecInputs,
+};
+use crate::runtime::{host, ContainerConfig, Seccomp};
+use libcontainer::oci_spec::runtime::LinuxSeccomp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -145,8 +148,50 @@ pub fn create_and_start(dir: &ContainerDir) -> Result<Running, ShimError> {
     result
 }
 
+/// Device nodes among the hostPath mounts become devices of the container (made in its
+/// /dev and allowed in its device cgroup) instead of bind mounts the device cgroup would
+/// refuse; a privileged container gets every host device.
+fn with_devices(mut config: ContainerConfig) -> ContainerConfig {
+    let mut mounts = Vec::new();
+    for m in std::mem::take(&mut config.mounts) {
+        match host::device_node(&m.host_path, &m.container_path, m.read_only) {
+            Some(dev) => config.devices.push(dev),
+            None => mounts.push(m),
+        }
+    }
+    config.mounts = mounts;
+    if config.security.privileged {
+        for dev in host::host_devices() {
+            if !config
+                .devices
+                .iter()
+                .any(|d| d.container_path == dev.container_path)
+            {
+                config.devices.push(dev);
+            }
+        }
+    }
+    config
+}
+
+/// The profile a `Localhost` seccomp setting names: an OCI `linux.seccomp` JSON file.
+fn localhost_seccomp(config: &ContainerConfig) -> Result<Option<LinuxSeccomp>, SpecError> {
+    let Seccomp::Localhost(path) = &config.security.seccomp else {
+        return Ok(None);
+    };
+    let err = |reason: String| SpecError::SeccompProfile {
+        id: config.id.clone(),
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| err(format!("is not an OCI seccomp profile: {e}")))
+}
+
 fn create_on_rootfs(dir: &ContainerDir, spec: &ShimSpec) -> Result<Running, ShimError> {
-    let config = &spec.config;
+    let config = &with_devices(spec.config.clone());
     let id = config.id.clone();
     let io_err = |what: String| {
         let id = id.clone();
@@ -172,6 +217,8 @@ fn create_on_rootfs(dir: &ContainerDir, spec: &ShimSpec) -> Result<Running, Shim
         hostname,
         etc_dir: &etc_dir,
         nofile_hard: nofile_hard_limit(),
+        localhost_seccomp: localhost_seccomp(config)?,
+        bounding: bounding_set(),
     })?;
     let config_json = dir.bundle().join("config.json");
     oci_spec
