@@ -196,7 +196,8 @@ pub async fn exec(
     }
 }
 
-fn search_path() -> String {
+/// The agent's PATH plus the system directories.
+pub fn search_path() -> String {
     const SYSTEM: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     match std::env::var("PATH") {
         Ok(p) if !p.is_empty() => format!("{p}:{SYSTEM}"),

@@ -13,6 +13,7 @@ mod cni;
 mod config;
 mod conflist;
 mod error;
+mod leftovers;
 mod netns;
 mod pod_network;
 mod spec;

@@ -15,7 +15,7 @@ use super::cni::{self, Call, CniCommand, ExecError};
 use super::config::{check_uid, NetworkConfig, PodCidr};
 use super::conflist::{self, loopback_config, pod_conflist, runtime_config};
 use super::state::{self, SavedPod, STATE_VERSION};
-use super::{netns, NetworkError, PodNetSpec, PodNetStatus};
+use super::{leftovers, netns, NetworkError, PodNetSpec, PodNetStatus};
 
 /// The Pod's interface, as in Kubernetes.
 const IFNAME: &str = "eth0";
@@ -312,6 +312,21 @@ impl PodNetwork {
 
     async fn del(&self, saved: &SavedPod) -> Result<(), NetworkError> {
         self.run(saved, Part::Chain, CniCommand::Del, None).await?;
+        match leftovers::remove(
+            &self.cfg.network_name,
+            &saved.container_id,
+            self.cfg.plugin_timeout,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(pod = %saved.label(), rules = n, "removed NAT rules CNI DEL left behind (the Pod's interface was already gone)")
+            }
+            Err(e) => {
+                tracing::warn!(pod = %saved.label(), error = %e, "could not look for NAT rules CNI DEL left behind")
+            }
+        }
         self.run(saved, Part::Loopback, CniCommand::Del, None)
             .await?;
         Ok(())
