@@ -26,6 +26,13 @@ fn host_port(n: u8, k: u16) -> u16 {
     20000 + ((std::process::id() % 500) as u16) * 20 + u16::from(n) + k * 10
 }
 
+/// hostPorts of lab `n` are published only on the node's address towards its outside
+/// host (10.124.<n>.1), so the DNAT rules cannot catch other programs' connections to
+/// the same port on 127.0.0.1 while the tests run.
+fn lab_host_ip(n: u8) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::new(10, 124, n, 1))
+}
+
 #[tokio::test]
 async fn two_pods_get_distinct_addresses_and_reach_each_other() {
     let lab = Lab::new(1);
@@ -61,6 +68,25 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other() {
 }
 
 #[tokio::test]
+async fn pods_set_up_at_once_share_the_bridge_with_distinct_addresses() {
+    let lab = Lab::new(11);
+    let net = lab.network();
+    let specs: Vec<_> = (0..5).map(|i| lab.pod(&format!("p{i}"), vec![])).collect();
+    let results = futures_util::future::join_all(specs.iter().map(|s| net.setup(s))).await;
+    let mut ips: Vec<Ipv4Addr> = results.into_iter().map(|r| r.unwrap().ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 5);
+    assert_eq!(lab.reservations().len(), 5);
+    let results = futures_util::future::join_all(specs.iter().map(|s| net.teardown(&s.uid))).await;
+    for r in results {
+        r.unwrap();
+    }
+    assert_eq!(lab.reservations(), Vec::<String>::new());
+    assert_eq!(lab.rules(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_pod_reaches_the_outside_through_nat() {
     let mut lab = Lab::new(2);
     let net = lab.network();
@@ -91,13 +117,13 @@ async fn a_host_port_is_reachable_from_another_namespace_through_the_nodes_addre
                 host_port: tcp_port,
                 container_port: 80,
                 protocol: Protocol::Tcp,
-                host_ip: None,
+                host_ip: lab_host_ip(3),
             },
             HostPort {
                 host_port: udp_port,
                 container_port: 53,
                 protocol: Protocol::Udp,
-                host_ip: None,
+                host_ip: lab_host_ip(3),
             },
         ],
     );
@@ -154,7 +180,7 @@ async fn set_up_with_a_host_port(lab: &Lab, net: &PodNetwork, n: u8) -> (String,
             host_port: host_port(n, 0),
             container_port: 80,
             protocol: Protocol::Tcp,
-            host_ip: None,
+            host_ip: lab_host_ip(n),
         }],
     );
     let status = net.setup(&spec).await.unwrap();
@@ -274,7 +300,7 @@ async fn setup_after_the_namespace_was_lost_makes_a_new_one_and_cleans_the_old()
             host_port: host_port(10, 0),
             container_port: 80,
             protocol: Protocol::Tcp,
-            host_ip: None,
+            host_ip: lab_host_ip(10),
         }],
     );
     let status = net.setup(&spec).await.unwrap();
@@ -381,7 +407,7 @@ async fn measure_setup_and_teardown() {
                 host_port: host_port(9, 0),
                 container_port: 80,
                 protocol: Protocol::Tcp,
-                host_ip: None,
+                host_ip: lab_host_ip(9),
             }],
         );
         let t = Instant::now();

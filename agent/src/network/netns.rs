@@ -15,7 +15,7 @@ use nix::sched::{unshare, CloneFlags};
 /// file (a mount lost, e.g. unmounted by hand).
 pub fn is_netns(path: &Path) -> io::Result<bool> {
     match nix::sys::statfs::statfs(path) {
-        Ok(fs) => Ok(fs.filesystem_type().0 as i64 == libc::NSFS_MAGIC as i64),
+        Ok(fs) => Ok(fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC),
         Err(nix::errno::Errno::ENOENT) => Ok(false),
         Err(e) => Err(e.into()),
     }
