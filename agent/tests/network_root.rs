@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use network_support::{tcp_exchange, udp_exchange, Lab};
-use punnet_agent::network::{HostPort, NetworkError, PodNetwork, Protocol};
+use punnet_agent::network::{HostPort, NetworkError, PodNetSpec, PodNetwork, Protocol};
 
 fn sock(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
@@ -172,17 +172,21 @@ fn assert_all_released(lab: &Lab, net: &PodNetwork, uid: &str, netns: &Path, fp:
     assert!(!lab.cfg.state_dir.join(format!("{uid}.json")).exists());
 }
 
-async fn set_up_with_a_host_port(lab: &Lab, net: &PodNetwork, n: u8) -> (String, Footprint) {
-    assert_eq!(lab.rules(), Vec::<String>::new());
-    let spec = lab.pod(
+fn web(lab: &Lab) -> PodNetSpec {
+    lab.pod(
         "web",
         vec![HostPort {
-            host_port: host_port(n, 0),
+            host_port: host_port(lab.n, 0),
             container_port: 80,
             protocol: Protocol::Tcp,
-            host_ip: lab_host_ip(n),
+            host_ip: lab_host_ip(lab.n),
         }],
-    );
+    )
+}
+
+async fn set_up_with_a_host_port(lab: &Lab, net: &PodNetwork) -> (String, Footprint) {
+    assert_eq!(lab.rules(), Vec::<String>::new());
+    let spec = web(lab);
     let status = net.setup(&spec).await.unwrap();
     assert!(status.netns_path.exists());
     assert_eq!(lab.reservations(), vec![status.ip.to_string()]);
@@ -200,7 +204,7 @@ async fn set_up_with_a_host_port(lab: &Lab, net: &PodNetwork, n: u8) -> (String,
 async fn teardown_releases_the_address_the_rules_and_the_namespace() {
     let lab = Lab::new(4);
     let net = lab.network();
-    let (uid, fp) = set_up_with_a_host_port(&lab, &net, 4).await;
+    let (uid, fp) = set_up_with_a_host_port(&lab, &net).await;
     let netns = net.netns_path(&uid);
     net.teardown(&uid).await.unwrap();
     assert_all_released(&lab, &net, &uid, &netns, &fp);
@@ -213,12 +217,16 @@ async fn teardown_works_after_an_agent_crash_from_saved_state_alone() {
     let lab = Lab::new(5);
     let (uid, fp, ip) = {
         let net = lab.network();
-        let (uid, fp) = set_up_with_a_host_port(&lab, &net, 5).await;
+        let (uid, fp) = set_up_with_a_host_port(&lab, &net).await;
         let ip = net.saved_status(&uid).unwrap().ip;
         (uid, fp, ip)
         // The agent "crashes": this PodNetwork and the Pod's spec are gone.
     };
-    let net = lab.network();
+    // The agent restarts offline: no Pod CIDR until the controller is back. The Pod
+    // keeps its network.
+    let mut cfg = lab.cfg.clone();
+    cfg.pod_cidr = None;
+    let net = PodNetwork::new(cfg).unwrap();
     assert_eq!(net.list(), vec![uid.clone()]);
     let saved = net.saved_status(&uid).unwrap();
     assert_eq!(saved.ip, ip);
@@ -226,6 +234,9 @@ async fn teardown_works_after_an_agent_crash_from_saved_state_alone() {
         saved.netns_path.exists(),
         "the namespace outlived the agent"
     );
+    let again = net.setup(&web(&lab)).await.unwrap();
+    assert_eq!((again.ip, again.new_namespace), (ip, false));
+    // The Pod's spec is gone too: teardown needs only the uid.
     net.teardown(&uid).await.unwrap();
     assert_all_released(&lab, &net, &uid, &saved.netns_path, &fp);
 }
@@ -287,23 +298,14 @@ async fn setup_is_idempotent_and_repairs_a_broken_pod_network() {
 async fn setup_after_the_namespace_was_lost_makes_a_new_one_and_cleans_the_old() {
     let lab = Lab::new(10);
     let net = lab.network();
-    let (uid, fp) = set_up_with_a_host_port(&lab, &net, 10).await;
+    let (uid, fp) = set_up_with_a_host_port(&lab, &net).await;
     let netns = net.netns_path(&uid);
     // As after a reboot clears /run (or someone removes it): the namespace and the Pod's
     // veth go away, the saved state, the address reservation and the rules stay.
     nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH).unwrap();
     std::fs::remove_file(&netns).unwrap();
 
-    let spec = lab.pod(
-        "web",
-        vec![HostPort {
-            host_port: host_port(10, 0),
-            container_port: 80,
-            protocol: Protocol::Tcp,
-            host_ip: lab_host_ip(10),
-        }],
-    );
-    let status = net.setup(&spec).await.unwrap();
+    let status = net.setup(&web(&lab)).await.unwrap();
     assert!(status.new_namespace, "containers must learn to restart");
     assert_eq!(lab.reservations(), vec![status.ip.to_string()]);
     let other = net.setup(&lab.pod("other", vec![])).await.unwrap();

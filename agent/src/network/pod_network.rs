@@ -156,33 +156,39 @@ impl PodNetwork {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
 
-        let cidr = self
-            .current_cidr()
-            .ok_or_else(|| NetworkError::NoPodCidr { pod: label.clone() })?;
         for p in PLUGINS {
             self.find_plugin(p, Some(&label))?;
         }
+        let cidr = self.current_cidr();
         let netns_path = self.netns_path(&pod.uid);
-        let conflist = pod_conflist(&self.cfg, &cidr);
         let runtime = runtime_config(&pod.host_ports);
         let loopback = loopback_config(&self.cfg);
+        let saved = state::read(&self.cfg.state_dir, &pod.uid, &label)?;
 
-        let mut attempt = 0;
-        if let Some(saved) = state::read(&self.cfg.state_dir, &pod.uid, &label)? {
-            let unchanged = saved.conflist == conflist
+        if let Some(saved) = &saved {
+            // Without a CIDR (an agent started offline before the controller told it
+            // again) a Pod set up earlier keeps the range it was set up with.
+            let same_range = cidr.is_none_or(|c| saved.conflist == pod_conflist(&self.cfg, &c));
+            let unchanged = same_range
                 && saved.runtime_config == runtime
                 && saved.loopback == loopback
                 && saved.netns == netns_path
                 && saved.ifname == IFNAME;
             let complete = saved.result.is_some() && saved.loopback_result.is_some();
             if unchanged && complete && netns::is_netns(&saved.netns).unwrap_or(false) {
-                match self.check(&saved).await {
-                    Ok(()) => return status_of(&saved, false),
+                match self.check(saved).await {
+                    Ok(()) => return status_of(saved, false),
                     Err(e) => {
                         tracing::warn!(pod = %label, error = %e, "CNI CHECK failed; setting the Pod's network up again")
                     }
                 }
             }
+        }
+        let cidr = cidr.ok_or_else(|| NetworkError::NoPodCidr { pod: label.clone() })?;
+        let conflist = pod_conflist(&self.cfg, &cidr);
+
+        let mut attempt = 0;
+        if let Some(saved) = saved {
             self.del(&saved).await?;
             if saved.netns != netns_path {
                 netns::remove(&saved.netns)
@@ -601,7 +607,15 @@ mod tests {
     #[tokio::test]
     async fn setup_without_a_pod_cidr_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let net = PodNetwork::new(NetworkConfig::new(dir.path())).unwrap();
+        let mut cfg = NetworkConfig::new(dir.path());
+        // Stand-ins: this test must not depend on the plugins being installed.
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        for p in PLUGINS {
+            std::fs::write(plugins.join(p), "").unwrap();
+        }
+        cfg.plugin_dirs = vec![plugins];
+        let net = PodNetwork::new(cfg).unwrap();
         let pod = PodNetSpec {
             uid: "u1".into(),
             namespace: "default".into(),
