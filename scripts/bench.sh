@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "error: the benchmark runs containers: run it as root" >&2; exit 1; }
 source scripts/lib.sh
-ensure_packages busybox-static umoci skopeo pkg-config libseccomp-dev libelf-dev zlib1g-dev
+ensure_packages busybox-static umoci skopeo pkg-config libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables
 cargo build --release --quiet --bin punnet-controller --bin punnet-agent --bin punnet
 cargo bench --quiet -p punnet-controller --bench fleet

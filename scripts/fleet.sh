@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 
-ensure_packages busybox-static umoci skopeo pkg-config libseccomp-dev libelf-dev zlib1g-dev
+ensure_packages busybox-static umoci skopeo pkg-config libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables
 
 echo "==> building (release)"
 cargo build --release --quiet --bin punnet-controller --bin punnet-agent --bin punnet

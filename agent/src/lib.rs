@@ -9,6 +9,7 @@ pub mod image;
 pub mod import;
 pub mod link;
 pub mod logs;
+pub mod network;
 pub mod podspec;
 pub mod podstatus;
 pub mod reconcile;
