@@ -22,9 +22,10 @@ use crate::config::AgentConfig;
 use crate::image::{ImageError, ImageStore};
 use crate::link::{self, Link, LinkError, LinkEvent};
 use crate::logs::{self, LogServer};
+use crate::network::{NetworkConfig, PodNetSpec, PodNetwork};
 use crate::podstatus::{self, StatusInput};
 use crate::reconcile::{
-    self, Action, BackoffPolicy, ContainerKey, StartContainer, StartFailure, Waiting,
+    self, Action, BackoffPolicy, ContainerKey, PodNet, StartContainer, StartFailure, Waiting,
 };
 use crate::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError, ShimRuntime};
 use crate::state::{self, LocalState, StateError};
@@ -148,6 +149,14 @@ async fn run_inner(
         containers_rx,
         chunks_tx,
     );
+    let network = if config.pod_network {
+        open_network(
+            &config,
+            desired.as_ref().and_then(|d| d.pod_cidr.as_deref()),
+        )
+    } else {
+        None
+    };
     let labels = config.labels.clone();
     let facts = tokio::task::spawn_blocking(move || crate::facts::gather(&labels))
         .await
@@ -166,6 +175,9 @@ async fn run_inner(
         logs,
         containers_tx,
         facts,
+        network,
+        networks: BTreeMap::new(),
+        network_failures: BTreeMap::new(),
         failures: BTreeMap::new(),
         stopping: BTreeMap::new(),
         statuses: BTreeMap::new(),
@@ -216,6 +228,35 @@ struct Agent {
     reports: Vec<PodReport>,
     /// Refused desired-state messages since start (logged with each refusal).
     rejected_desired: u64,
+    /// Pod networking through CNI; `None` when off (`--no-pod-network`).
+    network: Option<Arc<PodNetwork>>,
+    /// Pod uid → its network, once set up (or checked) in this agent's life.
+    networks: BTreeMap<String, PodNet>,
+    /// Pod uid → why its network could not be set up, and when to try again.
+    network_failures: BTreeMap<String, (String, Instant)>,
+}
+
+/// How long a Pod whose network setup failed waits before the next attempt.
+const NETWORK_RETRY: Duration = Duration::from_secs(5);
+
+/// The Pod network layer, or `None` (with a warning) when it cannot be used.
+fn open_network(config: &AgentConfig, pod_cidr: Option<&str>) -> Option<Arc<PodNetwork>> {
+    let mut cfg = NetworkConfig::new(&config.data_dir);
+    cfg.pod_cidr = pod_cidr.map(str::to_string);
+    cfg.plugin_dirs = config.cni_bin_dirs.clone();
+    cfg.bridge = config.cni_bridge.clone();
+    match PodNetwork::new(cfg) {
+        Ok(net) => {
+            if let Err(e) = net.check_plugins() {
+                tracing::warn!(error = %e, "Pods without hostNetwork cannot start until this is fixed");
+            }
+            Some(Arc::new(net))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Pod networking is off; every Pod uses the host's network");
+            None
+        }
+    }
 }
 
 impl Agent {
@@ -319,6 +360,15 @@ impl Agent {
         );
         self.applied_generation = Some(desired.generation);
         self.pods = desired.pods;
+        if let Some(net) = &self.network {
+            match net.set_pod_cidr(sources.pod_cidr.as_deref()) {
+                Ok(true) => {
+                    tracing::info!(pod_cidr = ?sources.pod_cidr, "this node's Pod range changed")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "refused the Pod range from the controller"),
+            }
+        }
         self.sources = sources;
         true
     }
@@ -364,6 +414,12 @@ impl Agent {
         let host_ip = self.facts.addresses.first().cloned();
         self.failures
             .retain(|k, _| self.pods.iter().any(|p| reconcile::pod_uid(p) == k.pod_uid));
+        self.ensure_networks().await;
+        let network_errors: BTreeMap<String, String> = self
+            .network_failures
+            .iter()
+            .map(|(uid, (e, _))| (uid.clone(), e.clone()))
+            .collect();
         let mut plan = reconcile::reconcile(&reconcile::Input {
             pods: &self.pods,
             containers: &containers,
@@ -382,7 +438,9 @@ impl Agent {
                 config_maps: &self.sources.config_maps,
                 secrets: &self.sources.secrets,
                 host_ip: host_ip.as_deref(),
-                networks: None,
+                pod_network: self.network.is_some(),
+                networks: Some(&self.networks),
+                network_errors: Some(&network_errors),
             },
         });
         outcome.requeue_after = plan.requeue_after;
@@ -412,9 +470,82 @@ impl Agent {
                 None => containers,
             }
         };
+        self.teardown_networks(&containers).await;
         outcome.status_changed = self.update_status(&containers, &plan.waiting);
         self.containers_tx.send_replace(Arc::new(containers));
         outcome
+    }
+
+    /// Sets up the network of every desired Pod that needs one and has none yet.
+    async fn ensure_networks(&mut self) {
+        let Some(net) = self.network.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        for pod in &self.pods {
+            if pod.spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let uid = reconcile::pod_uid(pod);
+            if self.networks.contains_key(&uid)
+                || self
+                    .network_failures
+                    .get(&uid)
+                    .is_some_and(|(_, retry)| now < *retry)
+            {
+                continue;
+            }
+            let result = match PodNetSpec::from_pod(pod) {
+                Ok(spec) => net.setup(&spec).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(st) => {
+                    tracing::info!(pod = %pod.metadata.key(), ip = %st.ip, "Pod network ready");
+                    self.network_failures.remove(&uid);
+                    self.networks.insert(
+                        uid,
+                        PodNet {
+                            ip: st.ip.to_string(),
+                            netns: st.netns_path,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod.metadata.key(), error = %e, "Pod network setup failed");
+                    self.network_failures
+                        .insert(uid, (e.to_string(), Instant::now() + NETWORK_RETRY));
+                }
+            }
+        }
+        let desired: BTreeSet<String> = self.pods.iter().map(reconcile::pod_uid).collect();
+        self.network_failures.retain(|uid, _| desired.contains(uid));
+    }
+
+    /// Releases the networks of Pods that are gone: not desired and no container left.
+    async fn teardown_networks(&mut self, containers: &[ContainerInfo]) {
+        let Some(net) = self.network.clone() else {
+            return;
+        };
+        let desired: BTreeSet<String> = self.pods.iter().map(reconcile::pod_uid).collect();
+        let in_use: BTreeSet<&str> = containers
+            .iter()
+            .map(|c| c.config.pod_uid.as_str())
+            .collect();
+        for uid in net.list() {
+            if desired.contains(&uid) || in_use.contains(uid.as_str()) {
+                continue;
+            }
+            match net.teardown(&uid).await {
+                Ok(()) => {
+                    tracing::info!(uid = %uid, "released a Pod's network");
+                    self.networks.remove(&uid);
+                }
+                Err(e) => {
+                    tracing::warn!(uid = %uid, error = %e, "could not release a Pod's network; retrying")
+                }
+            }
+        }
     }
 
     fn prune_stopping(&mut self, containers: &[ContainerInfo]) {
@@ -559,12 +690,20 @@ impl Agent {
         let leftovers = podstatus::leftover_pods(&desired_uids, containers);
         for pod in self.pods.iter().chain(leftovers.iter()) {
             let uid = reconcile::pod_uid(pod);
+            let pod_ip = match self.networks.get(&uid) {
+                Some(n) => Some(n.ip.as_str()),
+                None if pod.spec.host_network == Some(true) || self.network.is_none() => {
+                    host_ip.as_deref()
+                }
+                None => None,
+            };
             let status = podstatus::pod_status(&StatusInput {
                 pod,
                 containers,
                 waiting,
                 previous: self.statuses.get(&uid),
                 host_ip: host_ip.as_deref(),
+                pod_ip,
                 now,
             });
             reports.push(PodReport {

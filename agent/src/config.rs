@@ -40,6 +40,19 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// MQTT keepalive; the broker publishes our last will after 1.5 × this of silence.
     pub keep_alive: Duration,
+    /// Pods without `hostNetwork` get a network namespace of their own through CNI.
+    /// Off: every Pod shares the host's network (boards without the CNI plugins).
+    pub pod_network: bool,
+    /// Where the CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The Linux bridge Pods are attached to.
+    pub cni_bridge: String,
+    /// Registries (`HOST:PORT`) that may be reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// The platform images are picked for (`linux/arm/v6`); detected from the CPU when unset.
+    pub platform: Option<String>,
+    /// Unused images are deleted when free disk under the data dir falls below this.
+    pub image_gc_min_free_bytes: u64,
 }
 
 impl AgentConfig {
@@ -59,6 +72,12 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(2),
             keep_alive: Duration::from_secs(15),
+            pod_network: true,
+            cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            cni_bridge: "punnet0".to_string(),
+            insecure_registries: Vec::new(),
+            platform: None,
+            image_gc_min_free_bytes: 1 << 30,
         }
     }
 
@@ -88,6 +107,23 @@ impl AgentConfig {
         if let Some(d) = &file.heartbeat {
             self.heartbeat_interval = parse_duration(d)?;
         }
+        if let Some(on) = file.pod_network {
+            self.pod_network = on;
+        }
+        if !file.cni_bin_dir.is_empty() {
+            self.cni_bin_dirs = file.cni_bin_dir.clone();
+        }
+        if let Some(b) = &file.cni_bridge {
+            self.cni_bridge = b.clone();
+        }
+        self.insecure_registries
+            .extend(file.insecure_registry.iter().cloned());
+        if let Some(p) = &file.platform {
+            self.platform = Some(p.clone());
+        }
+        if let Some(q) = &file.image_gc_min_free {
+            self.image_gc_min_free_bytes = parse_size(q)?;
+        }
         Ok(())
     }
 
@@ -101,6 +137,15 @@ impl AgentConfig {
             return Err(ConfigError::NodeName(name.clone()));
         }
         self.broker_address()?;
+        let b = &self.cni_bridge;
+        if b.is_empty()
+            || b.len() > 15
+            || !b
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Bridge(b.clone()));
+        }
         Ok(())
     }
 
@@ -126,6 +171,14 @@ pub struct ConfigFile {
     pub labels: BTreeMap<String, String>,
     pub restart_backoff: Option<String>,
     pub heartbeat: Option<String>,
+    pub pod_network: Option<bool>,
+    #[serde(default)]
+    pub cni_bin_dir: Vec<PathBuf>,
+    pub cni_bridge: Option<String>,
+    #[serde(default)]
+    pub insecure_registry: Vec<String>,
+    pub platform: Option<String>,
+    pub image_gc_min_free: Option<String>,
 }
 
 impl ConfigFile {
@@ -164,6 +217,10 @@ pub enum ConfigError {
     Label(String),
     #[error("duration {0:?}: expected a number with unit ms, s, m or h (e.g. 10s)")]
     Duration(String),
+    #[error("size {0:?}: expected a quantity such as 512Mi or 2Gi")]
+    Size(String),
+    #[error("bridge name {0:?}: must be 1 to 15 characters of letters, digits, '-' or '_'")]
+    Bridge(String),
     #[error("broker {url:?}: {reason}")]
     Broker { url: String, reason: &'static str },
 }
@@ -173,6 +230,11 @@ pub fn parse_label(text: &str) -> Result<(String, String), ConfigError> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
         _ => Err(ConfigError::Label(text.to_string())),
     }
+}
+
+/// `512Mi`, `2Gi`, `1000000000`.
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    punnet_api::quantity::parse_bytes(text.trim()).map_err(|_| ConfigError::Size(text.to_string()))
 }
 
 /// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.

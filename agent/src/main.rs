@@ -34,6 +34,24 @@ struct Cli {
     /// Interval of full status reports.
     #[arg(long, value_name = "DURATION")]
     heartbeat: Option<String>,
+    /// Run every Pod in the host's network namespace (no CNI plugins needed).
+    #[arg(long)]
+    no_pod_network: bool,
+    /// Directory with the CNI plugins (repeatable; default /usr/lib/cni then /opt/cni/bin).
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
+    cni_bin_dirs: Vec<PathBuf>,
+    /// Linux bridge the Pods are attached to.
+    #[arg(long, value_name = "NAME")]
+    cni_bridge: Option<String>,
+    /// A registry (HOST:PORT) that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// Pick images for this platform instead of the CPU's (e.g. linux/arm/v6).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Delete unused images when free disk falls below this (e.g. 1Gi).
+    #[arg(long, value_name = "SIZE")]
+    image_gc_min_free: Option<String>,
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -143,6 +161,24 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(d) = &cli.heartbeat {
         config.heartbeat_interval = config::parse_duration(d)?;
+    }
+    if cli.no_pod_network {
+        config.pod_network = false;
+    }
+    if !cli.cni_bin_dirs.is_empty() {
+        config.cni_bin_dirs = cli.cni_bin_dirs.clone();
+    }
+    if let Some(b) = &cli.cni_bridge {
+        config.cni_bridge = b.clone();
+    }
+    config
+        .insecure_registries
+        .extend(cli.insecure_registries.iter().cloned());
+    if let Some(p) = &cli.platform {
+        config.platform = Some(p.clone());
+    }
+    if let Some(q) = &cli.image_gc_min_free {
+        config.image_gc_min_free_bytes = config::parse_size(q)?;
     }
     config.validate()?;
     Ok(config)

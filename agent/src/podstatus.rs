@@ -21,6 +21,8 @@ pub struct StatusInput<'a> {
     /// The status computed last time, so transition times and the start time stay put.
     pub previous: Option<&'a PodStatus>,
     pub host_ip: Option<&'a str>,
+    /// The Pod's own address (CNI), or the host's for host-network Pods.
+    pub pod_ip: Option<&'a str>,
     pub now: SystemTime,
 }
 
@@ -315,7 +317,12 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
         message: None,
         reason: None,
         host_ip: input.host_ip.map(str::to_string),
-        pod_ip: input.host_ip.map(str::to_string),
+        pod_ip: input.pod_ip.map(str::to_string),
+        pod_ips: input
+            .pod_ip
+            .map(|ip| api::PodIp { ip: ip.to_string() })
+            .into_iter()
+            .collect(),
         start_time: Some(start_time),
         container_statuses: statuses,
         ..PodStatus::default()
@@ -404,6 +411,7 @@ mod tests {
             waiting: &waiting,
             previous,
             host_ip: Some("192.168.1.20"),
+            pod_ip: Some("10.42.0.5"),
             now: t(100),
         })
     }
@@ -465,7 +473,8 @@ mod tests {
         assert_eq!(cond(&s, "PodScheduled").status, "True");
         assert_eq!(cond(&s, "Initialized").status, "True");
         assert_eq!(s.host_ip.as_deref(), Some("192.168.1.20"));
-        assert_eq!(s.pod_ip.as_deref(), Some("192.168.1.20"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.42.0.5"));
+        assert_eq!(s.pod_ips[0].ip, "10.42.0.5");
         assert_eq!(s.start_time, Some(time(t(5))));
     }
 

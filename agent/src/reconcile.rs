@@ -16,6 +16,9 @@ pub use crate::podspec::{
 };
 use crate::runtime::{ContainerConfig, ContainerInfo, ContainerState, ExitReason};
 
+/// How soon a Pod waiting for its network is looked at again.
+const NETWORK_WAIT: Duration = Duration::from_secs(1);
+
 /// One container of one Pod, across all its runs (restarts).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ContainerKey {
@@ -128,8 +131,12 @@ pub struct Sources<'a> {
     pub config_maps: &'a [punnet_api::ConfigMap],
     pub secrets: &'a [punnet_api::Secret],
     pub host_ip: Option<&'a str>,
+    /// Pods without hostNetwork need a network of their own before they start.
+    pub pod_network: bool,
     /// Pod uid → its network (CNI), once set up.
     pub networks: Option<&'a BTreeMap<String, PodNet>>,
+    /// Pod uid → why its network setup failed.
+    pub network_errors: Option<&'a BTreeMap<String, String>>,
 }
 
 /// A Pod's network as the reconciler needs it.
@@ -140,6 +147,20 @@ pub struct PodNet {
 }
 
 impl<'a> Sources<'a> {
+    /// `Some(message)` when the Pod must wait for its network.
+    fn network_missing(&self, pod: &Pod, uid: &str) -> Option<String> {
+        if !self.pod_network
+            || pod.spec.host_network == Some(true)
+            || self.networks.is_some_and(|n| n.contains_key(uid))
+        {
+            return None;
+        }
+        Some(match self.network_errors.and_then(|e| e.get(uid)) {
+            Some(e) => format!("failed to set up the Pod network: {e}"),
+            None => "setting up the Pod network".to_string(),
+        })
+    }
+
     pub fn context(&self, data_dir: &'a Path, uid: &str) -> PodContext<'a> {
         let net = self.networks.and_then(|n| n.get(uid));
         PodContext {
@@ -343,6 +364,17 @@ fn plan_container(
             );
             return;
         }
+    }
+    if let Some(message) = input.sources.network_missing(pod, &key.pod_uid) {
+        plan.requeue(NETWORK_WAIT);
+        plan.waiting.insert(
+            key,
+            Waiting::Failed {
+                reason: "ContainerCreating".to_string(),
+                message,
+            },
+        );
+        return;
     }
     let ctx = input.sources.context(input.data_dir, &key.pod_uid);
     match container_config(&ctx, pod, spec, next_restart) {

@@ -61,6 +61,8 @@ fn config(broker: &str, data_dir: &Path) -> AgentConfig {
     c.restart_backoff_base = Duration::from_secs(1);
     c.keep_alive = Duration::from_secs(2);
     c.labels.insert("zone".into(), "test".into());
+    // The fake runtime runs nothing: no Pod networks to set up.
+    c.pod_network = false;
     c
 }
 

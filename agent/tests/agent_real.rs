@@ -31,6 +31,16 @@ struct AgentProcess {
     data: PathBuf,
 }
 
+/// This test run's own bridge and Pod range, so parallel runs do not share addresses.
+fn bridge() -> String {
+    format!("pt{}", std::process::id() % 100_000)
+}
+
+fn pod_cidr() -> String {
+    let pid = std::process::id();
+    format!("10.{}.{}.0/24", 150 + pid % 50, (pid / 50) % 250)
+}
+
 impl AgentProcess {
     fn spawn(broker: &str, data: &Path) -> AgentProcess {
         let log = std::fs::OpenOptions::new()
@@ -48,7 +58,9 @@ impl AgentProcess {
                 "1s",
                 "--label",
                 "zone=e2e",
+                "--cni-bridge",
             ])
+            .arg(bridge())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -113,6 +125,10 @@ impl Drop for Cleanup {
         for c in rt.list().unwrap_or_default() {
             let _ = rt.remove(&c.config.id);
         }
+        let _ = Command::new("ip")
+            .args(["link", "del"])
+            .arg(bridge())
+            .status();
     }
 }
 
@@ -152,6 +168,7 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
 
     let broker = Mosquitto::start();
     let mut controller = Controller::connect(broker.port).await;
+    controller.pod_cidr = Some(pod_cidr());
     let mut agent = AgentProcess::spawn(&broker.url(), &data);
     controller
         .wait_online("online", Duration::from_secs(20))
@@ -195,6 +212,25 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
         .clone()
         .unwrap_or_default()
         .is_empty());
+    // The Pod has its own address from the node's range, on eth0 in its own namespace.
+    let web_status = &report.pods.iter().find(|p| p.name == "web").unwrap().status;
+    let pod_ip = web_status.pod_ip.clone().expect("a Pod IP");
+    let prefix = pod_cidr().trim_end_matches("0/24").to_string();
+    assert!(
+        pod_ip.starts_with(&prefix),
+        "{pod_ip} not in {}",
+        pod_cidr()
+    );
+    let netns = format!("/run/punnet/netns/{}", uid("web"));
+    let addr = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ip", "-4", "-o", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&addr.stdout).contains(&format!("{pod_ip}/24")),
+        "{addr:?}"
+    );
 
     // The container's output, over MQTT.
     let request = LogRequest {
@@ -283,6 +319,15 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
     controller.publish_desired(2, vec![]).await;
     eventually(Duration::from_secs(30), || {
         rt.list().unwrap().is_empty() && !data.join("pods").read_dir().unwrap().any(|_| true)
+    })
+    .await;
+    // ...and releases the Pod's network.
+    eventually(Duration::from_secs(10), || {
+        !Path::new(&netns).exists()
+            && !data
+                .join("network")
+                .join(format!("{}.json", uid("web")))
+                .exists()
     })
     .await;
     agent.terminate();

@@ -108,7 +108,17 @@ pub fn write_etc_files(dir: &ContainerDir, spec: &ShimSpec) -> Result<Option<Str
         let hosts = default_hosts(&name);
         (name, hosts)
     };
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = if config.host_network {
+        host_resolv
+    } else {
+        pod_resolv_conf(
+            &host_resolv,
+            fs::read_to_string("/run/systemd/resolve/resolv.conf")
+                .ok()
+                .as_deref(),
+        )
+    };
     for (file, content) in [
         ("hosts", hosts),
         ("hostname", format!("{hostname}\n")),
@@ -118,6 +128,36 @@ pub fn write_etc_files(dir: &ContainerDir, spec: &ShimSpec) -> Result<Option<Str
         fs::write(&path, content).map_err(io_err(format!("writing {}", path.display())))?;
     }
     Ok((!config.host_network).then_some(hostname))
+}
+
+/// The resolv.conf of a container in its own network namespace. A nameserver on the
+/// host's loopback (systemd-resolved's 127.0.0.53, a local dnsmasq) is not reachable
+/// from there: use resolved's list of upstream servers when there is one, else drop the
+/// loopback entries, as the kubelet does.
+pub fn pod_resolv_conf(host: &str, resolved_upstream: Option<&str>) -> String {
+    let is_loopback_ns = |l: &str| {
+        let mut words = l.split_whitespace();
+        words.next() == Some("nameserver")
+            && words
+                .next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback())
+    };
+    let has_loopback = host.lines().any(is_loopback_ns);
+    if !has_loopback {
+        return host.to_string();
+    }
+    if let Some(up) = resolved_upstream {
+        if up.lines().any(|l| l.trim_start().starts_with("nameserver"))
+            && !up.lines().any(is_loopback_ns)
+        {
+            return up.to_string();
+        }
+    }
+    host.lines()
+        .filter(|l| !is_loopback_ns(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn default_hosts(hostname: &str) -> String {
@@ -169,5 +209,18 @@ mod tests {
         let long = format!("{}-x", "a".repeat(62));
         assert_eq!(pod_hostname(&long), "a".repeat(62));
         assert_eq!(pod_hostname(""), "localhost");
+    }
+
+    #[test]
+    fn pods_do_not_get_the_hosts_loopback_resolver() {
+        let plain = "nameserver 192.168.1.1\nsearch lan\n";
+        assert_eq!(pod_resolv_conf(plain, None), plain);
+        let resolved = "nameserver 127.0.0.53\noptions edns0\nsearch lan\n";
+        let upstream = "nameserver 192.168.1.1\nnameserver 9.9.9.9\n";
+        assert_eq!(pod_resolv_conf(resolved, Some(upstream)), upstream);
+        assert_eq!(
+            pod_resolv_conf(resolved, None),
+            "options edns0\nsearch lan\n"
+        );
     }
 }

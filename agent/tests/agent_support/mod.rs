@@ -98,6 +98,8 @@ impl Drop for Mosquitto {
 /// A test MQTT client playing the controller: subscribes to the node's topics and
 /// hands over every message.
 pub struct Controller {
+    /// Sent as the node's Pod range with every desired state.
+    pub pod_cidr: Option<String>,
     pub client: AsyncClient,
     messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     pub topics: Topics,
@@ -143,6 +145,7 @@ impl Controller {
             .expect("subscribed")
             .unwrap();
         Controller {
+            pod_cidr: None,
             client,
             messages,
             topics,
@@ -155,6 +158,7 @@ impl Controller {
             node: NODE.into(),
             generation,
             pods,
+            pod_cidr: self.pod_cidr.clone(),
             ..Default::default()
         };
         self.client
