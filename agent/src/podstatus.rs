@@ -112,6 +112,7 @@ fn container_status(input: &StatusInput, uid: &str, spec: &api::Container) -> ap
             Some(Waiting::Failed { reason, message }) => {
                 (waiting(reason, Some(message.clone())), last_state)
             }
+            Some(Waiting::Initializing) => (waiting("PodInitializing", None), last_state),
             // The run being started already ran and exited (a container that exits at
             // once can finish before the start call returns): report its end, not
             // ContainerCreating.
@@ -249,16 +250,56 @@ pub fn leftover_pods(desired_uids: &BTreeSet<String>, containers: &[ContainerInf
     pods.into_values().collect()
 }
 
+/// Init containers: ready once completed (exit 0); never "running ready".
+fn init_statuses(input: &StatusInput, uid: &str) -> Vec<api::ContainerStatus> {
+    input
+        .pod
+        .spec
+        .init_containers
+        .iter()
+        .map(|c| {
+            let mut s = container_status(input, uid, c);
+            s.ready = s
+                .state
+                .terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code == 0);
+            s
+        })
+        .collect()
+}
+
 pub fn pod_status(input: &StatusInput) -> PodStatus {
     let pod = input.pod;
     let uid = pod_uid(pod);
+    let init_statuses = init_statuses(input, &uid);
     let statuses: Vec<_> = pod
         .spec
         .containers
         .iter()
         .map(|c| container_status(input, &uid, c))
         .collect();
-    let phase = phase_of(pod.spec.restart_policy(), &statuses);
+    let uninitialized: Vec<&str> = init_statuses
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    let init_failed = pod.spec.restart_policy() == RestartPolicy::Never
+        && init_statuses.iter().any(|s| {
+            s.state
+                .terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code != 0)
+        });
+    // The kubelet's order: a failed init container under Never fails the Pod; pending
+    // ones keep it Pending; then the app containers decide.
+    let phase = if init_failed {
+        phase::FAILED
+    } else if !uninitialized.is_empty() {
+        phase::PENDING
+    } else {
+        phase_of(pod.spec.restart_policy(), &statuses)
+    };
     let unready: Vec<&str> = statuses
         .iter()
         .filter(|s| !s.ready)
@@ -279,7 +320,17 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     let all_ready = unready.is_empty() && !statuses.is_empty();
     let prev = input.previous;
     let conditions = vec![
-        condition(prev, input.now, "Initialized", true, None, None),
+        condition(
+            prev,
+            input.now,
+            "Initialized",
+            uninitialized.is_empty(),
+            Some("ContainersNotInitialized".to_string()),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                uninitialized.join(" ")
+            )),
+        ),
         condition(
             prev,
             input.now,
@@ -325,6 +376,7 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
             .collect(),
         start_time: Some(start_time),
         container_statuses: statuses,
+        init_container_statuses: init_statuses,
         ..PodStatus::default()
     }
 }
@@ -358,7 +410,13 @@ mod tests {
     }
 
     fn info(p: &Pod, name: &str, restart: u32, state: ContainerState) -> ContainerInfo {
-        let spec = p.spec.containers.iter().find(|c| c.name == name).unwrap();
+        let spec = p
+            .spec
+            .containers
+            .iter()
+            .chain(p.spec.init_containers.iter())
+            .find(|c| c.name == name)
+            .unwrap();
         let (config, _) = container_config(
             &crate::podspec::PodContext::bare(Path::new("/d")),
             p,
@@ -678,5 +736,37 @@ mod tests {
         let s = status(&left[0], &c, &[], None);
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert!(leftover_pods(&BTreeSet::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn init_containers_keep_the_pod_pending_and_a_failed_one_fails_a_never_pod() {
+        let mut p = pod("Never", &["web"]);
+        let mut init = p.spec.containers[0].clone();
+        init.name = "setup".into();
+        p.spec.init_containers.push(init);
+        let waiting = [("web", Waiting::Initializing)];
+        let s = status(&p, &[running(&p, "setup", 0, 1)], &waiting, None);
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(cond(&s, "Initialized").status, "False");
+        assert_eq!(
+            cond(&s, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [setup]")
+        );
+        let web = &s.container_statuses[0];
+        assert_eq!(
+            web.state.waiting.as_ref().unwrap().reason.as_deref(),
+            Some("PodInitializing")
+        );
+        assert!(s.init_container_statuses[0].state.running.is_some());
+
+        let failed = exited(&p, "setup", 0, 2, ExitReason::Error);
+        let s = status(&p, &[failed], &waiting, None);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+
+        let ok = exited(&p, "setup", 0, 0, ExitReason::Completed);
+        let s = status(&p, &[ok, running(&p, "web", 0, 3)], &[], None);
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        assert!(s.init_container_statuses[0].ready);
     }
 }

@@ -77,6 +77,8 @@ pub enum Waiting {
     BackOff { delay: Duration, until: SystemTime },
     /// The last start failed, or its configuration is invalid.
     Failed { reason: String, message: String },
+    /// Waits for the Pod's init containers (or an earlier one of them) to complete.
+    Initializing,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,11 +230,32 @@ pub fn reconcile(input: &Input) -> Plan {
         let uid = pod_uid(pod);
         desired_uids.insert(uid.clone());
         let terminating = pod.metadata.deletion_timestamp.is_some();
+        // Init containers run one at a time, in order; each must complete before the
+        // next starts, and all before the app containers.
+        let mut initialized = true;
+        for spec in &pod.spec.init_containers {
+            let key = ContainerKey::new(&uid, &spec.name);
+            desired_keys.insert(key.clone());
+            if !initialized {
+                plan.waiting.insert(key, Waiting::Initializing);
+                continue;
+            }
+            let runs = runs_of(input.containers, &uid, &spec.name);
+            let done = init_completed(&runs);
+            let policy = init_restart_policy(pod.spec.restart_policy());
+            plan_container(input, &mut plan, pod, spec, key, &runs, terminating, policy);
+            initialized = done;
+        }
         for spec in &pod.spec.containers {
             let key = ContainerKey::new(&uid, &spec.name);
             desired_keys.insert(key.clone());
             let runs = runs_of(input.containers, &uid, &spec.name);
-            plan_container(input, &mut plan, pod, spec, key, &runs, terminating);
+            if !initialized && runs.is_empty() {
+                plan.waiting.insert(key, Waiting::Initializing);
+                continue;
+            }
+            let policy = pod.spec.restart_policy();
+            plan_container(input, &mut plan, pod, spec, key, &runs, terminating, policy);
         }
     }
 
@@ -269,6 +292,30 @@ pub fn reconcile(input: &Input) -> Plan {
     plan
 }
 
+/// Whether an init container's newest run completed (exit 0).
+pub fn init_completed(runs: &[&ContainerInfo]) -> bool {
+    runs.last().is_some_and(|c| {
+        matches!(
+            c.state,
+            ContainerState::Exited {
+                exit_code: 0,
+                reason: ExitReason::Completed,
+                ..
+            }
+        )
+    })
+}
+
+/// Init containers restart on failure unless the Pod never restarts anything; a
+/// completed one never runs again.
+pub fn init_restart_policy(pod_policy: RestartPolicy) -> RestartPolicy {
+    match pod_policy {
+        RestartPolicy::Never => RestartPolicy::Never,
+        _ => RestartPolicy::OnFailure,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plan_container(
     input: &Input,
     plan: &mut Plan,
@@ -277,6 +324,7 @@ fn plan_container(
     key: ContainerKey,
     runs: &[&ContainerInfo],
     terminating: bool,
+    policy: RestartPolicy,
 ) {
     let running: Vec<_> = runs.iter().filter(|c| is_running(c)).collect();
     let newest_running = running.last().map(|c| c.config.restart_count);
@@ -328,7 +376,7 @@ fn plan_container(
         else {
             unreachable!("exited runs are filtered above")
         };
-        if !should_restart(pod.spec.restart_policy(), exit_code, reason) {
+        if !should_restart(policy, exit_code, reason) {
             return;
         }
         let restart = last.config.restart_count;
@@ -828,5 +876,99 @@ spec:
             )
         );
         assert_eq!(container_id("U_1", "Web", 0).len(), 16 + 1 + 3 + 2);
+    }
+
+    fn with_init(policy: &str) -> Pod {
+        let mut p = pod(policy);
+        for name in ["migrate", "seed"] {
+            let mut c = p.spec.containers[0].clone();
+            c.name = name.into();
+            c.volume_mounts.clear();
+            p.spec.init_containers.push(c);
+        }
+        p
+    }
+
+    fn init_run(p: &Pod, index: usize, restart: u32, state: ContainerState) -> ContainerInfo {
+        let (config, _) = container_config(
+            &PodContext::bare(Path::new("/data")),
+            p,
+            &p.spec.init_containers[index],
+            restart,
+        )
+        .unwrap();
+        ContainerInfo { config, state }
+    }
+
+    fn done(code: i32) -> ContainerState {
+        ContainerState::Exited {
+            exit_code: code,
+            reason: if code == 0 {
+                ExitReason::Completed
+            } else {
+                ExitReason::Error
+            },
+            started_at: Some(t(1)),
+            finished_at: t(2),
+        }
+    }
+
+    #[test]
+    fn init_containers_run_one_at_a_time_before_the_app() {
+        let p = with_init("Always");
+        let plan = World::new(vec![p.clone()], vec![]).plan(10);
+        let names: Vec<_> = starts(&plan)
+            .iter()
+            .map(|c| c.container_name.clone())
+            .collect();
+        assert_eq!(names, vec!["migrate"]);
+        assert_eq!(plan.waiting.get(&key()), Some(&Waiting::Initializing));
+        assert_eq!(
+            plan.waiting.get(&ContainerKey::new("u-1", "seed")),
+            Some(&Waiting::Initializing)
+        );
+
+        // The first one completed: the second starts, the app still waits.
+        let first = init_run(&p, 0, 0, done(0));
+        let plan = World::new(vec![p.clone()], vec![first.clone()]).plan(10);
+        let names: Vec<_> = starts(&plan)
+            .iter()
+            .map(|c| c.container_name.clone())
+            .collect();
+        assert_eq!(names, vec!["seed"]);
+
+        // Both completed: the app starts, and the init containers are not run again.
+        let second = init_run(&p, 1, 0, done(0));
+        let plan = World::new(vec![p.clone()], vec![first.clone(), second]).plan(10);
+        let names: Vec<_> = starts(&plan)
+            .iter()
+            .map(|c| c.container_name.clone())
+            .collect();
+        assert_eq!(names, vec!["web"]);
+    }
+
+    #[test]
+    fn a_failed_init_container_restarts_with_back_off_unless_the_pod_never_restarts() {
+        let p = with_init("Always");
+        let failed = init_run(&p, 0, 0, done(1));
+        let plan = World::new(vec![p.clone()], vec![failed.clone()]).plan(5);
+        assert!(starts(&plan).is_empty(), "backing off");
+        assert!(matches!(
+            plan.waiting.get(&ContainerKey::new("u-1", "migrate")),
+            Some(Waiting::BackOff { .. })
+        ));
+        let plan = World::new(vec![p.clone()], vec![failed]).plan(100);
+        let s = starts(&plan);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].container_name.as_str(), s[0].restart_count),
+            ("migrate", 1)
+        );
+
+        let never = with_init("Never");
+        let failed = init_run(&never, 0, 0, done(1));
+        let plan = World::new(vec![never], vec![failed]).plan(100);
+        assert!(starts(&plan).is_empty());
+        assert_eq!(plan.waiting.get(&key()), Some(&Waiting::Initializing));
     }
 }
