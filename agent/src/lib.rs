@@ -10,6 +10,7 @@ pub mod import;
 pub mod link;
 pub mod logs;
 pub mod podstatus;
+pub mod probe;
 pub mod reconcile;
 pub mod runtime;
 pub mod shim;
