@@ -11,8 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use punnet_agent::image::ImageStore;
+use punnet_agent::probe::{
+    run_handler, run_probe, HookError, ProbeChange, ProbeKind, ProbeOutcome, ProbeTarget, Prober,
+};
 use punnet_agent::runtime::{ContainerConfig, ContainerState, Runtime, ShimRuntime};
 use punnet_agent::shim::exec::{ContainerExec, ExecError};
+use punnet_api::pod::{
+    Container, ContainerPort, ExecAction, HttpGetAction, IntOrString, LifecycleHandler, Probe,
+    SleepAction, TcpSocketAction,
+};
 
 struct Env {
     tmp: tempfile::TempDir,
@@ -86,6 +93,16 @@ impl Env {
         match info.iter().find(|c| c.config.id == id).map(|c| &c.state) {
             Some(ContainerState::Running { started_at, .. }) => *started_at,
             other => panic!("{id} is not running: {other:?}"),
+        }
+    }
+
+    fn target(&self, id: &str, spec: Container) -> ProbeTarget {
+        ProbeTarget {
+            key: format!("default/{id}/main"),
+            container_id: id.to_string(),
+            started_at: self.started_at(id),
+            spec,
+            pod_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         }
     }
 
@@ -266,4 +283,264 @@ fn exec_round_trip_time() {
         "exec of `true` over 20 runs: median {:?} (min {:?}, max {:?})",
         times[10], times[0], times[19]
     );
+}
+
+/// Starts a container serving /www with busybox httpd on 127.0.0.1:`port`, and waits
+/// until it accepts connections.
+fn start_httpd(env: &Env, name: &str, port: u16) -> String {
+    let script = format!(
+        "trap 'exit 0' TERM; mkdir -p /www && echo ok > /www/index.html && \
+         busybox httpd -f -p 127.0.0.1:{port} -h /www & wait"
+    );
+    let id = env.start(name, &script);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "httpd in {id} never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    id
+}
+
+fn web_spec(port: u16) -> Container {
+    Container {
+        name: "main".into(),
+        ports: vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: i32::from(port),
+            ..ContainerPort::default()
+        }],
+        ..Container::default()
+    }
+}
+
+fn http_probe(port: IntOrString, path: &str) -> Probe {
+    Probe {
+        http_get: Some(HttpGetAction {
+            port,
+            path: Some(path.into()),
+            ..HttpGetAction::default()
+        }),
+        ..Probe::default()
+    }
+}
+
+fn tcp_probe(port: u16) -> Probe {
+    Probe {
+        tcp_socket: Some(TcpSocketAction {
+            port: IntOrString::Int(i32::from(port)),
+            host: None,
+        }),
+        ..Probe::default()
+    }
+}
+
+fn exec_probe(script: &str, timeout_seconds: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: argv(&["sh", "-c", script]),
+        }),
+        timeout_seconds: Some(timeout_seconds),
+        ..Probe::default()
+    }
+}
+
+#[test]
+fn http_tcp_and_exec_probes_against_a_container() {
+    let env = Env::new();
+    let port = free_port();
+    let id = start_httpd(&env, "httpd", port);
+    let closed = free_port();
+    let target = env.target(&id, web_spec(port));
+    let rt = rt();
+    let probe = |p: Probe| rt.block_on(run_probe(&p, &target, &env.exec));
+
+    assert_eq!(
+        probe(http_probe(IntOrString::String("http".into()), "/")),
+        ProbeOutcome::Success
+    );
+    assert_eq!(
+        probe(http_probe(IntOrString::Int(i32::from(port)), "/missing")),
+        ProbeOutcome::Failure("HTTP probe failed with statuscode: 404".into())
+    );
+    assert_eq!(
+        probe(http_probe(IntOrString::Int(i32::from(closed)), "/")),
+        ProbeOutcome::Failure(format!(
+            "Get \"http://127.0.0.1:{closed}/\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+        ))
+    );
+    assert_eq!(
+        probe(http_probe(IntOrString::String("metrics".into()), "/")),
+        ProbeOutcome::Failure("container \"main\" has no port named \"metrics\"".into())
+    );
+
+    assert_eq!(probe(tcp_probe(port)), ProbeOutcome::Success);
+    assert_eq!(
+        probe(tcp_probe(closed)),
+        ProbeOutcome::Failure(format!(
+            "dial tcp 127.0.0.1:{closed}: connect: connection refused"
+        ))
+    );
+
+    assert_eq!(
+        probe(exec_probe("cat /www/index.html", 5)),
+        ProbeOutcome::Success
+    );
+    assert_eq!(
+        probe(exec_probe("echo not yet; exit 3", 5)),
+        ProbeOutcome::Failure("not yet".into())
+    );
+    assert_eq!(
+        probe(exec_probe("sleep 30", 1)),
+        ProbeOutcome::Failure("command \"sh -c sleep 30\" timed out".into())
+    );
+}
+
+#[test]
+fn the_prober_reports_readiness_and_asks_for_a_restart_on_liveness_failure() {
+    let env = Env::new();
+    let id = env.start("prober", IDLE);
+    let closed = free_port();
+    let mut spec = web_spec(closed);
+    spec.readiness_probe = Some(Probe {
+        period_seconds: Some(1),
+        ..exec_probe("cat /tmp/ready", 5)
+    });
+    let target = env.target(&id, spec);
+    let key = target.key.clone();
+    let rt = rt();
+    let mut prober = Prober::new(env.exec.clone());
+    prober.update(std::slice::from_ref(&target), Instant::now());
+    let status = prober.status(&key, &id).unwrap();
+    assert!(status.started && !status.ready);
+
+    // Not ready while /tmp/ready is missing: the failures show as Unhealthy.
+    let events = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), prober.next_events()).await
+    });
+    let events = events.expect("no probe result within 30 s");
+    assert!(
+        events.iter().any(|e| matches!(&e.change,
+            ProbeChange::Unhealthy { kind: ProbeKind::Readiness, message }
+                if message.starts_with("Readiness probe failed: cat: can't open '/tmp/ready'"))),
+        "{events:?}"
+    );
+    env.sh(&id, "touch /tmp/ready", Duration::from_secs(10));
+    let ready = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let events = prober.next_events().await;
+                if events.iter().any(|e| e.change == ProbeChange::Ready(true)) {
+                    return events;
+                }
+            }
+        })
+        .await
+    });
+    assert!(ready.is_ok(), "never became ready");
+    assert!(prober.status(&key, &id).unwrap().ready);
+
+    // A liveness probe on a closed port fails twice: restart, and not ready any more.
+    let mut spec = target.spec.clone();
+    spec.liveness_probe = Some(Probe {
+        period_seconds: Some(1),
+        failure_threshold: Some(2),
+        termination_grace_period_seconds: Some(3),
+        ..tcp_probe(closed)
+    });
+    // A changed spec comes with a new container in the agent; here the same one is
+    // re-registered under a new key to start afresh.
+    let live = ProbeTarget {
+        key: format!("{key}-live"),
+        spec,
+        ..target.clone()
+    };
+    prober.update(std::slice::from_ref(&live), Instant::now());
+    let restart = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                for e in prober.next_events().await {
+                    if let ProbeChange::Restart(reason) = e.change {
+                        return reason;
+                    }
+                }
+            }
+        })
+        .await
+    });
+    let restart = restart.expect("no restart within 30 s");
+    assert_eq!(restart.kind, ProbeKind::Liveness);
+    assert_eq!(
+        restart.message,
+        format!("Liveness probe failed: dial tcp 127.0.0.1:{closed}: connect: connection refused")
+    );
+    assert_eq!(restart.grace_period, Some(Duration::from_secs(3)));
+    let status = prober.status(&live.key, &id).unwrap();
+    assert!(!status.ready);
+    assert_eq!(status.restart, Some(restart));
+}
+
+#[test]
+fn lifecycle_handlers_run_in_the_container_within_their_deadline() {
+    let env = Env::new();
+    let port = free_port();
+    let id = start_httpd(&env, "hooks", port);
+    let target = env.target(&id, web_spec(port));
+    let rt = rt();
+    let run = |h: LifecycleHandler, within: Duration| {
+        rt.block_on(run_handler(&h, &target, &env.exec, Instant::now() + within))
+    };
+    let exec = |script: &str| LifecycleHandler {
+        exec: Some(ExecAction {
+            command: argv(&["sh", "-c", script]),
+        }),
+        ..LifecycleHandler::default()
+    };
+    let t = Duration::from_secs(10);
+
+    run(exec("echo draining > /tmp/prestop"), t).unwrap();
+    assert_eq!(
+        env.sh(&id, "cat /tmp/prestop", t).output_lossy(),
+        "draining\n"
+    );
+
+    match run(exec("echo cannot stop; exit 2"), t) {
+        Err(HookError::ExecFailed {
+            exit_code, output, ..
+        }) => {
+            assert_eq!((exit_code, output.as_str()), (2, "cannot stop"))
+        }
+        other => panic!("{other:?}"),
+    }
+    match run(exec("sleep 30"), Duration::from_millis(800)) {
+        Err(e @ HookError::DeadlinePassed { .. }) => {
+            assert!(e.to_string().contains("grace period"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let get = |path: &str| LifecycleHandler {
+        http_get: Some(HttpGetAction {
+            port: IntOrString::String("http".into()),
+            path: Some(path.into()),
+            ..HttpGetAction::default()
+        }),
+        ..LifecycleHandler::default()
+    };
+    run(get("/"), t).unwrap();
+    match run(get("/missing"), t) {
+        Err(e @ HookError::HttpFailed { .. }) => {
+            assert!(e.to_string().contains("statuscode: 404"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A sleep cut short by the deadline is fine.
+    let sleep = LifecycleHandler {
+        sleep: Some(SleepAction { seconds: 60 }),
+        ..LifecycleHandler::default()
+    };
+    run(sleep, Duration::from_millis(200)).unwrap();
 }
