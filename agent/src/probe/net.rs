@@ -315,4 +315,56 @@ mod tests {
         );
         drop(listener);
     }
+
+    /// A real TLS server with a self-signed certificate (openssl s_server): the probe
+    /// passes, as the kubelet's does, without trusting the certificate.
+    #[tokio::test]
+    async fn https_probes_skip_certificate_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=not-this-host.invalid"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (apt-get install openssl)");
+        assert!(status.success());
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut req = request(port, "/");
+        req.scheme = Scheme::Https;
+        let outcome = http_probe(&req, Duration::from_secs(10)).await;
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(outcome, ProbeOutcome::Success);
+    }
 }
