@@ -75,6 +75,12 @@ pub async fn run_handler(
     let left = deadline.saturating_duration_since(Instant::now());
     match action {
         Action::Exec(command) => {
+            if left.is_zero() {
+                return Err(HookError::DeadlinePassed {
+                    container,
+                    what: format!("command {:?}", command.join(" ")),
+                });
+            }
             let out = exec_blocking(exec, &target.container_id, command.clone(), left).await?;
             if out.timed_out {
                 return Err(HookError::DeadlinePassed {
@@ -153,6 +159,38 @@ fn exit_message(command: &[String], out: &ExecOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use punnet_api::pod::{Container, ExecAction};
+    use std::time::SystemTime;
+
+    #[tokio::test]
+    async fn a_hook_whose_deadline_has_passed_does_not_run() {
+        let target = ProbeTarget {
+            key: "p/main".into(),
+            container_id: "c1".into(),
+            started_at: SystemTime::now(),
+            spec: Container {
+                name: "main".into(),
+                ..Container::default()
+            },
+            pod_ip: None,
+        };
+        let handler = LifecycleHandler {
+            exec: Some(ExecAction {
+                command: vec!["true".into()],
+            }),
+            ..LifecycleHandler::default()
+        };
+        // A helper that would fail loudly if it were started.
+        let exec = ContainerExec::new("/nonexistent".into(), "/nonexistent".into());
+        let err = run_handler(&handler, &target, &exec, Instant::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HookError::DeadlinePassed { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "container main: hook command \"true\" did not finish within the grace period"
+        );
+    }
 
     #[test]
     fn failed_exec_probes_report_their_output_or_exit_code() {
