@@ -12,6 +12,7 @@ pub mod logs;
 pub mod network;
 pub mod podspec;
 pub mod podstatus;
+pub mod probe;
 pub mod reconcile;
 pub mod runtime;
 pub mod shim;

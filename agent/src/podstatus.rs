@@ -377,7 +377,6 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
         start_time: Some(start_time),
         container_statuses: statuses,
         init_container_statuses: init_statuses,
-        ..PodStatus::default()
     }
 }
 

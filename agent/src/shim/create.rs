@@ -61,7 +61,7 @@ pub enum ShimError {
 
 /// libcontainer's errors often keep the useful part ("No such file or directory") in
 /// their sources; the start error the user sees should carry it.
-fn chain(e: &LibcontainerError) -> String {
+pub(super) fn chain(e: &LibcontainerError) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

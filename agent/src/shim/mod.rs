@@ -17,6 +17,7 @@
 //! ```
 
 mod create;
+pub mod exec;
 mod logger;
 mod memory;
 mod rootfs;
@@ -39,11 +40,15 @@ pub use create::ShimError;
 pub const SUBCOMMAND: &str = "shim";
 
 /// Runs the shim when `args` (the whole argv, program name first) is
-/// `<program> shim <container-dir>`, returning the process's exit code; `None` for any
-/// other command line.
+/// `<program> shim <container-dir>`, or the exec helper for `<program> shim-exec ...`
+/// (see [`exec`]), returning the process's exit code; `None` for any other command line.
 pub fn dispatch<I: IntoIterator<Item = OsString>>(args: I) -> Option<i32> {
     let mut args = args.into_iter().skip(1);
-    if args.next()? != SUBCOMMAND {
+    let first = args.next()?;
+    if first == exec::SUBCOMMAND {
+        return Some(exec::run_helper(&args.collect::<Vec<_>>()));
+    }
+    if first != SUBCOMMAND {
         return None;
     }
     match (args.next(), args.next()) {
