@@ -81,6 +81,9 @@ impl Env {
             cpu_limit_millis: None,
             mounts: vec![],
             host_network: true,
+            netns_path: None,
+            devices: vec![],
+            security: Default::default(),
             grace_period: Duration::from_secs(2),
             log_path: self.tmp.path().join("logs").join(format!("{id}.log")),
         };
