@@ -1,5 +1,5 @@
 //! The controller's REST API (step 1–2 of the Pod flow): the Kubernetes paths, verbs,
-//! status codes and bodies for Pods, Deployments and Nodes, behind a bearer token, so
+//! status codes and bodies for Pods, Deployments, Nodes, ConfigMaps and Secrets, behind a bearer token, so
 //! that `punnet` and a stock kubectl can talk to it.
 //!
 //! `router` builds the routes over an `ApiState`; `serve` runs them on a listener until
@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{Deployment, Node, Pod};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +94,24 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             item::<Deployment>(),
+        )
+        .route("/api/v1/configmaps", get(objects::list::<ConfigMap>))
+        .route(
+            "/api/v1/namespaces/{namespace}/configmaps",
+            collection::<ConfigMap>(),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/configmaps/{name}",
+            item::<ConfigMap>(),
+        )
+        .route("/api/v1/secrets", get(objects::list::<Secret>))
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets",
+            collection::<Secret>(),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            item::<Secret>(),
         )
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
