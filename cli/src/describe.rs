@@ -74,8 +74,8 @@ pub async fn describe(
         let text = match kind {
             Kind::Pod => describe_pod(&typed(*kind, v)?),
             Kind::Deployment => describe_deployment(&typed(*kind, v)?),
-            // TEMPORARY(issue 3): replaced by the ConfigMap/Secret work in progress.
-            Kind::ConfigMap | Kind::Secret => String::new(),
+            Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
+            Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
                     let list = ctx.client.get(&Kind::Pod.collection(None), &[]).await?;
@@ -734,5 +734,8 @@ pub fn describe_node(node: &Node, pods: &[Pod], now: DateTime<Utc>) -> String {
     d.finish()
 }
 
+mod configdata;
 #[cfg(test)]
 mod tests;
+
+pub use configdata::{describe_config_map, describe_secret};
