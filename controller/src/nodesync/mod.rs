@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod liveness;
+pub mod refs;
 pub mod status;
 
 use std::sync::Arc;
