@@ -1,6 +1,6 @@
 //! `run`: starts every part of the controller — store, embedded broker, node sync,
-//! Deployment controller, scheduler, REST API and optionally a local agent — and stops
-//! them when `shutdown` resolves.
+//! Deployment controller, scheduler, Pod CIDR allocation, REST API and optionally a
+//! local agent — and stops them when `shutdown` resolves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::http::{self, ApiState};
 use crate::logproxy::LogProxy;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
-use crate::{auth_token, broker, deployment, nodesync, scheduling};
+use crate::{auth_token, broker, deployment, nodeipam, nodesync, scheduling};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -114,6 +114,12 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         scheduling::run(s, c).await;
+        Ok(())
+    });
+    let (s, c, cidrs) = (store.clone(), cancel.clone(), config.pod_cidrs);
+    info!(cluster_cidr = %cidrs.cluster(), mask = cidrs.mask(), "Pod CIDR allocation");
+    tasks.spawn(async move {
+        nodeipam::run(s, cidrs, c).await;
         Ok(())
     });
     let state = ApiState::new(

@@ -145,6 +145,22 @@ impl ApiResource for Node {
             self.spec.pod_cidr = current.spec.pod_cidr.clone();
         }
     }
+
+    /// As in core/v1: the node's running Pods have addresses from its range.
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        match &current.spec.pod_cidr {
+            Some(cidr) if self.spec.pod_cidr.as_ref() != Some(cidr) => Err(ValidationError {
+                object: self.describe(),
+                errors: vec![FieldError {
+                    field: "spec.podCIDR".into(),
+                    message: format!(
+                        "Forbidden: field is immutable once set (it is {cidr}); delete the Node to release its range"
+                    ),
+                }],
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ApiResource for ConfigMap {
