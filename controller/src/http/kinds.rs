@@ -280,7 +280,7 @@ pub fn pod_spec_changes(current: &PodSpec, next: &PodSpec) -> Vec<String> {
 pub fn is_system_label(key: &str) -> bool {
     key == punnet_api::LABEL_POD_TEMPLATE_HASH
         || key.split_once('/').is_some_and(|(prefix, _)| {
-            prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io")
+            prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io") || prefix == "punnet.io"
         })
 }
 
@@ -417,6 +417,7 @@ mod tests {
         assert!(is_system_label("kubernetes.io/arch"));
         assert!(is_system_label("node.kubernetes.io/instance-type"));
         assert!(is_system_label("pod-template-hash"));
+        assert!(is_system_label("punnet.io/board"));
         assert!(!is_system_label("app"));
         assert!(!is_system_label("example.com/kubernetes.io"));
     }

@@ -7,6 +7,7 @@
 //! publisher runs in its own task, so a slow broker never holds up ingest.
 
 pub mod desired;
+pub mod facts;
 pub mod liveness;
 pub mod refs;
 pub mod status;
