@@ -7,6 +7,7 @@ pub mod config;
 pub mod deployment;
 pub mod http;
 pub mod logproxy;
+pub mod metrics;
 pub mod mqtt;
 pub mod nodeipam;
 pub mod nodesync;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::ControllerConfig;
 use crate::http::{self, ApiState};
 use crate::logproxy::LogProxy;
+use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
 use crate::{auth_token, broker, deployment, nodeipam, nodesync, scheduling};
@@ -97,13 +98,14 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let logs = Arc::new(LogProxy::default());
+    let metrics = Arc::new(Metrics::default());
     // Every part runs until `cancel`; one that ends early (its listener failed, the
     // local agent could not start) takes the controller down with its error.
     let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
-    let (s, l, c) = (store.clone(), logs.clone(), cancel.clone());
+    let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
     tasks.spawn(async move {
-        nodesync::run(s, mqtt, grace, l, c).await;
+        nodesync::run(s, mqtt, grace, l, m, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
@@ -126,7 +128,8 @@ pub async fn run(
         store.clone(),
         Arc::new(http::auth::Tokens::new(&token)),
         logs,
-    );
+    )
+    .with_metrics(metrics);
     let c = cancel.clone();
     tasks.spawn(async move {
         http::serve(listener, state, c.cancelled_owned())

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use punnet_api::wire::LogRequest;
 use punnet_api::{Deployment, Pod};
 use punnet_controller::http::{serve, ApiState, LogError, LogSource, LogStream, Tokens};
+use punnet_controller::metrics::Metrics;
 use punnet_controller::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -77,6 +78,7 @@ struct Server {
     client: reqwest::Client,
     store: Arc<Store>,
     logs: Arc<FakeLogs>,
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -114,7 +116,9 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
     let logs = Arc::new(FakeLogs::default());
-    let state = ApiState::new(store.clone(), Arc::new(Tokens::new(TOKEN)), logs.clone());
+    let metrics = Arc::new(Metrics::default());
+    let state = ApiState::new(store.clone(), Arc::new(Tokens::new(TOKEN)), logs.clone())
+        .with_metrics(metrics.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -126,6 +130,7 @@ async fn start() -> Server {
         client: reqwest::Client::new(),
         store,
         logs,
+        metrics,
         stop: Some(stop),
         task,
         _dir: dir,
@@ -977,5 +982,73 @@ async fn secrets_fold_string_data_and_immutable_objects_keep_their_data() {
         kinds.contains(&"configmaps") && kinds.contains(&"secrets"),
         "{kinds:?}"
     );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_metrics_server_does() {
+    use punnet_api::wire::{ContainerUsage, NodeFacts, NodeStatusReport, PodReport};
+    let s = start().await;
+    let empty = s.get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+    assert_eq!(empty.body["kind"], "NodeMetricsList", "{}", empty.body);
+    assert!(empty.body["items"].as_array().is_none_or(Vec::is_empty));
+    s.get("/apis/metrics.k8s.io/v1beta1/nodes/pi-1")
+        .await
+        .failure(404, "NotFound");
+
+    s.metrics.record(
+        &NodeStatusReport {
+            node: "pi-1".into(),
+            generation_seen: 1,
+            sent_at: punnet_api::Time::now(),
+            facts: NodeFacts {
+                cpus: 4,
+                memory_bytes: 1 << 30,
+                memory_available_bytes: 1 << 29,
+                cpu_usage_millis: 1500,
+                temperature_millicelsius: Some(55_000),
+                throttled: Some(0x5_0000),
+                ..Default::default()
+            },
+            pods: vec![PodReport {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "u".into(),
+                status: Default::default(),
+                usage: vec![ContainerUsage {
+                    container: "nginx".into(),
+                    cpu_millis: 12,
+                    memory_bytes: 3 << 20,
+                }],
+            }],
+        },
+        punnet_api::Time::now(),
+    );
+    let node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/pi-1").await;
+    assert_eq!(node.body["kind"], "NodeMetrics");
+    assert_eq!(
+        node.body["usage"],
+        json!({"cpu": "1500m", "memory": "524288Ki"})
+    );
+    assert_eq!(node.body["punnet"]["temperatureMillicelsius"], 55_000);
+    let pods = s
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods")
+        .await;
+    assert_eq!(pods.body["kind"], "PodMetricsList");
+    assert_eq!(
+        pods.body["items"][0]["containers"][0],
+        json!({"name": "nginx", "usage": {"cpu": "12m", "memory": "3072Ki"}})
+    );
+    let pod = s
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web")
+        .await;
+    assert_eq!(pod.body["metadata"]["namespace"], "default");
+    s.get("/apis/metrics.k8s.io/v1beta1/namespaces/other/pods/web")
+        .await
+        .failure(404, "NotFound");
+    let groups = s.get("/apis").await;
+    assert_eq!(groups.body["groups"][1]["name"], "metrics.k8s.io");
+    let v = s.get("/apis/metrics.k8s.io/v1beta1").await;
+    assert_eq!(v.body["resources"][1]["kind"], "PodMetrics");
     s.shutdown().await;
 }

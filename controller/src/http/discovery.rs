@@ -3,6 +3,7 @@
 //! kinds exist, their plural names, scope, verbs and short names.
 
 use axum::Json;
+use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
 use punnet_api::{ConfigMap, Deployment, Node, Pod, Resource, Secret};
 use serde_json::{json, Value};
 
@@ -45,7 +46,7 @@ pub async fn groups() -> Json<Value> {
     Json(json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [apps_group_value()],
+        "groups": [apps_group_value(), metrics_group_value()],
     }))
 }
 
@@ -63,6 +64,34 @@ fn apps_group_value() -> Value {
         "versions": [version.clone()],
         "preferredVersion": version,
     })
+}
+
+pub async fn metrics_group() -> Json<Value> {
+    let mut group = metrics_group_value();
+    group["kind"] = json!("APIGroup");
+    group["apiVersion"] = json!("v1");
+    Json(group)
+}
+
+fn metrics_group_value() -> Value {
+    let version = json!({"groupVersion": METRICS_API_VERSION, "version": "v1beta1"});
+    json!({
+        "name": METRICS_GROUP,
+        "versions": [version.clone()],
+        "preferredVersion": version,
+    })
+}
+
+/// Read-only, as metrics-server serves them.
+pub async fn metrics_v1beta1() -> Json<Value> {
+    let entry = |name: &str, kind: &str, namespaced: bool| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]});
+    Json(resource_list(
+        METRICS_API_VERSION,
+        vec![
+            entry("nodes", "NodeMetrics", false),
+            entry("pods", "PodMetrics", true),
+        ],
+    ))
 }
 
 pub async fn core_v1() -> Json<Value> {
