@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::configdata::{ConfigMap, Secret};
 use crate::object::{Object, Resource};
 use crate::{Deployment, Node, Pod};
 
@@ -19,7 +20,7 @@ pub enum ManifestError {
         document: usize,
         field: &'static str,
     },
-    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node)")]
+    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret)")]
     UnsupportedKind {
         document: usize,
         api_version: String,
@@ -154,6 +155,8 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "Pod") => Object::Pod(decode::<Pod>(document, value)?),
         ("apps/v1", "Deployment") => Object::Deployment(decode::<Deployment>(document, value)?),
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
+        ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
+        ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

@@ -49,6 +49,11 @@ pub async fn top(ctx: &Ctx, args: &TopArgs, out: &mut dyn Write) -> Result<()> {
                     )));
                 }
             }
+            if metrics.items.is_empty() {
+                return Err(Error::Usage(
+                    "metrics not available yet: no node has sent figures lately".into(),
+                ));
+            }
             out.write_all(node_table(&metrics.items, &nodes).render().as_bytes())?;
         }
         Kind::Pod => {
