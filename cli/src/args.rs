@@ -66,7 +66,7 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// pods, deployments or nodes (or an alias, or KIND/NAME).
+    /// pods, deployments, nodes, configmaps or secrets (or an alias, or KIND/NAME).
     pub resource: String,
     /// Names of objects to show; all when none.
     pub names: Vec<String>,
@@ -79,7 +79,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// pod, deployment or node (or an alias, or KIND/NAME).
+    /// pod, deployment, node, configmap or secret (or an alias, or KIND/NAME).
     pub resource: String,
     /// Names of objects to describe; all in the namespace when none.
     pub names: Vec<String>,
