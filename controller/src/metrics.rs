@@ -113,7 +113,7 @@ impl Metrics {
             .filter(|p| age(now, p.at) <= MAX_AGE)
             .map(pod_metrics)
             .collect();
-        out.sort_by(|a, b| a.metadata.key().cmp(&b.metadata.key()));
+        out.sort_by_key(|a| a.metadata.key());
         out
     }
 }

@@ -61,11 +61,10 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        String::new()
-    } else {
-        format!(" ({}%)", part * 100 / whole)
-    }
+    (part * 100)
+        .checked_div(whole)
+        .map(|p| format!(" ({p}%)"))
+        .unwrap_or_default()
 }
 
 /// The `Board Status` section, when the node sent figures lately.
