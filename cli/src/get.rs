@@ -274,9 +274,15 @@ pub fn pod_ready(pod: &Pod) -> String {
     format!("{ready}/{total}")
 }
 
-/// Restarts summed over containers, with kubectl's ` (5m ago)` for the latest one.
+/// Restarts summed over containers (init containers too, as kubectl counts them), with
+/// kubectl's ` (5m ago)` for the latest one.
 pub fn pod_restarts(pod: &Pod, now: DateTime<Utc>) -> String {
-    let statuses = &pod.status.container_statuses;
+    let statuses: Vec<_> = pod
+        .status
+        .init_container_statuses
+        .iter()
+        .chain(&pod.status.container_statuses)
+        .collect();
     let total: i64 = statuses.iter().map(|c| i64::from(c.restart_count)).sum();
     let last = statuses
         .iter()
