@@ -413,6 +413,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_keeps_its_pod_cidr() {
+        let mut current = Node::default();
+        current.metadata.name = "pi-1".into();
+        current.spec.pod_cidr = Some("10.42.3.0/24".into());
+        let mut next = current.clone();
+        next.spec.pod_cidr = None;
+        next.keep_system_fields(&current);
+        assert!(
+            next.check_update(&current).is_ok(),
+            "unset in the body: kept"
+        );
+        next.spec.pod_cidr = Some("10.42.4.0/24".into());
+        let err = next.check_update(&current).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("immutable once set (it is 10.42.3.0/24)"),
+            "{err}"
+        );
+        let unassigned = Node::default();
+        assert!(next.check_update(&unassigned).is_ok());
+    }
+
+    #[test]
     fn system_labels() {
         assert!(is_system_label("kubernetes.io/arch"));
         assert!(is_system_label("node.kubernetes.io/instance-type"));

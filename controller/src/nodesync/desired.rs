@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::topics::MAX_PACKET_SIZE;
 use punnet_api::wire::{encode, DesiredState};
 use punnet_api::{ConfigMap, Node, Object, Pod, PodStatus, Secret};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -340,9 +341,21 @@ pub async fn run_publisher(
                     msg.config_maps.len(),
                     msg.secrets.len()
                 );
+                let payload = encode(&msg);
+                if payload.len() > MAX_PACKET_SIZE {
+                    warn!(
+                        "node sync: desired state for node {} is {} bytes, over the MQTT limit of {} bytes: its Pods reference {} ConfigMap(s) and {} Secret(s); make them smaller or spread the Pods over more nodes",
+                        msg.node,
+                        payload.len(),
+                        MAX_PACKET_SIZE,
+                        msg.config_maps.len(),
+                        msg.secrets.len()
+                    );
+                    continue;
+                }
                 let sent = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    sent = mqtt.publish(topic, true, encode(&msg)) => sent,
+                    sent = mqtt.publish(topic, true, payload) => sent,
                 };
                 if let Err(e) = sent {
                     warn!("node sync: desired state for node {}: {e}", msg.node);
