@@ -7,6 +7,7 @@ pub mod configdata;
 pub mod deployment;
 pub mod manifest;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod object;
 pub mod pod;

@@ -710,6 +710,9 @@ impl Pod {
             .reason
             .clone()
             .unwrap_or_else(|| self.phase().to_string());
+        if let Some(init) = self.init_status() {
+            return init;
+        }
         for cs in &self.status.container_statuses {
             if let Some(w) = &cs.state.waiting {
                 if let Some(r) = &w.reason {
@@ -725,6 +728,95 @@ impl Pod {
             }
         }
         status
+    }
+
+    /// While init containers run (or after one failed): `Init:1/3`, `Init:Error`,
+    /// `Init:CrashLoopBackOff`, `Init:ExitCode:2`, as kubectl shows it. `None` once
+    /// they all succeeded.
+    fn init_status(&self) -> Option<String> {
+        let total = self.spec.init_containers.len();
+        for (i, cs) in self.status.init_container_statuses.iter().enumerate() {
+            if let Some(t) = &cs.state.terminated {
+                if t.exit_code == 0 {
+                    continue;
+                }
+                return Some(match (&t.reason, t.signal) {
+                    (Some(r), _) if !r.is_empty() => format!("Init:{r}"),
+                    (_, Some(sig)) if sig != 0 => format!("Init:Signal:{sig}"),
+                    _ => format!("Init:ExitCode:{}", t.exit_code),
+                });
+            }
+            if let Some(r) = cs.state.waiting.as_ref().and_then(|w| w.reason.as_ref()) {
+                if !r.is_empty() && r != "PodInitializing" {
+                    return Some(format!("Init:{r}"));
+                }
+            }
+            return Some(format!("Init:{i}/{total}"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod display_status_tests {
+    use super::*;
+
+    fn terminated(code: i32, reason: Option<&str>) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: reason.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn status(name: &str, state: ContainerState) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            state,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn init_containers_show_progress_and_failures() {
+        let mut p = Pod::default();
+        p.spec.init_containers = vec![Container::default(), Container::default()];
+        p.status.phase = Some("Pending".into());
+        assert_eq!(p.display_status(), "Pending", "nothing reported yet");
+        p.status.init_container_statuses = vec![
+            status("a", terminated(0, Some("Completed"))),
+            status(
+                "b",
+                ContainerState {
+                    running: Some(Default::default()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        assert_eq!(p.display_status(), "Init:1/2");
+        p.status.init_container_statuses[1] = status(
+            "b",
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: None,
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(p.display_status(), "Init:CrashLoopBackOff");
+        p.status.init_container_statuses[1] = status("b", terminated(2, None));
+        assert_eq!(p.display_status(), "Init:ExitCode:2");
+        p.status.init_container_statuses[1] = status("b", terminated(0, None));
+        p.status.phase = Some("Running".into());
+        assert_eq!(
+            p.display_status(),
+            "Running",
+            "all done: the app containers count"
+        );
     }
 }
 

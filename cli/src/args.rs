@@ -40,6 +40,11 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Print the logs of a container.
     Logs(LogsArgs),
+    /// Show CPU and memory use of nodes or Pods.
+    Top(TopArgs),
+    /// Create a Secret or ConfigMap from literals and files.
+    #[command(subcommand)]
+    Create(CreateCommand),
     /// Print the client and server versions.
     Version,
 }
@@ -61,7 +66,7 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// pods, deployments or nodes (or an alias, or KIND/NAME).
+    /// pods, deployments, nodes, configmaps or secrets (or an alias, or KIND/NAME).
     pub resource: String,
     /// Names of objects to show; all when none.
     pub names: Vec<String>,
@@ -74,7 +79,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// pod, deployment or node (or an alias, or KIND/NAME).
+    /// pod, deployment, node, configmap or secret (or an alias, or KIND/NAME).
     pub resource: String,
     /// Names of objects to describe; all in the namespace when none.
     pub names: Vec<String>,
@@ -157,4 +162,69 @@ pub struct LogsArgs {
     /// Only the last N lines (-1 for all).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub tail: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// `nodes` or `pods` (or an alias).
+    pub resource: String,
+    /// Only this node or Pod.
+    pub name: Option<String>,
+    /// Show each container of the Pods.
+    #[arg(long)]
+    pub containers: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a Secret.
+    #[command(subcommand)]
+    Secret(CreateSecret),
+    /// Create a ConfigMap from literals and files.
+    #[command(alias = "cm")]
+    Configmap(FromSources),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateSecret {
+    /// A Secret of type kubernetes.io/dockerconfigjson for `imagePullSecrets`.
+    DockerRegistry(DockerRegistryArgs),
+    /// An Opaque Secret from literals and files.
+    Generic(FromSources),
+}
+
+#[derive(Debug, Args)]
+pub struct DockerRegistryArgs {
+    pub name: String,
+    /// The registry, e.g. `registry.lan:5000` (default: Docker Hub).
+    #[arg(long, default_value = "https://index.docker.io/v1/")]
+    pub docker_server: String,
+    #[arg(long)]
+    pub docker_username: String,
+    #[arg(long)]
+    pub docker_password: String,
+    #[arg(long)]
+    pub docker_email: Option<String>,
+    /// Print the object instead of creating it (`client`).
+    #[arg(long, value_name = "MODE")]
+    pub dry_run: Option<String>,
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct FromSources {
+    pub name: String,
+    /// `KEY=VALUE` (repeatable).
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub literals: Vec<String>,
+    /// `[KEY=]PATH`: a file's content under its name (or KEY); a directory adds each
+    /// regular file in it (repeatable).
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub files: Vec<String>,
+    /// Print the object instead of creating it (`client`).
+    #[arg(long, value_name = "MODE")]
+    pub dry_run: Option<String>,
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
 }

@@ -147,6 +147,15 @@ impl Client {
         self.json(Method::PATCH, segments, req).await
     }
 
+    /// Creates an object (`POST` of JSON to its collection).
+    pub async fn post(&self, segments: &[String], body: &Value) -> Result<Value, ClientError> {
+        let req = self
+            .request(Method::POST, segments)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.json(Method::POST, segments, req).await
+    }
+
     /// Deletes an object; answers the object the server sent back (as deleted, or
     /// terminating), which names the incarnation to wait for.
     pub async fn delete(

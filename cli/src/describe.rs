@@ -8,9 +8,10 @@ use std::fmt::Display;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
+use punnet_api::metrics::NodeMetrics;
 use punnet_api::quantity::{format_bytes, format_cpu_millis, parse_bytes, parse_cpu_millis};
 use punnet_api::{
-    phase, Container, ContainerState, ContainerStatus, Deployment, Node, Pod, PodSpec, Time,
+    phase, Container, ContainerState, ContainerStatus, Deployment, Node, Pod, PodSpec, Probe, Time,
 };
 use serde_json::Value;
 
@@ -74,8 +75,8 @@ pub async fn describe(
         let text = match kind {
             Kind::Pod => describe_pod(&typed(*kind, v)?),
             Kind::Deployment => describe_deployment(&typed(*kind, v)?),
-            // TEMPORARY(issue 3): replaced by the ConfigMap/Secret work in progress.
-            Kind::ConfigMap | Kind::Secret => String::new(),
+            Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
+            Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
                     let list = ctx.client.get(&Kind::Pod.collection(None), &[]).await?;
@@ -85,9 +86,12 @@ pub async fn describe(
                         .collect::<Result<Vec<Pod>>>()?;
                     all_pods = Some(pods);
                 }
+                let node: Node = typed(*kind, v)?;
+                let metrics = node_metrics(ctx, &node.metadata.name).await;
                 describe_node(
-                    &typed(*kind, v)?,
+                    &node,
                     all_pods.as_deref().unwrap_or_default(),
+                    metrics.as_ref(),
                     now,
                 )
             }
@@ -107,6 +111,17 @@ pub async fn describe(
         }
     }
     Err(Error::AlreadyReported)
+}
+
+/// The node's latest figures; `None` when it sent none lately (or the server has no
+/// metrics API), which leaves the section out rather than failing the command.
+async fn node_metrics(ctx: &Ctx, name: &str) -> Option<NodeMetrics> {
+    let path: Vec<String> = ["apis", "metrics.k8s.io", "v1beta1", "nodes", name]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let v = ctx.client.get(&path, &[]).await.ok()?;
+    serde_json::from_value(v).ok()
 }
 
 /// Lines with `\t` between a key and its value; `finish` aligns them.
@@ -214,11 +229,31 @@ pub fn describe_pod(pod: &Pod) -> String {
         d.field(0, "Message", msg);
     }
     d.field(0, "IP", or_none(pod.status.pod_ip.as_deref()));
+    if !pod.status.pod_ips.is_empty() {
+        d.line(0, "IPs:");
+        for ip in &pod.status.pod_ips {
+            d.field(1, "IP", &ip.ip);
+        }
+    }
     if let Some(owner) = m.controller() {
         d.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
     }
+    if !pod.spec.init_containers.is_empty() {
+        d.line(0, "Init Containers:");
+        containers(
+            &mut d,
+            1,
+            &pod.spec.init_containers,
+            Some(&pod.status.init_container_statuses),
+        );
+    }
     d.line(0, "Containers:");
-    containers(&mut d, 1, &pod.spec, Some(&pod.status.container_statuses));
+    containers(
+        &mut d,
+        1,
+        &pod.spec.containers,
+        Some(&pod.status.container_statuses),
+    );
     if !pod.status.conditions.is_empty() {
         d.line(0, "Conditions:");
         let detailed = pod
@@ -251,8 +286,8 @@ pub fn describe_pod(pod: &Pod) -> String {
 }
 
 /// One block per container; `statuses` is `None` for a Pod template.
-fn containers(d: &mut Doc, level: usize, spec: &PodSpec, statuses: Option<&[ContainerStatus]>) {
-    for c in &spec.containers {
+fn containers(d: &mut Doc, level: usize, list: &[Container], statuses: Option<&[ContainerStatus]>) {
+    for c in list {
         let status = statuses.and_then(|s| s.iter().find(|s| s.name == c.name));
         d.line(level, format!("{}:", c.name));
         let l = level + 1;
@@ -291,14 +326,16 @@ fn containers(d: &mut Doc, level: usize, spec: &PodSpec, statuses: Option<&[Cont
                 }
             }
         }
-        if c.env.is_empty() {
-            d.field(l, "Environment", "<none>");
-        } else {
-            d.line(l, "Environment:");
-            for e in &c.env {
-                d.field(l + 1, &e.name, e.value.as_deref().unwrap_or(""));
+        for (key, probe) in [
+            ("Liveness", &c.liveness_probe),
+            ("Readiness", &c.readiness_probe),
+            ("Startup", &c.startup_probe),
+        ] {
+            if let Some(p) = probe {
+                d.field(l, key, describe_probe(p));
             }
         }
+        env::describe(d, l, c);
         if c.volume_mounts.is_empty() {
             d.field(l, "Mounts", "<none>");
         } else {
@@ -393,14 +430,72 @@ fn volumes(d: &mut Doc, level: usize, spec: &PodSpec) {
     for v in &spec.volumes {
         d.line(level + 1, format!("{}:", v.name));
         let l = level + 2;
-        match &v.host_path {
-            Some(hp) => {
-                d.field(l, "Type", "HostPath (bare host directory volume)");
-                d.field(l, "Path", &hp.path);
-                d.field(l, "HostPathType", hp.type_.as_deref().unwrap_or(""));
-            }
-            None => d.field(l, "Type", "<unknown>"),
+        if let Some(hp) = &v.host_path {
+            d.field(l, "Type", "HostPath (bare host directory volume)");
+            d.field(l, "Path", &hp.path);
+            d.field(l, "HostPathType", hp.type_.as_deref().unwrap_or(""));
+        } else if let Some(e) = &v.empty_dir {
+            d.field(
+                l,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)",
+            );
+            d.field(l, "Medium", e.medium.as_deref().unwrap_or(""));
+            d.field(l, "SizeLimit", or_unset(e.size_limit.as_deref()));
+        } else if let Some(c) = &v.config_map {
+            d.field(l, "Type", "ConfigMap (a volume populated by a ConfigMap)");
+            d.field(l, "Name", &c.name);
+            d.field(l, "Optional", c.optional.unwrap_or(false));
+        } else if let Some(sec) = &v.secret {
+            d.field(l, "Type", "Secret (a volume populated by a Secret)");
+            d.field(l, "SecretName", &sec.secret_name);
+            d.field(l, "Optional", sec.optional.unwrap_or(false));
+        } else {
+            d.field(l, "Type", "<unknown>");
         }
+    }
+}
+
+fn or_unset(s: Option<&str>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or("<unset>").to_string()
+}
+
+/// kubectl's one-line probe: `http-get http://:8080/healthz delay=0s timeout=1s
+/// period=10s #success=1 #failure=3`.
+pub fn describe_probe(p: &Probe) -> String {
+    let attrs = format!(
+        "delay={}s timeout={}s period={}s #success={} #failure={}",
+        p.initial_delay(),
+        p.timeout(),
+        p.period(),
+        p.success_threshold(),
+        p.failure_threshold()
+    );
+    if let Some(e) = &p.exec {
+        format!("exec [{}] {attrs}", e.command.join(" "))
+    } else if let Some(h) = &p.http_get {
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        let host = h.host.as_deref().unwrap_or("");
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let path = h.path.as_deref().unwrap_or("");
+        let path = if path.is_empty() || path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        format!("http-get {scheme}://{host}:{}{path} {attrs}", h.port)
+    } else if let Some(t) = &p.tcp_socket {
+        format!(
+            "tcp-socket {}:{} {attrs}",
+            t.host.as_deref().unwrap_or(""),
+            t.port
+        )
+    } else {
+        format!("unknown {attrs}")
     }
 }
 
@@ -474,8 +569,12 @@ pub fn describe_deployment(dep: &Deployment) -> String {
     d.line(0, "Pod Template:");
     let template = &dep.spec.template;
     d.map(1, "Labels", &template.metadata.labels);
+    if !template.spec.init_containers.is_empty() {
+        d.line(1, "Init Containers:");
+        containers(&mut d, 2, &template.spec.init_containers, None);
+    }
     d.line(1, "Containers:");
-    containers(&mut d, 2, &template.spec, None);
+    containers(&mut d, 2, &template.spec.containers, None);
     volumes(&mut d, 1, &template.spec);
     d.map(1, "Node-Selectors", &template.spec.node_selector);
     if !s.conditions.is_empty() {
@@ -560,7 +659,13 @@ fn share(amount: u64, total: Option<u64>, format: fn(u64) -> String) -> String {
     }
 }
 
-pub fn describe_node(node: &Node, pods: &[Pod], now: DateTime<Utc>) -> String {
+/// `metrics`: the node's latest figures, when it sent any lately.
+pub fn describe_node(
+    node: &Node,
+    pods: &[Pod],
+    metrics: Option<&NodeMetrics>,
+    now: DateTime<Utc>,
+) -> String {
     let mut d = Doc::default();
     let m = &node.metadata;
     d.field(0, "Name", &m.name);
@@ -648,8 +753,12 @@ pub fn describe_node(node: &Node, pods: &[Pod], now: DateTime<Utc>) -> String {
     d.field(1, "OS Image", &info.os_image);
     d.field(1, "Operating System", &info.operating_system);
     d.field(1, "Agent Version", &info.kubelet_version);
+    node::system_info(&mut d, 1, node);
     if let Some(cidr) = &node.spec.pod_cidr {
         d.field(0, "PodCIDR", cidr);
+    }
+    if let Some(m) = metrics {
+        node::board_status(&mut d, m, now);
     }
 
     let on_node: Vec<&Pod> = pods
@@ -734,5 +843,10 @@ pub fn describe_node(node: &Node, pods: &[Pod], now: DateTime<Utc>) -> String {
     d.finish()
 }
 
+mod configdata;
+mod env;
+mod node;
 #[cfg(test)]
 mod tests;
+
+pub use configdata::{describe_config_map, describe_secret};

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use punnet_api::{Deployment, Node, Pod};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -181,8 +181,12 @@ fn print(
                         deployment_table(&decode_all(*kind, &of_kind)?, wide, show_namespace, now)
                     }
                     Kind::Node => node_table(&decode_all(*kind, &of_kind)?, wide, now),
-                    // TEMPORARY(issue 3): replaced by the ConfigMap/Secret work in progress.
-                    Kind::ConfigMap | Kind::Secret => Table::new::<&str>(&[]),
+                    Kind::ConfigMap => {
+                        config_map_table(&decode_all(*kind, &of_kind)?, show_namespace, now)
+                    }
+                    Kind::Secret => {
+                        secret_table(&decode_all(*kind, &of_kind)?, show_namespace, now)
+                    }
                 };
                 if i > 0 {
                     writeln!(out)?;
@@ -270,9 +274,15 @@ pub fn pod_ready(pod: &Pod) -> String {
     format!("{ready}/{total}")
 }
 
-/// Restarts summed over containers, with kubectl's ` (5m ago)` for the latest one.
+/// Restarts summed over containers (init containers too, as kubectl counts them), with
+/// kubectl's ` (5m ago)` for the latest one.
 pub fn pod_restarts(pod: &Pod, now: DateTime<Utc>) -> String {
-    let statuses = &pod.status.container_statuses;
+    let statuses: Vec<_> = pod
+        .status
+        .init_container_statuses
+        .iter()
+        .chain(&pod.status.container_statuses)
+        .collect();
     let total: i64 = statuses.iter().map(|c| i64::from(c.restart_count)).sum();
     let last = statuses
         .iter()
@@ -329,6 +339,51 @@ pub fn deployment_table(
         ));
     }
     table
+}
+
+/// `NAME DATA AGE`: DATA counts the keys of `data` and `binaryData`.
+pub fn config_map_table(items: &[ConfigMap], show_namespace: bool, now: DateTime<Utc>) -> Table {
+    let mut table = Table::new(&headers(show_namespace, &["NAME", "DATA", "AGE"]));
+    for c in items {
+        let row = vec![
+            c.metadata.name.clone(),
+            (c.data.len() + c.binary_data.len()).to_string(),
+            age(c.metadata.creation_timestamp.as_ref(), now),
+        ];
+        table.push(with_namespace(
+            show_namespace,
+            c.metadata.namespace_or_default(),
+            row,
+        ));
+    }
+    table
+}
+
+/// `NAME TYPE DATA AGE`.
+pub fn secret_table(items: &[Secret], show_namespace: bool, now: DateTime<Utc>) -> Table {
+    let mut table = Table::new(&headers(show_namespace, &["NAME", "TYPE", "DATA", "AGE"]));
+    for s in items {
+        let row = vec![
+            s.metadata.name.clone(),
+            secret_type(s).to_string(),
+            s.entries().len().to_string(),
+            age(s.metadata.creation_timestamp.as_ref(), now),
+        ];
+        table.push(with_namespace(
+            show_namespace,
+            s.metadata.namespace_or_default(),
+            row,
+        ));
+    }
+    table
+}
+
+/// A Secret's type, `Opaque` when unset (as the API server defaults it).
+pub fn secret_type(s: &Secret) -> &str {
+    s.type_
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("Opaque")
 }
 
 /// `NAME STATUS ROLES AGE VERSION` (+ `INTERNAL-IP OS-IMAGE KERNEL-VERSION ARCH`).
@@ -538,6 +593,35 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\n    \"apiVersion\": \"v1\",\n    \"items\": [],\n    \"kind\": \"List\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn config_map_and_secret_tables() {
+        let mut c = ConfigMap::default();
+        c.metadata.name = "web-config".into();
+        c.metadata.namespace = Some("default".into());
+        c.metadata.creation_timestamp = Some(time("2024-05-01T11:00:00Z"));
+        c.data.insert("a".into(), "1".into());
+        c.binary_data.insert("b".into(), "AA==".into());
+        assert_eq!(
+            config_map_table(&[c], false, now()).render(),
+            "NAME         DATA   AGE\nweb-config   2      60m\n"
+        );
+        let mut s = Secret::default();
+        s.metadata.name = "regcred".into();
+        s.metadata.namespace = Some("tools".into());
+        s.metadata.creation_timestamp = Some(time("2024-05-01T11:59:00Z"));
+        s.type_ = Some("kubernetes.io/dockerconfigjson".into());
+        s.data.insert(".dockerconfigjson".into(), "e30=".into());
+        let mut plain = Secret::default();
+        plain.metadata.name = "db".into();
+        plain.metadata.namespace = Some("tools".into());
+        assert_eq!(
+            secret_table(&[s, plain], true, now()).render(),
+            "NAMESPACE   NAME      TYPE                             DATA   AGE\n\
+             tools       regcred   kubernetes.io/dockerconfigjson   1      60s\n\
+             tools       db        Opaque                           0      <unknown>\n"
         );
     }
 

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod args;
 pub mod client;
 pub mod config;
+pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod logs;
 pub mod manifests;
 pub mod scale;
 pub mod table;
+pub mod top;
 pub mod version;
 
 use std::io::{ErrorKind, Write};
@@ -87,5 +89,7 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Delete(a) => delete::delete(&Ctx::new(&cli)?, a, out, err).await,
         Command::Scale(a) => scale::scale(&Ctx::new(&cli)?, a, out).await,
         Command::Logs(a) => logs::logs(&Ctx::new(&cli)?, a, out, err).await,
+        Command::Top(a) => top::top(&Ctx::new(&cli)?, a, out).await,
+        Command::Create(a) => create::create(&Ctx::new(&cli)?, a, out).await,
     }
 }

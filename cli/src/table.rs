@@ -64,6 +64,14 @@ impl Table {
         }
     }
 
+    /// Headers exactly as given (`kubectl top` writes `CPU(cores)`).
+    pub fn with_headers<S: AsRef<str>>(headers: &[S]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.as_ref().to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
     pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }

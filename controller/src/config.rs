@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::podcidr::{CidrError, PodCidrs};
+
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet";
 pub const DEFAULT_HTTP: &str = "0.0.0.0:6443";
 pub const DEFAULT_MQTT: &str = "0.0.0.0:1883";
@@ -27,6 +29,8 @@ pub struct ControllerConfig {
     pub node_grace: Duration,
     /// Also run an agent in this process: a single-machine fleet.
     pub agent: Option<punnet_agent::config::AgentConfig>,
+    /// The cluster CIDR Pod ranges are cut from, and their size.
+    pub pod_cidrs: PodCidrs,
 }
 
 impl ControllerConfig {
@@ -39,6 +43,7 @@ impl ControllerConfig {
             prefix: punnet_api::topics::DEFAULT_PREFIX.to_string(),
             node_grace: Duration::from_secs(40),
             agent: None,
+            pod_cidrs: PodCidrs::default(),
         }
     }
 
@@ -89,6 +94,8 @@ pub struct ConfigFile {
     pub agent_name: Option<String>,
     #[serde(default)]
     pub agent_label: Vec<String>,
+    pub cluster_cidr: Option<String>,
+    pub node_cidr_mask_size: Option<u8>,
 }
 
 #[derive(Debug, Error)]
@@ -101,6 +108,8 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+    #[error("--cluster-cidr/--node-cidr-mask-size: {0}")]
+    PodCidrs(#[from] CidrError),
 }
 
 impl ConfigFile {
@@ -148,6 +157,13 @@ mod tests {
     #[test]
     fn file_rejects_unknown_keys() {
         assert!(serde_norway::from_str::<ConfigFile>("data-dir: /x\nhttp: 0.0.0.0:1\n").is_ok());
+        let f: ConfigFile =
+            serde_norway::from_str("cluster-cidr: 10.50.0.0/16\nnode-cidr-mask-size: 26\n")
+                .unwrap();
+        assert_eq!(
+            (f.cluster_cidr.as_deref(), f.node_cidr_mask_size),
+            (Some("10.50.0.0/16"), Some(26))
+        );
         assert!(serde_norway::from_str::<ConfigFile>("datadir: /x\n").is_err());
     }
 }

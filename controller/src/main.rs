@@ -43,6 +43,12 @@ struct Cli {
     /// Label of the local agent's node (repeatable).
     #[arg(long = "agent-label", value_name = "KEY=VALUE")]
     agent_labels: Vec<String>,
+    /// The IPv4 range every node's Pod CIDR is cut from.
+    #[arg(long, value_name = "CIDR")]
+    cluster_cidr: Option<String>,
+    /// Prefix length of each node's Pod CIDR (24: 254 Pods per node).
+    #[arg(long, value_name = "BITS")]
+    node_cidr_mask_size: Option<u8>,
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -111,6 +117,16 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
     if let Some(v) = cli.node_grace.or(file.node_grace) {
         c.node_grace = config::parse_duration("--node-grace", &v)?;
     }
+    let cluster_cidr = cli
+        .cluster_cidr
+        .or(file.cluster_cidr)
+        .unwrap_or_else(|| punnet_controller::podcidr::DEFAULT_CLUSTER_CIDR.to_string());
+    let mask = cli
+        .node_cidr_mask_size
+        .or(file.node_cidr_mask_size)
+        .unwrap_or(punnet_controller::podcidr::DEFAULT_NODE_MASK);
+    c.pod_cidrs = punnet_controller::podcidr::PodCidrs::new(&cluster_cidr, mask)
+        .map_err(config::ConfigError::from)?;
     if cli.with_agent || file.with_agent == Some(true) {
         let mut labels = BTreeMap::new();
         for l in file.agent_label.iter().chain(&cli.agent_labels) {

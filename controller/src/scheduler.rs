@@ -2,13 +2,15 @@
 //! Pod and which of them is best. No I/O; `scheduling` runs it against the store.
 //!
 //! Filters, in Kubernetes' order: the node is Ready, not cordoned, matches the Pod's
-//! `nodeSelector`, has room for one more Pod and for the Pod's cpu/memory requests.
+//! `nodeSelector`, can enforce memory limits if the Pod sets any, has room for one more Pod and for the Pod's cpu/memory requests.
 //! Scores: spread Pods of one owner over nodes first, then prefer the least loaded node.
 
 use std::collections::BTreeMap;
 
 use punnet_api::quantity::{parse_bytes, parse_cpu_millis};
-use punnet_api::{phase, Node, Pod};
+use punnet_api::{phase, Container, Node, Pod};
+
+use crate::nodesync::facts::lacks_memory_cgroup;
 
 /// What a Pod asks for, summed over its containers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,19 +23,33 @@ impl Requests {
     /// Requests of a Pod. A container that sets only limits requests its limits, as in
     /// Kubernetes. Unparseable quantities count as zero: validation rejects them at the
     /// API, and the scheduler must never fail on one stored by an older version.
+    ///
+    /// Init containers run one at a time before the app containers, so the Pod needs
+    /// the larger of their largest request and the app containers' sum.
     pub fn of(pod: &Pod) -> Requests {
         let mut total = Requests::default();
         for c in &pod.spec.containers {
-            let r = &c.resources;
-            let pick = |name: &str| r.requests.get(name).or_else(|| r.limits.get(name));
-            total.cpu_millis += pick("cpu")
-                .and_then(|q| parse_cpu_millis(q).ok())
-                .unwrap_or(0);
-            total.memory_bytes += pick("memory")
-                .and_then(|q| parse_bytes(q).ok())
-                .unwrap_or(0);
+            total = total.add(Requests::of_container(c));
+        }
+        for c in &pod.spec.init_containers {
+            let r = Requests::of_container(c);
+            total.cpu_millis = total.cpu_millis.max(r.cpu_millis);
+            total.memory_bytes = total.memory_bytes.max(r.memory_bytes);
         }
         total
+    }
+
+    fn of_container(c: &Container) -> Requests {
+        let r = &c.resources;
+        let pick = |name: &str| r.requests.get(name).or_else(|| r.limits.get(name));
+        Requests {
+            cpu_millis: pick("cpu")
+                .and_then(|q| parse_cpu_millis(q).ok())
+                .unwrap_or(0),
+            memory_bytes: pick("memory")
+                .and_then(|q| parse_bytes(q).ok())
+                .unwrap_or(0),
+        }
     }
 
     fn add(self, other: Requests) -> Requests {
@@ -76,6 +92,7 @@ pub enum Reason {
     NotReady,
     Unschedulable,
     SelectorMismatch,
+    NoMemoryCgroup,
     TooManyPods,
     InsufficientCpu,
     InsufficientMemory,
@@ -87,6 +104,9 @@ impl Reason {
             Reason::NotReady => "node(s) were not ready",
             Reason::Unschedulable => "node(s) were unschedulable",
             Reason::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
+            Reason::NoMemoryCgroup => {
+                "node(s) cannot enforce memory limits (memory cgroup disabled)"
+            }
             Reason::TooManyPods => "Too many pods",
             Reason::InsufficientCpu => "Insufficient cpu",
             Reason::InsufficientMemory => "Insufficient memory",
@@ -158,6 +178,10 @@ pub fn filter(
     let labels = &c.node.metadata.labels;
     if selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
         return vec![Reason::SelectorMismatch];
+    }
+    // A limit the kernel cannot enforce would let one Pod take the board's memory.
+    if requests.memory_bytes > 0 && lacks_memory_cgroup(c.node) {
+        return vec![Reason::NoMemoryCgroup];
     }
     let alloc = Allocatable::of(c.node);
     let mut reasons = Vec::new();
@@ -466,5 +490,51 @@ mod tests {
         let p = pod("p", Some("100m"), Some("64Mi"));
         assert_eq!(run(&p, &nodes, &[busy]), Decision::Bind("b".into()));
         assert_eq!(run(&p, &nodes, &[]), Decision::Bind("a".into()));
+    }
+
+    #[test]
+    fn pods_with_memory_limits_avoid_nodes_without_a_memory_cgroup() {
+        let mut n = node("pi-1", "4", "1Gi", "arm64");
+        n.status.conditions.push(NodeCondition {
+            type_: crate::nodesync::facts::CONDITION_MEMORY_CGROUP.into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        let nodes = [n];
+        let limited = pod("a", None, Some("64Mi"));
+        assert_eq!(
+            decide(&limited, &candidates(&limited, &nodes, &[])),
+            Decision::Unschedulable(
+                "0/1 nodes are available: 1 node(s) cannot enforce memory limits (memory cgroup disabled).".into()
+            )
+        );
+        // A limit alone counts too; a Pod without memory figures is placed.
+        let mut only_limit = pod("b", None, None);
+        only_limit.spec.containers[0]
+            .resources
+            .limits
+            .insert("memory".into(), "32Mi".into());
+        assert!(matches!(
+            decide(&only_limit, &candidates(&only_limit, &nodes, &[])),
+            Decision::Unschedulable(_)
+        ));
+        let free = pod("c", Some("100m"), None);
+        assert_eq!(
+            decide(&free, &candidates(&free, &nodes, &[])),
+            Decision::Bind("pi-1".into())
+        );
+    }
+
+    #[test]
+    fn init_containers_count_by_their_largest_request() {
+        let mut p = pod("a", Some("100m"), Some("10Mi"));
+        let mut init = p.spec.containers[0].clone();
+        init.resources.requests.insert("cpu".into(), "500m".into());
+        init.resources
+            .requests
+            .insert("memory".into(), "1Mi".into());
+        p.spec.init_containers.push(init);
+        let r = Requests::of(&p);
+        assert_eq!((r.cpu_millis, r.memory_bytes), (500, 10 << 20));
     }
 }

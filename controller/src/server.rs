@@ -1,6 +1,6 @@
 //! `run`: starts every part of the controller — store, embedded broker, node sync,
-//! Deployment controller, scheduler, REST API and optionally a local agent — and stops
-//! them when `shutdown` resolves.
+//! Deployment controller, scheduler, Pod CIDR allocation, REST API and optionally a
+//! local agent — and stops them when `shutdown` resolves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,9 +15,10 @@ use tracing::{info, warn};
 use crate::config::ControllerConfig;
 use crate::http::{self, ApiState};
 use crate::logproxy::LogProxy;
+use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
-use crate::{auth_token, broker, deployment, nodesync, scheduling};
+use crate::{auth_token, broker, deployment, nodeipam, nodesync, scheduling};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -97,13 +98,14 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let logs = Arc::new(LogProxy::default());
+    let metrics = Arc::new(Metrics::default());
     // Every part runs until `cancel`; one that ends early (its listener failed, the
     // local agent could not start) takes the controller down with its error.
     let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
-    let (s, l, c) = (store.clone(), logs.clone(), cancel.clone());
+    let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
     tasks.spawn(async move {
-        nodesync::run(s, mqtt, grace, l, c).await;
+        nodesync::run(s, mqtt, grace, l, m, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
@@ -116,11 +118,18 @@ pub async fn run(
         scheduling::run(s, c).await;
         Ok(())
     });
+    let (s, c, cidrs) = (store.clone(), cancel.clone(), config.pod_cidrs);
+    info!(cluster_cidr = %cidrs.cluster(), mask = cidrs.mask(), "Pod CIDR allocation");
+    tasks.spawn(async move {
+        nodeipam::run(s, cidrs, c).await;
+        Ok(())
+    });
     let state = ApiState::new(
         store.clone(),
         Arc::new(http::auth::Tokens::new(&token)),
         logs,
-    );
+    )
+    .with_metrics(metrics);
     let c = cancel.clone();
     tasks.spawn(async move {
         http::serve(listener, state, c.cancelled_owned())

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use punnet_api::{Deployment, Node, Object, Pod, Resource, Time};
+use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret, Time};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use thiserror::Error;
@@ -94,7 +94,13 @@ impl Store {
                 source,
             })?;
         let mut trees = HashMap::new();
-        for plural in [Pod::PLURAL, Deployment::PLURAL, Node::PLURAL] {
+        for plural in [
+            Pod::PLURAL,
+            Deployment::PLURAL,
+            Node::PLURAL,
+            ConfigMap::PLURAL,
+            Secret::PLURAL,
+        ] {
             trees.insert(plural, db.open_tree(plural)?);
         }
         let meta = db.open_tree("meta")?;

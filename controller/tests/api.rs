@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use punnet_api::wire::LogRequest;
 use punnet_api::{Deployment, Pod};
 use punnet_controller::http::{serve, ApiState, LogError, LogSource, LogStream, Tokens};
+use punnet_controller::metrics::Metrics;
 use punnet_controller::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -77,6 +78,7 @@ struct Server {
     client: reqwest::Client,
     store: Arc<Store>,
     logs: Arc<FakeLogs>,
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -114,7 +116,9 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
     let logs = Arc::new(FakeLogs::default());
-    let state = ApiState::new(store.clone(), Arc::new(Tokens::new(TOKEN)), logs.clone());
+    let metrics = Arc::new(Metrics::default());
+    let state = ApiState::new(store.clone(), Arc::new(Tokens::new(TOKEN)), logs.clone())
+        .with_metrics(metrics.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -126,6 +130,7 @@ async fn start() -> Server {
         client: reqwest::Client::new(),
         store,
         logs,
+        metrics,
         stop: Some(stop),
         task,
         _dir: dir,
@@ -827,5 +832,223 @@ async fn deleting_a_running_pod_is_graceful_unless_forced() {
         .get::<Pod>(Some("default"), "lost")
         .unwrap()
         .is_none());
+    s.shutdown().await;
+}
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+
+#[tokio::test]
+async fn configmaps_are_served_like_the_other_namespaced_kinds() {
+    let s = start().await;
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "web-config", "labels": {"app": "web"}},
+        "data": {"index.html": "<h1>hi</h1>"},
+        "binaryData": {"logo.bin": "AAEC"},
+    });
+    let created = s.post(CONFIGMAPS, cm.clone()).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["data"]["index.html"], "<h1>hi</h1>");
+    s.post(CONFIGMAPS, cm).await.failure(409, "AlreadyExists");
+
+    let other = json!({"metadata": {"name": "other"}, "data": {"a": "1"}});
+    assert_eq!(s.post(CONFIGMAPS, other).await.code, StatusCode::CREATED);
+    let list = s
+        .get(&format!("{CONFIGMAPS}?labelSelector=app%3Dweb"))
+        .await;
+    assert_eq!(list.body["kind"], "ConfigMapList");
+    let names: Vec<&str> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web-config"]);
+    let all = s.get("/api/v1/configmaps").await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+
+    // Apply, merge patch and replace change the data.
+    let path = format!("{CONFIGMAPS}/web-config");
+    let applied = s
+        .apply(
+            &path,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config}\ndata: {index.html: v2}\n",
+        )
+        .await;
+    assert_eq!(applied.code, StatusCode::OK, "{}", applied.body);
+    assert_eq!(applied.body["data"]["index.html"], "v2");
+    assert!(applied.body.get("binaryData").is_none());
+    let patched = s.patch(&path, MERGE, r#"{"data": {"extra": "x"}}"#).await;
+    assert_eq!(patched.body["data"]["extra"], "x", "{}", patched.body);
+    let mut replaced = patched.body.clone();
+    replaced["data"] = json!({"only": "this"});
+    let replaced = s.put(&path, replaced).await;
+    assert_eq!(replaced.body["data"], json!({"only": "this"}));
+
+    // Validation: a bad key, bad base64.
+    let bad =
+        json!({"metadata": {"name": "bad"}, "data": {"no/slash": "x"}, "binaryData": {"b": "!!"}});
+    let msg = s.post(CONFIGMAPS, bad).await.failure(422, "Invalid");
+    assert!(msg.contains("data[\"no/slash\"]"), "{msg}");
+    assert!(msg.contains("binaryData[\"b\"]: must be base64"), "{msg}");
+
+    assert_eq!(s.delete(&path).await.code, StatusCode::OK);
+    s.get(&path).await.failure(404, "NotFound");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn secrets_fold_string_data_and_immutable_objects_keep_their_data() {
+    let s = start().await;
+    let secret = json!({
+        "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret"},
+        "data": {"user": "cGk="},
+    });
+    let created = s.post(SECRETS, secret).await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["data"]["password"], "czNjcmV0");
+    assert_eq!(created.body["data"]["user"], "cGk=");
+    assert!(created.body.get("stringData").is_none(), "{}", created.body);
+    let stored: punnet_api::Secret = s.store.get(Some("default"), "db").unwrap().unwrap();
+    assert!(stored.string_data.is_empty());
+
+    // Applying the same stringData again changes nothing.
+    let path = format!("{SECRETS}/db");
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: s3cret}\ndata: {user: cGk=}\n";
+    let same = s.apply(&path, yaml).await;
+    assert_eq!(same.code, StatusCode::OK, "{}", same.body);
+    assert_eq!(same.rv(), created.rv());
+    let patched = s
+        .patch(&path, MERGE, r#"{"stringData": {"password": "new"}}"#)
+        .await;
+    assert_eq!(patched.body["data"]["password"], "bmV3", "{}", patched.body);
+
+    let msg = s
+        .post(
+            SECRETS,
+            json!({"metadata": {"name": "x"}, "data": {"k": "not base64!"}}),
+        )
+        .await
+        .failure(422, "Invalid");
+    assert!(msg.contains("must be base64"), "{msg}");
+    let msg = s
+        .post(
+            SECRETS,
+            json!({"metadata": {"name": "reg"}, "type": "kubernetes.io/dockerconfigjson", "stringData": {"a": "b"}}),
+        )
+        .await
+        .failure(422, "Invalid");
+    assert!(msg.contains(".dockerconfigjson"), "{msg}");
+
+    // Immutable: data changes are refused with the fix, labels may change.
+    let frozen =
+        json!({"metadata": {"name": "frozen"}, "stringData": {"k": "v"}, "immutable": true});
+    assert_eq!(s.post(SECRETS, frozen).await.code, StatusCode::CREATED);
+    let fpath = format!("{SECRETS}/frozen");
+    let msg = s
+        .patch(&fpath, MERGE, r#"{"stringData": {"k": "other"}}"#)
+        .await
+        .failure(422, "Invalid");
+    assert_eq!(
+        msg,
+        "Secret default/frozen: data: Forbidden: field is immutable when `immutable` is set; delete and re-create the Secret to change it"
+    );
+    let labelled = s
+        .patch(&fpath, MERGE, r#"{"metadata": {"labels": {"a": "b"}}}"#)
+        .await;
+    assert_eq!(labelled.code, StatusCode::OK, "{}", labelled.body);
+    let cm = json!({"metadata": {"name": "frozen"}, "data": {"k": "v"}, "immutable": true});
+    assert_eq!(s.post(CONFIGMAPS, cm).await.code, StatusCode::CREATED);
+    let msg = s
+        .apply(
+            &format!("{CONFIGMAPS}/frozen"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\ndata: {k: w}\nimmutable: true\n",
+        )
+        .await
+        .failure(422, "Invalid");
+    assert!(msg.contains("delete and re-create the ConfigMap"), "{msg}");
+    assert_eq!(s.delete(&fpath).await.code, StatusCode::OK);
+
+    let core = s.get("/api/v1").await;
+    let kinds: Vec<&str> = core.body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"configmaps") && kinds.contains(&"secrets"),
+        "{kinds:?}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_metrics_server_does() {
+    use punnet_api::wire::{ContainerUsage, NodeFacts, NodeStatusReport, PodReport};
+    let s = start().await;
+    let empty = s.get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+    assert_eq!(empty.body["kind"], "NodeMetricsList", "{}", empty.body);
+    assert!(empty.body["items"].as_array().is_none_or(Vec::is_empty));
+    s.get("/apis/metrics.k8s.io/v1beta1/nodes/pi-1")
+        .await
+        .failure(404, "NotFound");
+
+    s.metrics.record(
+        &NodeStatusReport {
+            node: "pi-1".into(),
+            generation_seen: 1,
+            sent_at: punnet_api::Time::now(),
+            facts: NodeFacts {
+                cpus: 4,
+                memory_bytes: 1 << 30,
+                memory_available_bytes: 1 << 29,
+                cpu_usage_millis: 1500,
+                temperature_millicelsius: Some(55_000),
+                throttled: Some(0x5_0000),
+                ..Default::default()
+            },
+            pods: vec![PodReport {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "u".into(),
+                status: Default::default(),
+                usage: vec![ContainerUsage {
+                    container: "nginx".into(),
+                    cpu_millis: 12,
+                    memory_bytes: 3 << 20,
+                }],
+            }],
+        },
+        punnet_api::Time::now(),
+    );
+    let node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/pi-1").await;
+    assert_eq!(node.body["kind"], "NodeMetrics");
+    assert_eq!(
+        node.body["usage"],
+        json!({"cpu": "1500m", "memory": "524288Ki"})
+    );
+    assert_eq!(node.body["punnet"]["temperatureMillicelsius"], 55_000);
+    let pods = s
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods")
+        .await;
+    assert_eq!(pods.body["kind"], "PodMetricsList");
+    assert_eq!(
+        pods.body["items"][0]["containers"][0],
+        json!({"name": "nginx", "usage": {"cpu": "12m", "memory": "3072Ki"}})
+    );
+    let pod = s
+        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web")
+        .await;
+    assert_eq!(pod.body["metadata"]["namespace"], "default");
+    s.get("/apis/metrics.k8s.io/v1beta1/namespaces/other/pods/web")
+        .await
+        .failure(404, "NotFound");
+    let groups = s.get("/apis").await;
+    assert_eq!(groups.body["groups"][1]["name"], "metrics.k8s.io");
+    let v = s.get("/apis/metrics.k8s.io/v1beta1").await;
+    assert_eq!(v.body["resources"][1]["kind"], "PodMetrics");
     s.shutdown().await;
 }

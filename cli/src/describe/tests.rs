@@ -201,7 +201,7 @@ fn node_with_its_pods() {
     done.status.phase = Some("Succeeded".into());
     let mut elsewhere = pod();
     elsewhere.spec.node_name = Some("pi-2".into());
-    let text = describe_node(&node, &[pod(), done, elsewhere], now());
+    let text = describe_node(&node, &[pod(), done, elsewhere], None, now());
     for want in [
         "Name:               pi-1\n",
         "Roles:              <none>\n",
@@ -258,4 +258,84 @@ status:
         Object::Deployment(d) => d,
         other => panic!("expected a Deployment, got {other:?}"),
     }
+}
+
+/// A Pod using what issue 3 added: init containers, probes, env from ConfigMaps and
+/// Secrets, emptyDir/configMap/secret volumes, Pod IPs, an image being pulled.
+const RICH_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: default}
+spec:
+  nodeName: pi-1
+  initContainers:
+  - name: migrate
+    image: busybox
+    command: [sh, -c, "true"]
+  containers:
+  - name: web
+    image: nginx:1.25
+    livenessProbe:
+      httpGet: {path: /healthz, port: 8080}
+    readinessProbe:
+      tcpSocket: {port: http}
+      periodSeconds: 5
+    startupProbe:
+      exec: {command: [cat, /tmp/ready]}
+      failureThreshold: 30
+    envFrom:
+    - configMapRef: {name: web-env}
+    - secretRef: {name: api-keys}
+      prefix: API_
+    env:
+    - {name: MODE, value: prod}
+    - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+    - {name: LEVEL, valueFrom: {configMapKeyRef: {name: web-env, key: level, optional: true}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+  volumes:
+  - {name: cache, emptyDir: {medium: Memory, sizeLimit: 64Mi}}
+  - {name: conf, configMap: {name: web-conf}}
+  - {name: tls, secret: {secretName: web-tls, optional: true}}
+status:
+  phase: Pending
+  podIP: 10.42.0.9
+  podIPs: [{ip: 10.42.0.9}]
+  initContainerStatuses:
+  - name: migrate
+    state:
+      terminated: {exitCode: 0, reason: Completed}
+  containerStatuses:
+  - name: web
+    state:
+      waiting: {reason: ContainerCreating, message: "Pulling image nginx:1.25: 12.3 MiB of 40.1 MiB"}
+"#;
+
+#[test]
+fn pod_with_init_containers_probes_env_sources_and_new_volumes() {
+    let pod = match parse(RICH_POD).unwrap().remove(0) {
+        Object::Pod(p) => p,
+        other => panic!("not a Pod: {other:?}"),
+    };
+    let text = describe_pod(&pod);
+    let expect = [
+        "IPs:\n  IP:  10.42.0.9\n",
+        "Init Containers:\n  migrate:\n    Image:      busybox\n",
+        "      Reason:       Completed\n",
+        "    Liveness:       http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3\n",
+        "    Readiness:      tcp-socket :http delay=0s timeout=1s period=5s #success=1 #failure=3\n",
+        "    Startup:        exec [cat /tmp/ready] delay=0s timeout=1s period=10s #success=1 #failure=30\n",
+        "    Environment Variables from:\n      web-env   ConfigMap                  Optional: false\n      api-keys  Secret with prefix 'API_'  Optional: false\n",
+        "      MODE:         prod\n",
+        "      DB_PASSWORD:  <set to the key 'password' in secret 'db'>        Optional: false\n",
+        "      LEVEL:        <set to the key 'level' of config map 'web-env'>  Optional: true\n",
+        "      POD:           (v1:metadata.name)\n",
+        "      Message:      Pulling image nginx:1.25: 12.3 MiB of 40.1 MiB\n",
+        "    Type:       EmptyDir (a temporary directory that shares a pod's lifetime)\n    Medium:     Memory\n    SizeLimit:  64Mi\n",
+        "    Type:      ConfigMap (a volume populated by a ConfigMap)\n    Name:      web-conf\n    Optional:  false\n",
+        "    Type:        Secret (a volume populated by a Secret)\n    SecretName:  web-tls\n    Optional:    true\n",
+    ];
+    for e in expect {
+        assert!(text.contains(e), "missing {e:?} in:\n{text}");
+    }
+    assert_eq!(pod.display_status(), "ContainerCreating");
 }

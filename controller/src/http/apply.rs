@@ -42,6 +42,7 @@ pub async fn apply<T: ApiResource>(
             let mut next = next;
             keep_unmentioned_meta(next.meta_mut(), current.meta());
             next.keep_system_fields(current);
+            next.normalize();
             next.check_update(current)?;
             next.validate()?;
             Ok(next)
@@ -61,6 +62,7 @@ pub async fn apply<T: ApiResource>(
         }
         let mut new = applied.clone();
         new.clear_status();
+        new.normalize();
         new.validate()?;
         match state.store.create(new) {
             Ok(created) => {
@@ -104,6 +106,7 @@ pub async fn merge<T: ApiResource>(
             )));
         }
         next.keep_system_fields(current);
+        next.normalize();
         next.check_update(current)?;
         next.validate()?;
         Ok(next)

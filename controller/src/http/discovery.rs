@@ -3,7 +3,8 @@
 //! kinds exist, their plural names, scope, verbs and short names.
 
 use axum::Json;
-use punnet_api::{Deployment, Node, Pod, Resource};
+use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, Resource, Secret};
 use serde_json::{json, Value};
 
 /// The verbs every served kind supports (no watch yet).
@@ -45,7 +46,7 @@ pub async fn groups() -> Json<Value> {
     Json(json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [apps_group_value()],
+        "groups": [apps_group_value(), metrics_group_value()],
     }))
 }
 
@@ -65,6 +66,34 @@ fn apps_group_value() -> Value {
     })
 }
 
+pub async fn metrics_group() -> Json<Value> {
+    let mut group = metrics_group_value();
+    group["kind"] = json!("APIGroup");
+    group["apiVersion"] = json!("v1");
+    Json(group)
+}
+
+fn metrics_group_value() -> Value {
+    let version = json!({"groupVersion": METRICS_API_VERSION, "version": "v1beta1"});
+    json!({
+        "name": METRICS_GROUP,
+        "versions": [version.clone()],
+        "preferredVersion": version,
+    })
+}
+
+/// Read-only, as metrics-server serves them.
+pub async fn metrics_v1beta1() -> Json<Value> {
+    let entry = |name: &str, kind: &str, namespaced: bool| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]});
+    Json(resource_list(
+        METRICS_API_VERSION,
+        vec![
+            entry("nodes", "NodeMetrics", false),
+            entry("pods", "PodMetrics", true),
+        ],
+    ))
+}
+
 pub async fn core_v1() -> Json<Value> {
     Json(resource_list(
         "v1",
@@ -72,6 +101,8 @@ pub async fn core_v1() -> Json<Value> {
             resource::<Pod>("pod", "po", true),
             json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
             resource::<Node>("node", "no", false),
+            resource::<ConfigMap>("configmap", "cm", false),
+            resource::<Secret>("secret", "", false),
         ],
     ))
 }
@@ -92,6 +123,7 @@ fn resource_list(group_version: &str, resources: Vec<Value>) -> Value {
     })
 }
 
+/// One kind's entry; `short` is its short name (`""`: none, as for Secrets).
 fn resource<T: Resource>(singular: &str, short: &str, in_all: bool) -> Value {
     let mut r = json!({
         "name": T::PLURAL,
@@ -99,8 +131,10 @@ fn resource<T: Resource>(singular: &str, short: &str, in_all: bool) -> Value {
         "namespaced": T::NAMESPACED,
         "kind": T::KIND,
         "verbs": VERBS,
-        "shortNames": [short],
     });
+    if !short.is_empty() {
+        r["shortNames"] = json!([short]);
+    }
     if in_all {
         // `kubectl get all` lists the kinds in the "all" category.
         r["categories"] = json!(["all"]);
@@ -119,6 +153,9 @@ mod tests {
         assert_eq!(core["resources"][0]["name"], "pods");
         assert_eq!(core["resources"][0]["shortNames"][0], "po");
         assert_eq!(core["resources"][2]["namespaced"], false);
+        assert_eq!(core["resources"][3]["shortNames"][0], "cm");
+        assert_eq!(core["resources"][4]["name"], "secrets");
+        assert!(core["resources"][4].get("shortNames").is_none());
         let Json(apps) = apps_v1().await;
         assert_eq!(apps["resources"][0]["kind"], "Deployment");
         assert_eq!(apps["resources"][0]["shortNames"][0], "deploy");

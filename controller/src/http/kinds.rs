@@ -5,9 +5,10 @@
 
 use punnet_api::object::to_json;
 use punnet_api::validate::{
-    validate_deployment, validate_node, validate_pod, FieldError, ValidationError,
+    validate_config_map, validate_deployment, validate_node, validate_pod, validate_secret,
+    FieldError, ValidationError,
 };
-use punnet_api::{Deployment, Node, ObjectMeta, Pod, PodSpec, Resource};
+use punnet_api::{ConfigMap, Deployment, Node, ObjectMeta, Pod, PodSpec, Resource, Secret};
 use serde_json::Value;
 
 use crate::podgc;
@@ -16,6 +17,10 @@ use crate::store::{Store, StoreError};
 /// A kind served by the generic handlers in `objects` and `apply`.
 pub trait ApiResource: Resource {
     fn validate(&self) -> Result<(), ValidationError>;
+
+    /// Brings a written object into its stored form before it is checked (a Secret's
+    /// `stringData` becomes `data`, as the API server does on every write).
+    fn normalize(&mut self) {}
 
     /// Resets what users may not set when they create an object.
     fn clear_status(&mut self);
@@ -140,6 +145,114 @@ impl ApiResource for Node {
             self.spec.pod_cidr = current.spec.pod_cidr.clone();
         }
     }
+
+    /// As in core/v1: the node's running Pods have addresses from its range.
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        match &current.spec.pod_cidr {
+            Some(cidr) if self.spec.pod_cidr.as_ref() != Some(cidr) => Err(ValidationError {
+                object: self.describe(),
+                errors: vec![FieldError {
+                    field: "spec.podCIDR".into(),
+                    message: format!(
+                        "Forbidden: field is immutable once set (it is {cidr}); delete the Node to release its range"
+                    ),
+                }],
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ApiResource for ConfigMap {
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate_config_map(self)
+    }
+
+    fn clear_status(&mut self) {}
+
+    fn keep_system_fields(&mut self, _current: &Self) {}
+
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        let mut changed = Vec::new();
+        if self.data != current.data {
+            changed.push("data");
+        }
+        if self.binary_data != current.binary_data {
+            changed.push("binaryData");
+        }
+        if self.immutable != current.immutable {
+            changed.push("immutable");
+        }
+        immutable_data(self.describe(), current.immutable, &changed)
+    }
+}
+
+impl ApiResource for Secret {
+    fn validate(&self) -> Result<(), ValidationError> {
+        validate_secret(self)
+    }
+
+    fn normalize(&mut self) {
+        self.fold_string_data();
+    }
+
+    fn clear_status(&mut self) {}
+
+    fn keep_system_fields(&mut self, _current: &Self) {}
+
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        // As in core/v1, the type never changes: the agent reads the data by it.
+        if secret_type(self) != secret_type(current) {
+            return Err(ValidationError {
+                object: self.describe(),
+                errors: vec![FieldError {
+                    field: "type".into(),
+                    message: format!(
+                        "Invalid value: {:?}: field is immutable (it is {:?}); delete and re-create the Secret to change its type",
+                        secret_type(self),
+                        secret_type(current)
+                    ),
+                }],
+            });
+        }
+        let mut changed = Vec::new();
+        if self.data != current.data {
+            changed.push("data");
+        }
+        if self.immutable != current.immutable {
+            changed.push("immutable");
+        }
+        immutable_data(self.describe(), current.immutable, &changed)
+    }
+}
+
+/// `Opaque` when unset, as Kubernetes defaults it.
+fn secret_type(s: &Secret) -> &str {
+    s.type_.as_deref().unwrap_or("Opaque")
+}
+
+/// An object stored with `immutable: true` keeps its data (and stays immutable).
+fn immutable_data(
+    object: String,
+    immutable: Option<bool>,
+    changed: &[&str],
+) -> Result<(), ValidationError> {
+    if immutable != Some(true) || changed.is_empty() {
+        return Ok(());
+    }
+    let kind = object.split(' ').next().unwrap_or_default().to_string();
+    Err(ValidationError {
+        object,
+        errors: changed
+            .iter()
+            .map(|field| FieldError {
+                field: (*field).to_string(),
+                message: format!(
+                    "Forbidden: field is immutable when `immutable` is set; delete and re-create the {kind} to change it"
+                ),
+            })
+            .collect(),
+    })
 }
 
 /// The top-level Pod spec fields that differ, ignoring container images (the one
@@ -167,7 +280,7 @@ pub fn pod_spec_changes(current: &PodSpec, next: &PodSpec) -> Vec<String> {
 pub fn is_system_label(key: &str) -> bool {
     key == punnet_api::LABEL_POD_TEMPLATE_HASH
         || key.split_once('/').is_some_and(|(prefix, _)| {
-            prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io")
+            prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io") || prefix == "punnet.io"
         })
 }
 
@@ -258,10 +371,76 @@ mod tests {
     }
 
     #[test]
+    fn immutable_config_data_stays() {
+        let mut current = ConfigMap::default();
+        current.metadata.name = "cfg".into();
+        current.metadata.namespace = Some("default".into());
+        current.data.insert("a".into(), "1".into());
+        let mut next = current.clone();
+        next.data.insert("a".into(), "2".into());
+        assert!(next.check_update(&current).is_ok(), "mutable: may change");
+        current.immutable = Some(true);
+        next.immutable = Some(true);
+        let err = next.check_update(&current).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ConfigMap default/cfg: data: Forbidden: field is immutable when `immutable` is set; delete and re-create the ConfigMap to change it"
+        );
+        let mut relaxed = current.clone();
+        relaxed.immutable = Some(false);
+        assert!(relaxed.check_update(&current).is_err());
+        // Labels may still change.
+        let mut labelled = current.clone();
+        labelled.metadata.labels.insert("x".into(), "y".into());
+        assert!(labelled.check_update(&current).is_ok());
+    }
+
+    #[test]
+    fn secret_type_is_immutable_and_string_data_folds() {
+        let mut current = Secret::default();
+        current.metadata.name = "s".into();
+        current.metadata.namespace = Some("default".into());
+        let mut next = current.clone();
+        next.type_ = Some("Opaque".into());
+        assert!(next.check_update(&current).is_ok(), "unset means Opaque");
+        next.type_ = Some("kubernetes.io/dockerconfigjson".into());
+        assert!(next.check_update(&current).is_err());
+        let mut s = current.clone();
+        s.string_data.insert("pw".into(), "secret".into());
+        s.normalize();
+        assert!(s.string_data.is_empty());
+        assert_eq!(s.data["pw"], "c2VjcmV0");
+    }
+
+    #[test]
+    fn a_node_keeps_its_pod_cidr() {
+        let mut current = Node::default();
+        current.metadata.name = "pi-1".into();
+        current.spec.pod_cidr = Some("10.42.3.0/24".into());
+        let mut next = current.clone();
+        next.spec.pod_cidr = None;
+        next.keep_system_fields(&current);
+        assert!(
+            next.check_update(&current).is_ok(),
+            "unset in the body: kept"
+        );
+        next.spec.pod_cidr = Some("10.42.4.0/24".into());
+        let err = next.check_update(&current).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("immutable once set (it is 10.42.3.0/24)"),
+            "{err}"
+        );
+        let unassigned = Node::default();
+        assert!(next.check_update(&unassigned).is_ok());
+    }
+
+    #[test]
     fn system_labels() {
         assert!(is_system_label("kubernetes.io/arch"));
         assert!(is_system_label("node.kubernetes.io/instance-type"));
         assert!(is_system_label("pod-template-hash"));
+        assert!(is_system_label("punnet.io/board"));
         assert!(!is_system_label("app"));
         assert!(!is_system_label("example.com/kubernetes.io"));
     }

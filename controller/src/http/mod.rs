@@ -1,5 +1,5 @@
 //! The controller's REST API (step 1–2 of the Pod flow): the Kubernetes paths, verbs,
-//! status codes and bodies for Pods, Deployments and Nodes, behind a bearer token, so
+//! status codes and bodies for Pods, Deployments, Nodes, ConfigMaps and Secrets, behind a bearer token, so
 //! that `punnet` and a stock kubectl can talk to it.
 //!
 //! `router` builds the routes over an `ApiState`; `serve` runs them on a listener until
@@ -12,6 +12,7 @@ pub mod error;
 mod extract;
 mod kinds;
 pub mod logs;
+mod metrics;
 mod objects;
 mod query;
 
@@ -22,7 +23,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{Deployment, Node, Pod};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,7 @@ pub use self::error::ApiError;
 pub use self::kinds::ApiResource;
 pub use self::logs::{LogError, LogItem, LogSource, LogStream};
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Request bodies beyond this are refused with 413: the largest sane manifest is far
@@ -50,6 +52,8 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// Container logs, fetched from the node's agent.
     pub logs: Arc<dyn LogSource>,
+    /// The latest usage figures node sync received.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ApiState {
@@ -58,7 +62,13 @@ impl ApiState {
             store,
             tokens,
             logs,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Serves these figures (node sync's) instead of an empty set.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> ApiState {
+        ApiState { metrics, ..self }
     }
 }
 
@@ -76,6 +86,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/apps", get(discovery::apps_group))
         .route("/apis/apps/v1", get(discovery::apps_v1))
+        .route("/apis/metrics.k8s.io", get(discovery::metrics_group))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1",
+            get(discovery::metrics_v1beta1),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            get(metrics::list_nodes),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(metrics::get_node),
+        )
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics::list_pods))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods",
+            get(metrics::list_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}",
+            get(metrics::get_pod),
+        )
         .route("/api/v1/pods", get(objects::list::<Pod>))
         .route("/api/v1/namespaces/{namespace}/pods", collection::<Pod>())
         .route("/api/v1/namespaces/{namespace}/pods/{name}", item::<Pod>())
@@ -94,6 +126,24 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             item::<Deployment>(),
+        )
+        .route("/api/v1/configmaps", get(objects::list::<ConfigMap>))
+        .route(
+            "/api/v1/namespaces/{namespace}/configmaps",
+            collection::<ConfigMap>(),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/configmaps/{name}",
+            item::<ConfigMap>(),
+        )
+        .route("/api/v1/secrets", get(objects::list::<Secret>))
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets",
+            collection::<Secret>(),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            item::<Secret>(),
         )
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())

@@ -67,6 +67,7 @@ pub async fn create<T: ApiResource>(
         }
     }
     obj.clear_status();
+    obj.normalize();
     obj.validate()?;
     let created = state.store.create(obj)?;
     state.store.sync().await?;
@@ -89,6 +90,7 @@ pub async fn replace<T: ApiResource>(
     let updated = modify_checked::<T>(&state.store, &target, |current| {
         check_version::<T>(current, precondition.as_deref())?;
         obj.keep_system_fields(current);
+        obj.normalize();
         obj.check_update(current)?;
         obj.validate()?;
         Ok(obj)

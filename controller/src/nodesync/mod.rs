@@ -7,7 +7,9 @@
 //! publisher runs in its own task, so a slow broker never holds up ingest.
 
 pub mod desired;
+pub mod facts;
 pub mod liveness;
+pub mod refs;
 pub mod status;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::logproxy::LogProxy;
+use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttEvent, MqttSettings};
 use crate::podgc;
 use crate::store::Store;
@@ -38,6 +41,8 @@ pub struct NodeSyncConfig {
     pub debounce: Duration,
     /// How often terminating Pods no agent will confirm are swept (see `podgc::sweep`).
     pub sweep_every: Duration,
+    /// Where the usage figures of each report go (served by the API, never stored).
+    pub metrics: Arc<Metrics>,
 }
 
 impl NodeSyncConfig {
@@ -48,6 +53,7 @@ impl NodeSyncConfig {
             heartbeat_every: Duration::from_secs(60),
             debounce: Duration::from_millis(20),
             sweep_every: Duration::from_secs(2),
+            metrics: Arc::default(),
         }
     }
 }
@@ -58,10 +64,12 @@ pub async fn run(
     mqtt: MqttSettings,
     node_grace: Duration,
     logs: Arc<LogProxy>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let config = NodeSyncConfig {
         node_grace,
+        metrics,
         ..NodeSyncConfig::new(mqtt)
     };
     run_with(store, config, logs, cancel).await
@@ -89,6 +97,7 @@ pub async fn run_with(
         liveness: Liveness::new(config.node_grace, Instant::now()),
         heartbeat_every: config.heartbeat_every,
         logs,
+        metrics: config.metrics.clone(),
         bad_messages: 0,
     };
     // Often enough that a silent node is noticed within about a quarter of the grace.
@@ -151,6 +160,7 @@ struct Ingest {
     liveness: Liveness,
     heartbeat_every: Duration,
     logs: Arc<LogProxy>,
+    metrics: Arc<Metrics>,
     /// Undecodable or rejected messages since start; each one is logged with the count.
     bad_messages: u64,
 }
@@ -164,6 +174,7 @@ impl Ingest {
                         Ok(_) => {
                             self.liveness.heard(node, Instant::now());
                             self.logs.note_heard(node);
+                            self.metrics.record(&report, punnet_api::Time::now());
                         }
                         Err(
                             e @ (status::IngestError::WrongNode { .. }
@@ -244,6 +255,7 @@ mod tests {
             liveness: Liveness::new(Duration::from_secs(40), Instant::now()),
             heartbeat_every: Duration::from_secs(60),
             logs: Arc::new(LogProxy::default()),
+            metrics: Arc::default(),
             bad_messages: 0,
         };
         ingest.handle("punnet/v1/nodes/pi-1/status", b"garbage");

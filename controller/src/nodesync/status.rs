@@ -17,6 +17,7 @@ use punnet_api::{
 use thiserror::Error;
 use tracing::{info, warn};
 
+use super::facts;
 use crate::podgc;
 use crate::store::{Store, StoreError};
 
@@ -68,6 +69,7 @@ fn agent_labels(node: &str, facts: &NodeFacts) -> BTreeMap<String, String> {
     if label_value(hostname).is_ok() {
         labels.insert(LABEL_HOSTNAME.to_string(), hostname.to_string());
     }
+    labels.extend(facts::labels(facts));
     labels
 }
 
@@ -108,6 +110,8 @@ pub fn node_from_report(
     node.metadata
         .annotations
         .insert(AGENT_LABELS_ANNOTATION.into(), keys.join(","));
+    facts::set_annotations(&mut node, facts);
+    facts::set_memory_cgroup_condition(&mut node, facts, now);
 
     let mut resources = BTreeMap::new();
     resources.insert("cpu".to_string(), facts.cpus.to_string());
@@ -346,6 +350,41 @@ mod tests {
         assert_eq!(r.reason.as_deref(), Some("KubeletReady"));
         assert_eq!(r.last_heartbeat_time, Some(at(0)));
         assert!(punnet_api::validate::validate_node(&n).is_ok());
+    }
+
+    #[test]
+    fn board_facts_and_a_missing_memory_cgroup_show_on_the_node() {
+        let every = Duration::from_secs(60);
+        let mut r = report("pi-1");
+        r.facts.board_model = "Raspberry Pi 3 Model B Plus Rev 1.3".into();
+        r.facts.platform = "arm/v7".into();
+        r.facts.cgroup_version = 1;
+        r.facts.memory_cgroup = false;
+        r.facts.memory_cgroup_problem = Some("cgroup_disable=memory in /proc/cmdline".into());
+        let n = node_from_report(None, &r, at(0), every);
+        assert_eq!(
+            n.metadata.labels[facts::LABEL_BOARD],
+            "Raspberry-Pi-3-Model-B-Plus-Rev-1.3"
+        );
+        assert_eq!(
+            n.metadata.annotations[facts::ANNOTATION_CGROUP_VERSION],
+            "1"
+        );
+        assert!(facts::lacks_memory_cgroup(&n));
+        assert!(punnet_api::validate::validate_node(&n).is_ok());
+        // Usage figures changing between reports write nothing.
+        let mut busier = r.clone();
+        busier.facts.cpu_usage_millis = 900;
+        busier.facts.temperature_millicelsius = Some(61_000);
+        busier.facts.memory_available_bytes = 1234;
+        assert_eq!(node_from_report(Some(&n), &busier, at(10), every), n);
+        // Fixed: the condition goes, and the board label stays the agent's.
+        let mut fixed = r.clone();
+        fixed.facts.memory_cgroup = true;
+        fixed.facts.board_model.clear();
+        let n2 = node_from_report(Some(&n), &fixed, at(20), every);
+        assert!(!facts::lacks_memory_cgroup(&n2));
+        assert!(!n2.metadata.labels.contains_key(facts::LABEL_BOARD));
     }
 
     #[test]

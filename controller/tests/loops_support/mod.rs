@@ -16,7 +16,9 @@ use punnet_api::{Container, Deployment, PodStatus, Time};
 use punnet_controller::deployment::{self, DeploymentConfig};
 use punnet_controller::logproxy::{LogProxy, LogProxyConfig};
 use punnet_controller::mqtt::MqttSettings;
+use punnet_controller::nodeipam;
 use punnet_controller::nodesync::{self, NodeSyncConfig};
+use punnet_controller::podcidr::PodCidrs;
 use punnet_controller::scheduling::{self, SchedulingConfig};
 use punnet_controller::store::Store;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -121,6 +123,11 @@ impl Controller {
                     retry: Duration::from_secs(1),
                     ..Default::default()
                 },
+                cancel.clone(),
+            )),
+            tokio::spawn(nodeipam::run(
+                store.clone(),
+                PodCidrs::default(),
                 cancel.clone(),
             )),
             tokio::spawn(nodesync::run_with(
