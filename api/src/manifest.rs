@@ -7,7 +7,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::configdata::{ConfigMap, Secret};
 use crate::object::{Object, Resource};
 use crate::{ConfigMap, Deployment, Node, Pod, Secret};
 
@@ -157,8 +156,6 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
         ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
-        ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
-        ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

@@ -757,6 +757,30 @@ impl Pod {
     }
 }
 
+/// File modes as YAML 1.1 (and so kubectl) reads them: `0644` is octal. A YAML 1.2
+/// parser hands such a value over as the string "0644"; decimal numbers stay decimal.
+fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    if !d.is_human_readable() {
+        return Option::<i32>::deserialize(d);
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Int(i32),
+        Text(String),
+    }
+    match Option::<Mode>::deserialize(d)? {
+        None => Ok(None),
+        Some(Mode::Int(i)) => Ok(Some(i)),
+        Some(Mode::Text(t)) => {
+            let digits = t.strip_prefix("0o").unwrap_or(&t);
+            i32::from_str_radix(digits, 8).map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("{t:?} is not a file mode (octal, like 0644)"))
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod display_status_tests {
     use super::*;
@@ -817,29 +841,5 @@ mod display_status_tests {
             "Running",
             "all done: the app containers count"
         );
-    }
-}
-
-/// File modes as YAML 1.1 (and so kubectl) reads them: `0644` is octal. A YAML 1.2
-/// parser hands such a value over as the string "0644"; decimal numbers stay decimal.
-fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
-    if !d.is_human_readable() {
-        return Option::<i32>::deserialize(d);
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mode {
-        Int(i32),
-        Text(String),
-    }
-    match Option::<Mode>::deserialize(d)? {
-        None => Ok(None),
-        Some(Mode::Int(i)) => Ok(Some(i)),
-        Some(Mode::Text(t)) => {
-            let digits = t.strip_prefix("0o").unwrap_or(&t);
-            i32::from_str_radix(digits, 8).map(Some).map_err(|_| {
-                serde::de::Error::custom(format!("{t:?} is not a file mode (octal, like 0644)"))
-            })
-        }
     }
 }

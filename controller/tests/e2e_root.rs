@@ -98,6 +98,40 @@ impl Fleet {
         fleet
     }
 
+    /// This fleet's own Pod range and bridge, from its (unique) API port, so parallel
+    /// fleets never share addresses or a bridge.
+    fn pod_range(&self) -> String {
+        format!(
+            "10.{}.{}.0/24",
+            200 + (self.http >> 8) % 50,
+            self.http & 0xff
+        )
+    }
+
+    fn bridge(&self) -> String {
+        format!("pe{}", self.http)
+    }
+
+    /// What a killed agent leaves of its Pods' networks (namespaces, addresses, NAT
+    /// rules), released from its saved state as a restarted agent would.
+    fn release_pod_networks(&self) {
+        use punnet_agent::network::{NetworkConfig, PodNetwork};
+        let mut cfg = NetworkConfig::new(&self.agent_dir());
+        cfg.bridge = self.bridge();
+        let Ok(net) = PodNetwork::new(cfg) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        for uid in net.list() {
+            let _ = rt.block_on(net.teardown(&uid));
+        }
+    }
+
     fn controller_dir(&self) -> PathBuf {
         self.dir.path().join("controller")
     }
@@ -121,6 +155,12 @@ impl Fleet {
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--mqtt", &format!("127.0.0.1:{}", self.mqtt)])
             .args(["--node-grace", "5s"])
+            .args([
+                "--cluster-cidr",
+                &self.pod_range(),
+                "--node-cidr-mask-size",
+                "24",
+            ])
             .env("RUST_LOG", "info,rumqttd=warn")
             .stdout(Stdio::null())
             .stderr(self.log("controller.log"))
@@ -142,6 +182,7 @@ impl Fleet {
             .arg("--data-dir")
             .arg(self.agent_dir())
             .args(["--restart-backoff", "1s", "--heartbeat", "1s"])
+            .args(["--cni-bridge", &self.bridge()])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(self.log("agent.log"))
@@ -253,6 +294,10 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         Fleet::kill(&mut self.agent);
         Fleet::kill(&mut self.controller);
+        self.release_pod_networks();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .status();
         // Containers outlive the agent by design: clean up what the test left.
         let data = self.agent_dir();
         for pid in Fleet::processes(&data.to_string_lossy()) {
