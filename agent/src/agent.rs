@@ -24,10 +24,14 @@ use crate::link::{self, Link, LinkError, LinkEvent};
 use crate::logs::{self, LogServer};
 use crate::network::{NetworkConfig, PodNetSpec, PodNetwork};
 use crate::podstatus::{self, StatusInput};
+use crate::probe::{self, ProbeChange, ProbeTarget, Prober};
 use crate::reconcile::{
     self, Action, BackoffPolicy, ContainerKey, PodNet, StartContainer, StartFailure, Waiting,
 };
-use crate::runtime::{ContainerInfo, ContainerState, Runtime, RuntimeError, ShimRuntime};
+use crate::runtime::{
+    ContainerConfig, ContainerInfo, ContainerState, Runtime, RuntimeError, ShimRuntime,
+};
+use crate::shim::exec::ContainerExec;
 use crate::state::{self, LocalState, StateError};
 
 /// Status changes that come in a burst (several containers starting) go out as one report.
@@ -157,6 +161,7 @@ async fn run_inner(
     } else {
         None
     };
+    let exec = ContainerExec::new(config.shim_exe.clone(), config.data_dir.join("containers"));
     let labels = config.labels.clone();
     let facts = tokio::task::spawn_blocking(move || crate::facts::gather(&labels))
         .await
@@ -175,6 +180,8 @@ async fn run_inner(
         logs,
         containers_tx,
         facts,
+        prober: Prober::new(exec.clone()),
+        exec,
         network,
         networks: BTreeMap::new(),
         network_failures: BTreeMap::new(),
@@ -228,12 +235,44 @@ struct Agent {
     reports: Vec<PodReport>,
     /// Refused desired-state messages since start (logged with each refusal).
     rejected_desired: u64,
+    /// Runs commands in containers (exec probes, hooks).
+    exec: ContainerExec,
+    /// Liveness, readiness and startup probes of the running containers.
+    prober: Prober,
     /// Pod networking through CNI; `None` when off (`--no-pod-network`).
     network: Option<Arc<PodNetwork>>,
     /// Pod uid → its network, once set up (or checked) in this agent's life.
     networks: BTreeMap<String, PodNet>,
     /// Pod uid → why its network could not be set up, and when to try again.
     network_failures: BTreeMap<String, (String, Instant)>,
+}
+
+/// How long a postStart handler may run.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The prober's name for a container across its runs.
+fn probe_key(config: &ContainerConfig) -> String {
+    format!("{}/{}", config.pod_uid, config.container_name)
+}
+
+/// What a lifecycle handler needs of its container, from what the container was
+/// started with (the Pod may be gone from the desired state by the time preStop runs).
+fn hook_target(config: &ContainerConfig) -> ProbeTarget {
+    ProbeTarget {
+        key: probe_key(config),
+        container_id: config.id.clone(),
+        started_at: SystemTime::now(),
+        spec: punnet_api::pod::Container {
+            name: config.container_name.clone(),
+            ports: config.hooks.ports.clone(),
+            ..Default::default()
+        },
+        pod_ip: config
+            .hooks
+            .pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok()),
+    }
 }
 
 /// How long a Pod whose network setup failed waits before the next attempt.
@@ -245,6 +284,7 @@ fn open_network(config: &AgentConfig, pod_cidr: Option<&str>) -> Option<Arc<PodN
     cfg.pod_cidr = pod_cidr.map(str::to_string);
     cfg.plugin_dirs = config.cni_bin_dirs.clone();
     cfg.bridge = config.cni_bridge.clone();
+    cfg.netns_dir = config.netns_dir();
     match PodNetwork::new(cfg) {
         Ok(net) => {
             if let Err(e) = net.check_plugins() {
@@ -307,6 +347,17 @@ impl Agent {
                     if outcome.status_changed && status_due.is_none() {
                         status_due = Some(Instant::now() + STATUS_DEBOUNCE);
                     }
+                }
+                events = self.prober.next_events() => {
+                    for e in &events {
+                        match &e.change {
+                            ProbeChange::Restart(r) => tracing::info!(container = %e.container_id, reason = %r.message, "{}", r.kill_message(e.key.rsplit('/').next().unwrap_or(&e.key))),
+                            ProbeChange::Unhealthy { message, .. } => tracing::debug!(container = %e.container_id, "{message}"),
+                            _ => {}
+                        }
+                    }
+                    // Readiness and restarts are level-triggered: reconcile looks again.
+                    next_reconcile = Instant::now();
                 }
                 _ = heartbeat.tick() => {
                     let labels = self.config.labels.clone();
@@ -415,6 +466,16 @@ impl Agent {
         self.failures
             .retain(|k, _| self.pods.iter().any(|p| reconcile::pod_uid(p) == k.pod_uid));
         self.ensure_networks().await;
+        let unhealthy: BTreeSet<String> = containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+            .filter(|c| {
+                self.prober
+                    .status(&probe_key(&c.config), &c.config.id)
+                    .is_some_and(|s| s.restart.is_some())
+            })
+            .map(|c| c.config.id.clone())
+            .collect();
         let network_errors: BTreeMap<String, String> = self
             .network_failures
             .iter()
@@ -441,6 +502,7 @@ impl Agent {
                 pod_network: self.network.is_some(),
                 networks: Some(&self.networks),
                 network_errors: Some(&network_errors),
+                unhealthy: Some(&unhealthy),
             },
         });
         outcome.requeue_after = plan.requeue_after;
@@ -463,17 +525,106 @@ impl Agent {
                 .actions
                 .iter()
                 .any(|a| matches!(a, Action::Start(_) | Action::Stop { .. }));
-            self.execute(std::mem::take(&mut plan.actions), &mut plan.waiting)
-                .await;
+            self.execute(
+                std::mem::take(&mut plan.actions),
+                &mut plan.waiting,
+                &containers,
+            )
+            .await;
             match self.list().await {
                 Some((c, _)) => c,
                 None => containers,
             }
         };
         self.teardown_networks(&containers).await;
+        self.update_probes(&containers);
         outcome.status_changed = self.update_status(&containers, &plan.waiting);
         self.containers_tx.send_replace(Arc::new(containers));
         outcome
+    }
+
+    /// Runs the container's preStop handler (bounded by its grace period), then stops it.
+    fn spawn_pre_stop_then_stop(&self, config: ContainerConfig) {
+        let (rt, exec) = (self.runtime.clone(), self.exec.clone());
+        tokio::spawn(async move {
+            if let Some(handler) = &config.hooks.pre_stop {
+                let target = hook_target(&config);
+                let deadline = std::time::Instant::now() + config.grace_period;
+                if let Err(e) = probe::run_handler(handler, &target, &exec, deadline).await {
+                    tracing::warn!(container = %config.id, error = %e, "preStop hook failed");
+                }
+            }
+            let id = config.id.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || rt.stop(&id)).await {
+                tracing::warn!(container = %config.id, error = %e, "could not stop container");
+            }
+        });
+    }
+
+    /// Runs a started container's postStart handler; a failure kills the container
+    /// (`FailedPostStartHook`), which then restarts under the Pod's policy.
+    fn spawn_post_start(&self, config: ContainerConfig) {
+        let (rt, exec) = (self.runtime.clone(), self.exec.clone());
+        tokio::spawn(async move {
+            let Some(handler) = &config.hooks.post_start else {
+                return;
+            };
+            let target = hook_target(&config);
+            let deadline = std::time::Instant::now() + POST_START_TIMEOUT;
+            if let Err(e) = probe::run_handler(handler, &target, &exec, deadline).await {
+                tracing::warn!(container = %config.id, error = %e, "FailedPostStartHook: killing the container");
+                let id = config.id.clone();
+                let _ = tokio::task::spawn_blocking(move || rt.stop(&id)).await;
+            }
+        });
+    }
+
+    /// Hands the prober the running containers of the desired Pods.
+    fn update_probes(&mut self, containers: &[ContainerInfo]) {
+        let mut targets = Vec::new();
+        for c in containers {
+            let ContainerState::Running { started_at, .. } = c.state else {
+                continue;
+            };
+            let Some(pod) = self
+                .pods
+                .iter()
+                .find(|p| reconcile::pod_uid(p) == c.config.pod_uid)
+            else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(spec) = pod
+                .spec
+                .containers
+                .iter()
+                .find(|s| s.name == c.config.container_name)
+            else {
+                continue;
+            };
+            if spec.liveness_probe.is_none()
+                && spec.readiness_probe.is_none()
+                && spec.startup_probe.is_none()
+            {
+                continue;
+            }
+            let pod_ip = self
+                .networks
+                .get(&c.config.pod_uid)
+                .map(|n| n.ip.clone())
+                .or_else(|| self.facts.addresses.first().cloned())
+                .and_then(|ip| ip.parse().ok());
+            targets.push(ProbeTarget {
+                key: probe_key(&c.config),
+                container_id: c.config.id.clone(),
+                started_at,
+                spec: spec.clone(),
+                pod_ip,
+            });
+        }
+        self.prober.update(&targets, std::time::Instant::now());
     }
 
     /// Sets up the network of every desired Pod that needs one and has none yet.
@@ -562,6 +713,7 @@ impl Agent {
         &mut self,
         actions: Vec<Action>,
         waiting: &mut BTreeMap<ContainerKey, Waiting>,
+        containers: &[ContainerInfo],
     ) {
         let mut starts = Vec::new();
         for action in actions {
@@ -569,6 +721,16 @@ impl Agent {
                 Action::Start(s) => starts.push(*s),
                 Action::Stop { id } => {
                     tracing::info!(container = %id, "stopping container");
+                    let config = containers
+                        .iter()
+                        .find(|c| c.config.id == id)
+                        .map(|c| &c.config);
+                    if let Some(config) = config.filter(|c| c.hooks.pre_stop.is_some()) {
+                        // preStop may take up to the grace period: off the loop.
+                        self.spawn_pre_stop_then_stop(config.clone());
+                        self.stopping.insert(id, Instant::now());
+                        continue;
+                    }
                     let rt = self.runtime.clone();
                     let stop_id = id.clone();
                     match tokio::task::spawn_blocking(move || rt.stop(&stop_id)).await {
@@ -638,6 +800,9 @@ impl Agent {
             match result {
                 Ok(()) => {
                     self.failures.remove(&s.key);
+                    if s.config.hooks.post_start.is_some() {
+                        self.spawn_post_start(s.config.clone());
+                    }
                 }
                 Err(err) => {
                     let attempts = self.failures.get(&s.key).map_or(0, |f| f.attempts) + 1;
@@ -688,6 +853,13 @@ impl Agent {
         // Pods being stopped are reported too, until their last container is removed:
         // that is how the controller learns a terminating Pod is gone.
         let leftovers = podstatus::leftover_pods(&desired_uids, containers);
+        let probes: BTreeMap<String, (bool, bool)> = containers
+            .iter()
+            .filter_map(|c| {
+                let s = self.prober.status(&probe_key(&c.config), &c.config.id)?;
+                Some((c.config.id.clone(), (s.started, s.ready)))
+            })
+            .collect();
         for pod in self.pods.iter().chain(leftovers.iter()) {
             let uid = reconcile::pod_uid(pod);
             let pod_ip = match self.networks.get(&uid) {
@@ -704,6 +876,7 @@ impl Agent {
                 previous: self.statuses.get(&uid),
                 host_ip: host_ip.as_deref(),
                 pod_ip,
+                probes: Some(&probes),
                 now,
             });
             reports.push(PodReport {

@@ -127,6 +127,17 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// Where this agent's Pod network namespaces are bind-mounted: under /run (they do
+    /// not survive a reboot, and neither do the namespaces), one directory per data dir
+    /// so that agents sharing a host (tests, a second fleet) never see each other's.
+    pub fn netns_dir(&self) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.data_dir.to_string_lossy().as_bytes());
+        PathBuf::from("/run/punnet")
+            .join(&hex::encode(digest)[..12])
+            .join("netns")
+    }
+
     /// Checks what would otherwise fail later in a confusing way.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let name = &self.node_name;

@@ -228,6 +228,18 @@ pub fn container_config(
         },
         devices: Vec::new(),
         security: security(ctx, pod, container)?,
+        hooks: crate::runtime::Hooks {
+            post_start: container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.post_start.clone()),
+            pre_stop: container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.clone()),
+            ports: container.ports.clone(),
+            pod_ip: ctx.pod_ip.map(str::to_string),
+        },
         grace_period: Duration::from_secs(pod.spec.grace_period_seconds()),
         log_path: log_path(ctx.data_dir, pod, &container.name, restart),
     };

@@ -23,6 +23,9 @@ pub struct StatusInput<'a> {
     pub host_ip: Option<&'a str>,
     /// The Pod's own address (CNI), or the host's for host-network Pods.
     pub pod_ip: Option<&'a str>,
+    /// Container id → (started, ready) from its probes, for running containers the
+    /// prober knows.
+    pub probes: Option<&'a BTreeMap<String, (bool, bool)>>,
     pub now: SystemTime,
 }
 
@@ -135,11 +138,20 @@ fn container_status(input: &StatusInput, uid: &str, spec: &api::Container) -> ap
         }
     };
     let is_running = running.is_some();
+    // Until the prober has a result: started unless there is a startup probe, ready
+    // unless there is a readiness or startup probe.
+    let (probe_started, probe_ready) = running
+        .and_then(|r| input.probes.and_then(|p| p.get(&r.config.id)))
+        .copied()
+        .unwrap_or((
+            spec.startup_probe.is_none(),
+            spec.startup_probe.is_none() && spec.readiness_probe.is_none(),
+        ));
     api::ContainerStatus {
         name: spec.name.clone(),
         state,
         last_state,
-        ready: is_running && pod.metadata.deletion_timestamp.is_none(),
+        ready: is_running && probe_ready && pod.metadata.deletion_timestamp.is_none(),
         restart_count: runs
             .iter()
             .map(|c| c.config.restart_count)
@@ -148,7 +160,7 @@ fn container_status(input: &StatusInput, uid: &str, spec: &api::Container) -> ap
         image: spec.image.clone(),
         image_id: String::new(),
         container_id: runs.last().map(|c| format!("punnet://{}", c.config.id)),
-        started: Some(is_running),
+        started: Some(is_running && probe_started),
     }
 }
 
@@ -469,6 +481,7 @@ mod tests {
             previous,
             host_ip: Some("192.168.1.20"),
             pod_ip: Some("10.42.0.5"),
+            probes: None,
             now: t(100),
         })
     }

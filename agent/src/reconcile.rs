@@ -139,6 +139,9 @@ pub struct Sources<'a> {
     pub networks: Option<&'a BTreeMap<String, PodNet>>,
     /// Pod uid → why its network setup failed.
     pub network_errors: Option<&'a BTreeMap<String, String>>,
+    /// Running containers whose liveness or startup probe failed: stopped, then
+    /// restarted under the Pod's restart policy.
+    pub unhealthy: Option<&'a BTreeSet<String>>,
 }
 
 /// A Pod's network as the reconciler needs it.
@@ -328,6 +331,17 @@ fn plan_container(
 ) {
     let running: Vec<_> = runs.iter().filter(|c| is_running(c)).collect();
     let newest_running = running.last().map(|c| c.config.restart_count);
+    if let Some(c) = running.last() {
+        let failed = input
+            .sources
+            .unhealthy
+            .is_some_and(|u| u.contains(&c.config.id));
+        if failed && !terminating && !input.stopping.contains(&c.config.id) {
+            plan.actions.push(Action::Stop {
+                id: c.config.id.clone(),
+            });
+        }
+    }
     // Never two copies: only the newest running one is kept.
     for c in running.iter().rev().skip(usize::from(!terminating)) {
         if !input.stopping.contains(&c.config.id) {

@@ -128,6 +128,7 @@ impl Drop for Cleanup {
         let _ = Command::new("ip")
             .args(["link", "del"])
             .arg(bridge())
+            .stderr(Stdio::null())
             .status();
     }
 }
@@ -221,9 +222,11 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
         "{pod_ip} not in {}",
         pod_cidr()
     );
-    let netns = format!("/run/punnet/netns/{}", uid("web"));
+    let mut agent_config = punnet_agent::config::AgentConfig::new(NODE);
+    agent_config.data_dir = data.clone();
+    let netns = agent_config.netns_dir().join(uid("web"));
     let addr = Command::new("nsenter")
-        .arg(format!("--net={netns}"))
+        .arg(format!("--net={}", netns.display()))
         .args(["ip", "-4", "-o", "addr", "show", "eth0"])
         .output()
         .unwrap();
@@ -323,7 +326,7 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
     .await;
     // ...and releases the Pod's network.
     eventually(Duration::from_secs(10), || {
-        !Path::new(&netns).exists()
+        !netns.exists()
             && !data
                 .join("network")
                 .join(format!("{}.json", uid("web")))
@@ -336,4 +339,134 @@ async fn agent_binary_runs_real_containers_and_readopts_them() {
         eprintln!("{log}");
     }
     assert!(log.contains("imported image archive"), "{log}");
+}
+
+fn status_of<'a>(
+    report: &'a NodeStatusReport,
+    name: &str,
+) -> Option<&'a punnet_api::pod::PodStatus> {
+    report
+        .pods
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| &p.status)
+}
+
+/// Probes and hooks on real containers: readiness holds a container unready until its
+/// probe passes, a failing liveness probe restarts its container, and preStop runs
+/// before the container is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_restart_the_unhealthy_and_pre_stop_runs() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let import = data.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
+    let made = Command::new(&script)
+        .arg(import.join("busybox.tar"))
+        .arg("busybox:probes")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _cleanup = Cleanup(data.clone());
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    let broker = Mosquitto::start();
+    let mut controller = Controller::connect(broker.port).await;
+    let mut agent = AgentProcess::spawn(&broker.url(), &data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+
+    let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
+    let host_pod = |name: &str, command: &str| {
+        let mut p = pod(name, &uid(name), "Always", command);
+        p.spec.host_network = Some(true);
+        p.spec.containers[0].image = "busybox:probes".into();
+        p
+    };
+    let exec_probe = |cmd: &[&str]| punnet_api::pod::Probe {
+        exec: Some(punnet_api::pod::ExecAction {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(1),
+        ..Default::default()
+    };
+    let mut slow = host_pod("slow", "sleep 3; touch /tmp/ready; exec sleep 1000");
+    slow.spec.containers[0].readiness_probe = Some(exec_probe(&["cat", "/tmp/ready"]));
+    let mut sick = host_pod("sick", "exec sleep 1000");
+    sick.spec.containers[0].liveness_probe = Some(exec_probe(&["false"]));
+    let mut hook = host_pod("hook", "exec sleep 1000");
+    hook.spec.volumes = vec![punnet_api::pod::Volume {
+        name: "out".into(),
+        host_path: Some(punnet_api::pod::HostPathVolumeSource {
+            path: out_dir.to_string_lossy().into_owned(),
+            type_: None,
+        }),
+        ..Default::default()
+    }];
+    hook.spec.containers[0].volume_mounts = vec![punnet_api::pod::VolumeMount {
+        name: "out".into(),
+        mount_path: "/out".into(),
+        ..Default::default()
+    }];
+    hook.spec.containers[0].lifecycle = Some(punnet_api::pod::Lifecycle {
+        pre_stop: Some(punnet_api::pod::LifecycleHandler {
+            exec: Some(punnet_api::pod::ExecAction {
+                command: vec!["sh".into(), "-c".into(), "echo bye > /out/pre-stop".into()],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    controller
+        .publish_desired(1, vec![slow.clone(), sick.clone(), hook.clone()])
+        .await;
+
+    // Running but not ready until the file exists.
+    let report = controller
+        .wait_status(Duration::from_secs(30), |r| {
+            status_of(r, "slow").is_some_and(|s| s.phase.as_deref() == Some("Running"))
+        })
+        .await;
+    let s = status_of(&report, "slow").unwrap();
+    assert!(!s.container_statuses[0].ready, "{s:?}");
+    controller
+        .wait_status(Duration::from_secs(30), |r| {
+            status_of(r, "slow").is_some_and(|s| {
+                s.container_statuses[0].ready
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await;
+
+    // The failing liveness probe restarts its container.
+    let report = controller
+        .wait_status(Duration::from_secs(40), |r| {
+            status_of(r, "sick").is_some_and(|s| s.container_statuses[0].restart_count >= 1)
+        })
+        .await;
+    let s = status_of(&report, "sick").unwrap();
+    assert!(
+        s.container_statuses[0].last_state.terminated.is_some(),
+        "{s:?}"
+    );
+
+    // Removing the hook Pod runs its preStop first.
+    controller
+        .publish_desired(2, vec![slow.clone(), sick.clone()])
+        .await;
+    let marker = out_dir.join("pre-stop");
+    eventually(Duration::from_secs(20), || marker.exists()).await;
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "bye\n");
+
+    controller.publish_desired(3, vec![]).await;
+    let rt = runtime(&data);
+    eventually(Duration::from_secs(30), || rt.list().unwrap().is_empty()).await;
+    agent.terminate();
 }

@@ -118,6 +118,9 @@ impl Fleet {
         use punnet_agent::network::{NetworkConfig, PodNetwork};
         let mut cfg = NetworkConfig::new(&self.agent_dir());
         cfg.bridge = self.bridge();
+        let mut agent = punnet_agent::config::AgentConfig::new(&self.node);
+        agent.data_dir = self.agent_dir();
+        cfg.netns_dir = agent.netns_dir();
         let Ok(net) = PodNetwork::new(cfg) else {
             return;
         };
@@ -297,6 +300,7 @@ impl Drop for Fleet {
         self.release_pod_networks();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
             .status();
         // Containers outlive the agent by design: clean up what the test left.
         let data = self.agent_dir();

@@ -55,10 +55,25 @@ pub struct ContainerConfig {
     pub devices: Vec<DeviceNode>,
     #[serde(default)]
     pub security: SecuritySettings,
+    /// Lifecycle hooks, kept with the container: preStop still runs when the Pod is
+    /// gone from the desired state.
+    #[serde(default)]
+    pub hooks: Hooks,
     /// SIGTERM, then SIGKILL after this long, when the container is stopped.
     pub grace_period: Duration,
     /// Where the shim appends the container's stdout/stderr, CRI log format.
     pub log_path: PathBuf,
+}
+
+/// A container's postStart and preStop handlers, with what resolving them needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hooks {
+    pub post_start: Option<punnet_api::pod::LifecycleHandler>,
+    pub pre_stop: Option<punnet_api::pod::LifecycleHandler>,
+    /// For named ports in httpGet handlers.
+    pub ports: Vec<punnet_api::pod::ContainerPort>,
+    /// Default host of httpGet handlers.
+    pub pod_ip: Option<String>,
 }
 
 /// How a container is confined; `Default` is what a Pod without `securityContext` gets.

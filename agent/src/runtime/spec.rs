@@ -527,6 +527,7 @@ mod tests {
             netns_path: None,
             devices: vec![],
             security: Default::default(),
+            hooks: Default::default(),
             grace_period: Duration::from_secs(1),
             log_path: "/tmp/log".into(),
         }

@@ -77,6 +77,7 @@ impl Env {
             netns_path: None,
             devices: vec![],
             security: Default::default(),
+            hooks: Default::default(),
             grace_period: Duration::from_secs(5),
             log_path: self.tmp.path().join("logs").join(format!("{id}.log")),
         }
