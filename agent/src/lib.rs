@@ -9,6 +9,7 @@ pub mod image;
 pub mod import;
 pub mod link;
 pub mod logs;
+pub mod platform;
 pub mod podstatus;
 pub mod reconcile;
 pub mod runtime;
