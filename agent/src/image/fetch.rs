@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::oci::{self, Descriptor};
-use super::pull::{join_error, Progress, PullError, Session};
+use super::progress::Progress;
+use super::pull::{join_error, PullError};
+use super::session::Session;
 use super::{archive, io_ctx, ImageError, ImageStore};
 
 /// Attempts in a row that bring no new byte before a download gives up; each attempt

@@ -24,9 +24,11 @@ mod fetch;
 mod gc;
 mod layer;
 mod oci;
+mod progress;
 mod pull;
 mod reference;
 mod select;
+mod session;
 
 use std::collections::BTreeMap;
 use std::fs;
