@@ -3,6 +3,7 @@
 //! verified against its digest and unpacked once. Registry I/O goes through
 //! `oci-client` ([`super::session`]); layer downloads are in [`super::fetch`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -190,6 +191,14 @@ pub(super) async fn pull(
     }
 }
 
+/// The platform manifest a reference leads to.
+struct ChosenManifest {
+    bytes: Vec<u8>,
+    digest: String,
+    /// The index it was picked from, if the reference named one.
+    index_digest: Option<String>,
+}
+
 async fn fetch_and_store(
     store: &ImageStore,
     parsed: &Reference,
@@ -200,44 +209,13 @@ async fn fetch_and_store(
         reference: session.reference.clone(),
         source,
     };
-    let (top_bytes, top_digest) = session.manifest(&session.oci_ref).await?;
-    let top: AnyManifest = serde_json::from_slice(&top_bytes).map_err(|e| {
-        session.unsupported(format!("manifest {top_digest} is not valid JSON: {e}"))
-    })?;
-    if top.schema_version.is_some_and(|v| v != 2) {
-        return Err(session.unsupported(format!(
-            "manifest schema version {:?} is not supported (only 2)",
-            top.schema_version
-        )));
-    }
-    let is_index = top.manifests.is_some()
-        || matches!(
-            top.media_type.as_deref(),
-            Some(oci::MEDIA_TYPE_INDEX | oci::MEDIA_TYPE_DOCKER_LIST)
-        );
-    let (manifest_bytes, manifest_digest, index_digest) = if is_index {
-        let entries = top.manifests.unwrap_or_default();
-        let chosen = select::pick(&opts.platform, &entries).map_err(|offered| {
-            PullError::NoMatchingPlatform {
-                reference: session.reference.clone(),
-                wanted: opts.platform.to_string(),
-                offered,
-            }
-        })?;
-        let (bytes, digest) = session.manifest(&session.by_digest(&chosen.digest)).await?;
-        if digest != chosen.digest {
-            return Err(session.digest_mismatch(&chosen.digest, &digest));
-        }
-        (bytes, digest, Some(top_digest))
-    } else {
-        (top_bytes, top_digest, None)
-    };
-    let manifest: oci::Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+    let chosen = choose_manifest(session, &opts.platform).await?;
+    let manifest: oci::Manifest = serde_json::from_slice(&chosen.bytes).map_err(|e| {
         session.unsupported(format!(
-            "manifest {manifest_digest} is not an image manifest: {e}"
+            "manifest {} is not an image manifest: {e}",
+            chosen.digest
         ))
     })?;
-
     let config_bytes = session.small_blob(&manifest.config).await?;
     let config: oci::ImageConfigBlob = serde_json::from_slice(&config_bytes).map_err(|e| {
         session.unsupported(format!(
@@ -245,38 +223,7 @@ async fn fetch_and_store(
             manifest.config.digest
         ))
     })?;
-    let image_platform = config.platform_string();
-    if !is_index
-        && opts
-            .platform
-            .accepts(
-                config.os.as_deref().unwrap_or("linux"),
-                config.architecture.as_deref().unwrap_or_default(),
-                config.variant.as_deref(),
-            )
-            .is_none()
-    {
-        return Err(PullError::PlatformMismatch {
-            reference: session.reference.clone(),
-            wanted: opts.platform.to_string(),
-            image_platform,
-        });
-    }
-    if manifest.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(session.unsupported(format!(
-            "manifest {manifest_digest} has {} layers but its config lists {} diff-ids",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
-    for layer in &manifest.layers {
-        if !fetch::is_supported_layer(&layer.media_type) {
-            return Err(session.unsupported(format!(
-                "layer {} has media type {}, which this agent cannot unpack (gzip or plain tar only); re-push the image with gzip layers",
-                layer.digest, layer.media_type
-            )));
-        }
-    }
+    check_image(session, opts, &chosen, &manifest, &config)?;
 
     // Held until the index names the image, so a concurrent gc cannot delete a layer
     // this pull found present and skipped.
@@ -285,69 +232,37 @@ async fn fetch_and_store(
         .put_blob(&manifest.config.digest, config_bytes)
         .await
         .map_err(store_err)?;
-
     let layers: Vec<(Descriptor, String)> = manifest
         .layers
         .iter()
         .cloned()
         .zip(config.rootfs.diff_ids.iter().cloned())
         .collect();
-    let progress = Arc::new(Progress::new(&layers, opts.progress.clone()));
-    let missing: Vec<(Descriptor, String)> = layers
-        .into_iter()
-        .filter(|(_, diff_id)| !store.has_layer(diff_id))
-        .collect();
-    for (desc, _) in &missing {
-        progress.forget_layer(desc.size);
-    }
-    progress.report();
-    let fetched = missing.len();
-    let image_name = session.reference.clone();
-    futures_util::stream::iter(missing.into_iter().map(|(desc, diff_id)| {
-        let progress = progress.clone();
-        let image_name = image_name.clone();
-        async move {
-            let blob = fetch::download(store, session, &desc, &progress).await?;
-            fetch::unpack(store, &image_name, blob, desc.clone(), diff_id)
-                .await
-                .map_err(|source| PullError::Store {
-                    reference: image_name.clone(),
-                    source,
-                })?;
-            progress.layer_done();
-            Ok::<(), PullError>(())
-        }
-    }))
-    .buffer_unordered(opts.max_concurrent_layers.max(1))
-    .try_collect::<Vec<()>>()
-    .await?;
-
+    let (layers_fetched, bytes_fetched) = fetch_layers(store, session, opts, layers).await?;
     store
-        .put_blob(&manifest_digest, manifest_bytes)
+        .put_blob(&chosen.digest, chosen.bytes)
         .await
         .map_err(store_err)?;
+
     let repo = format!("{}/{}", parsed.domain, parsed.path);
-    let mut entries = Vec::new();
     let key = match &parsed.digest {
         Some(d) => format!("{repo}@{d}"),
         None => parsed.tagged_name().unwrap_or_else(|| repo.clone()),
     };
-    entries.push(LoadedImage {
-        reference: key.clone(),
-        digest: manifest_digest.clone(),
-    });
-    let repo_digest = index_digest
-        .clone()
-        .unwrap_or_else(|| manifest_digest.clone());
+    let repo_digest = chosen.index_digest.as_deref().unwrap_or(&chosen.digest);
     let image_id = format!("{repo}@{repo_digest}");
+    let mut entries = vec![LoadedImage {
+        reference: key.clone(),
+        digest: chosen.digest.clone(),
+    }];
     if image_id != key {
         entries.push(LoadedImage {
             reference: image_id.clone(),
-            digest: manifest_digest.clone(),
+            digest: chosen.digest.clone(),
         });
     }
     let index_store = store.clone();
-    let touch_digest = manifest_digest.clone();
+    let touch_digest = chosen.digest.clone();
     tokio::task::spawn_blocking(move || {
         index_store.add_to_index(&entries)?;
         index_store.touch(&touch_digest);
@@ -359,13 +274,143 @@ async fn fetch_and_store(
 
     Ok(PulledImage {
         reference: key,
-        digest: manifest_digest,
-        index_digest,
+        digest: chosen.digest,
+        index_digest: chosen.index_digest,
         image_id,
-        platform: image_platform,
-        bytes_fetched: progress.fetched_bytes(),
-        layers_fetched: fetched,
+        platform: config.platform_string(),
+        bytes_fetched,
+        layers_fetched,
     })
+}
+
+/// Fetches what the reference names and, for an index, the manifest for `platform`.
+async fn choose_manifest(
+    session: &Session,
+    platform: &Platform,
+) -> Result<ChosenManifest, PullError> {
+    let (top_bytes, top_digest) = session.manifest(&session.oci_ref).await?;
+    let top: AnyManifest = serde_json::from_slice(&top_bytes).map_err(|e| {
+        session.unsupported(format!("manifest {top_digest} is not valid JSON: {e}"))
+    })?;
+    if top.schema_version.is_some_and(|v| v != 2) {
+        return Err(session.unsupported(format!(
+            "manifest schema version {:?} is not supported (only 2); re-push the image with a current tool",
+            top.schema_version
+        )));
+    }
+    let is_index = top.manifests.is_some()
+        || matches!(
+            top.media_type.as_deref(),
+            Some(oci::MEDIA_TYPE_INDEX | oci::MEDIA_TYPE_DOCKER_LIST)
+        );
+    if !is_index {
+        return Ok(ChosenManifest {
+            bytes: top_bytes,
+            digest: top_digest,
+            index_digest: None,
+        });
+    }
+    let entries = top.manifests.unwrap_or_default();
+    let entry =
+        select::pick(platform, &entries).map_err(|offered| PullError::NoMatchingPlatform {
+            reference: session.reference.clone(),
+            wanted: platform.to_string(),
+            offered,
+        })?;
+    let (bytes, digest) = session.manifest(&session.by_digest(&entry.digest)).await?;
+    if digest != entry.digest {
+        return Err(session.digest_mismatch(&entry.digest, &digest));
+    }
+    Ok(ChosenManifest {
+        bytes,
+        digest,
+        index_digest: Some(top_digest),
+    })
+}
+
+/// Refuses an image this agent cannot run or unpack. A single-platform image is checked
+/// by its config, since no index entry vouched for its platform.
+fn check_image(
+    session: &Session,
+    opts: &PullOptions,
+    chosen: &ChosenManifest,
+    manifest: &oci::Manifest,
+    config: &oci::ImageConfigBlob,
+) -> Result<(), PullError> {
+    let runs_here = opts
+        .platform
+        .accepts(
+            config.os.as_deref().unwrap_or("linux"),
+            config.architecture.as_deref().unwrap_or_default(),
+            config.variant.as_deref(),
+        )
+        .is_some();
+    if chosen.index_digest.is_none() && !runs_here {
+        return Err(PullError::PlatformMismatch {
+            reference: session.reference.clone(),
+            wanted: opts.platform.to_string(),
+            image_platform: config.platform_string(),
+        });
+    }
+    if manifest.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(session.unsupported(format!(
+            "manifest {} has {} layers but its config lists {} diff-ids",
+            chosen.digest,
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    match manifest
+        .layers
+        .iter()
+        .find(|l| !fetch::is_supported_layer(&l.media_type))
+    {
+        Some(layer) => Err(session.unsupported(format!(
+            "layer {} has media type {}, which this agent cannot unpack (gzip or plain tar only); re-push the image with gzip layers",
+            layer.digest, layer.media_type
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Downloads and unpacks the layers the store lacks, `max_concurrent_layers` at once.
+/// Returns how many layers and bytes were fetched.
+async fn fetch_layers(
+    store: &ImageStore,
+    session: &Session,
+    opts: &PullOptions,
+    layers: Vec<(Descriptor, String)>,
+) -> Result<(usize, u64), PullError> {
+    let progress = Arc::new(Progress::new(&layers, opts.progress.clone()));
+    // A layer listed twice is fetched once; its second entry counts as done.
+    let mut seen = HashSet::new();
+    let missing: Vec<(Descriptor, String)> = layers
+        .into_iter()
+        .filter(|(_, diff_id)| !store.has_layer(diff_id) && seen.insert(diff_id.clone()))
+        .collect();
+    for (desc, _) in &missing {
+        progress.forget_layer(desc.size);
+    }
+    progress.report();
+    let count = missing.len();
+    futures_util::stream::iter(missing.into_iter().map(|(desc, diff_id)| {
+        let progress = progress.clone();
+        async move {
+            let blob = fetch::download(store, session, &desc, &progress).await?;
+            fetch::unpack(store, &session.reference, blob, desc, diff_id)
+                .await
+                .map_err(|source| PullError::Store {
+                    reference: session.reference.clone(),
+                    source,
+                })?;
+            progress.layer_done();
+            Ok::<(), PullError>(())
+        }
+    }))
+    .buffer_unordered(opts.max_concurrent_layers.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok((count, progress.fetched_bytes()))
 }
 
 pub(super) fn join_error(e: tokio::task::JoinError) -> ImageError {
