@@ -189,6 +189,33 @@ async fn a_download_cut_halfway_resumes_with_a_range_request() {
             .is_none(),
         "no partial file is left behind"
     );
+
+    // A pull that gave up leaves its partial file in tmp/; the next pull (here into a
+    // fresh store seeded with half the layer) asks only for the rest.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path()).unwrap();
+    let data = &image
+        .blobs
+        .iter()
+        .find(|(d, _)| *d == image.data_layer)
+        .unwrap()
+        .1;
+    let hex = image.data_layer.strip_prefix("sha256:").unwrap();
+    let half = data.len() / 2;
+    std::fs::write(
+        tmp.path().join("tmp").join(format!("partial-{hex}")),
+        &data[..half],
+    )
+    .unwrap();
+    proxy.ranges.lock().unwrap().clear();
+    let pulled = store
+        .pull(&reference, &opts("linux/arm/v7", &proxy.host()))
+        .await
+        .unwrap();
+    assert_eq!(variant_in(&store, &reference), "linux/arm/v7");
+    let ranges = proxy.ranges.lock().unwrap().clone();
+    assert_eq!(ranges, vec![format!("range: bytes={half}-")]);
+    assert_eq!(pulled.bytes_fetched, layer_bytes - half as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -383,7 +383,7 @@ impl TestImage {
 }
 
 /// A loopback TCP proxy to a registry that cuts the first response to a GET of one
-/// blob after `cut_after` bytes, and records the Range headers clients send.
+/// blob after `cut_after` bytes, and records (lowercased) the Range headers sent for it.
 pub struct CuttingProxy {
     pub port: u16,
     pub cuts: Arc<AtomicUsize>,
@@ -460,7 +460,7 @@ async fn relay(
             if text.contains(&needle) {
                 for line in text.lines() {
                     if line.to_ascii_lowercase().starts_with("range:") {
-                        ranges.lock().unwrap().push(line.trim().to_string());
+                        ranges.lock().unwrap().push(line.trim().to_ascii_lowercase());
                     }
                 }
                 if upstream_cuts.load(Ordering::SeqCst) == 0 {
