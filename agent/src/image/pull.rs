@@ -419,3 +419,28 @@ pub(super) fn join_error(e: tokio::task::JoinError) -> ImageError {
         source: std::io::Error::other(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_can_run_on_a_spawned_task() {
+        fn is_send<T: Send>(_: &T) {}
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let opts = PullOptions::new("linux/arm/v7".parse().unwrap());
+        let pull = store.pull("busybox", &opts);
+        is_send(&pull);
+    }
+
+    #[tokio::test]
+    async fn a_bad_reference_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let opts = PullOptions::new("linux/arm64".parse().unwrap());
+        let err = store.pull("Bad/Name", &opts).await.unwrap_err();
+        assert!(matches!(err, PullError::InvalidReference { .. }), "{err}");
+        assert!(err.to_string().contains("Bad/Name"), "{err}");
+    }
+}
