@@ -104,7 +104,7 @@ pub enum ImageError {
         #[source]
         source: UnpackError,
     },
-    #[error("image {image}: layer {layer} unpacks to diff-id {actual}, but the image config expects {expected}; the archive is corrupt")]
+    #[error("image {image}: layer {layer} unpacks to diff-id {actual}, but the image config expects {expected}; the image (its archive or its registry copy) is corrupt")]
     DiffIdMismatch {
         image: String,
         layer: String,
