@@ -232,6 +232,27 @@ impl ImageStore {
         })
     }
 
+    /// The Pod status `imageID` of a stored image: `repository@sha256:...` with the digest
+    /// the registry knows it by (a pulled multi-platform image's index digest), else the
+    /// manifest digest.
+    pub fn image_id(&self, reference: &str) -> Result<String, ImageError> {
+        let digest = self.lookup(reference)?;
+        let parsed =
+            Reference::parse(reference).map_err(|reason| ImageError::InvalidReference {
+                reference: reference.to_string(),
+                reason,
+            })?;
+        let repo = format!("{}/{}@", parsed.domain, parsed.path);
+        let index = self.read_index()?;
+        let pulled = index.images.iter().find(|(key, d)| {
+            **d == digest && key.starts_with(&repo) && **key != format!("{repo}{digest}")
+        });
+        Ok(match pulled {
+            Some((key, _)) => key.clone(),
+            None => format!("{repo}{digest}"),
+        })
+    }
+
     /// Every stored reference with its manifest digest and size, sorted by reference.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let index = self.read_index()?;

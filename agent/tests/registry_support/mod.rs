@@ -460,7 +460,10 @@ async fn relay(
             if text.contains(&needle) {
                 for line in text.lines() {
                     if line.to_ascii_lowercase().starts_with("range:") {
-                        ranges.lock().unwrap().push(line.trim().to_ascii_lowercase());
+                        ranges
+                            .lock()
+                            .unwrap()
+                            .push(line.trim().to_ascii_lowercase());
                     }
                 }
                 if upstream_cuts.load(Ordering::SeqCst) == 0 {
