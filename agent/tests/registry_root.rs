@@ -323,6 +323,29 @@ async fn a_plain_http_registry_must_be_listed_as_insecure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_are_reached_over_https_and_an_unknown_ca_is_named() {
+    require_root();
+    let registry = Registry::start_tls();
+    let host = registry.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path()).unwrap();
+    let err = store
+        .pull(
+            &format!("{host}/punnet/busybox:1"),
+            &PullOptions::new("linux/arm/v7".parse().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    // A TLS failure, not mistaken for a plain-HTTP registry (Go's HTTPS server answers
+    // plain HTTP with a 400).
+    assert!(
+        matches!(err, PullError::UntrustedCertificate { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("update-ca-certificates"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_removes_unused_pulled_images_but_never_one_in_use() {
     require_root();
     let registry = Registry::start();

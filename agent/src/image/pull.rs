@@ -132,6 +132,8 @@ pub enum PullError {
         digest: String,
         actual: String,
     },
+    #[error("registry {registry} presented a TLS certificate this board does not trust ({reason}); add its CA to the board's trust store (/usr/local/share/ca-certificates, then update-ca-certificates)")]
+    UntrustedCertificate { registry: String, reason: String },
     #[error("registry {registry} uses plain HTTP; add --insecure-registry {registry}")]
     InsecureNotAllowed { registry: String },
     #[error("pulling {reference} from registry {registry} failed on the network ({reason}); it will be retried and resumes where it stopped")]

@@ -228,7 +228,16 @@ impl Session {
                 };
                 self.digest_mismatch(&expected, &actual)
             }
-            OciDistributionError::RequestError(r) => self.network(error_chain(&r)),
+            OciDistributionError::RequestError(r) => {
+                let reason = error_chain(&r);
+                match reason.contains("invalid peer certificate") {
+                    true => PullError::UntrustedCertificate {
+                        registry: self.registry.clone(),
+                        reason,
+                    },
+                    false => self.network(reason),
+                }
+            }
             OciDistributionError::IoError(io) => self.network(io.to_string()),
             OciDistributionError::UnsupportedMediaTypeError(m) => {
                 self.unsupported(format!("media type {m} is not an image"))
@@ -292,8 +301,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Whether `host[:port]` (port 443 when none) answers a plain HTTP request as a plain
-/// HTTP server. An HTTPS server either sends a TLS alert or (nginx) a 400 saying that
-/// plain HTTP was sent to its HTTPS port; neither counts.
+/// HTTP server. An HTTPS server sends a TLS alert or a 400 saying that plain HTTP was
+/// sent to HTTPS (nginx: "...sent to HTTPS port", Go: "...to an HTTPS server"); neither
+/// counts.
 async fn speaks_plain_http(registry: &str) -> bool {
     let addr = if registry.contains(':') {
         registry.to_string()
@@ -307,7 +317,7 @@ async fn speaks_plain_http(registry: &str) -> bool {
         let mut answer = Vec::new();
         (&mut conn).take(1024).read_to_end(&mut answer).await.ok()?;
         let text = String::from_utf8_lossy(&answer);
-        Some(text.starts_with("HTTP/") && !text.contains("HTTPS port"))
+        Some(text.starts_with("HTTP/") && !text.contains("HTTPS"))
     };
     tokio::time::timeout(Duration::from_secs(5), probe)
         .await
@@ -341,6 +351,11 @@ mod tests {
         )
         .await;
         assert!(!speaks_plain_http(&nginx).await);
+        let go = serve_once(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await;
+        assert!(!speaks_plain_http(&go).await);
         let tls_alert = serve_once(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]).await;
         assert!(!speaks_plain_http(&tls_alert).await);
     }

@@ -58,15 +58,20 @@ impl Drop for Registry {
 
 impl Registry {
     pub fn start() -> Registry {
-        Registry::start_inner(None)
+        Registry::start_inner(None, false)
+    }
+
+    /// Serving HTTPS with a self-signed certificate (made with `openssl`) for 127.0.0.1.
+    pub fn start_tls() -> Registry {
+        Registry::start_inner(None, true)
     }
 
     /// With htpasswd (bcrypt, from `htpasswd -B`) auth for `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner(Some((user.to_string(), password.to_string())))
+        Registry::start_inner(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_inner(credentials: Option<(String, String)>) -> Registry {
+    fn start_inner(credentials: Option<(String, String)>, tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let storage = dir.path().join("storage");
@@ -86,6 +91,32 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: punnet-test\n    path: {}\n",
                 file.display()
+            ));
+        }
+        if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let status = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
+                .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed");
+            assert!(status.success(), "openssl req failed");
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         let config_path = dir.path().join("config.yml");
