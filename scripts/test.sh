@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 # Packages the tests use as real parts; see README.md "Tests".
-ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl
+ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl docker-registry apache2-utils
 # Debian's mosquitto package may start a system broker on 1883; tests start their own on
 # free ports, but the Quickstart's embedded broker wants 1883.
 if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then

@@ -11,6 +11,7 @@ pub mod link;
 pub mod logs;
 pub mod network;
 pub mod podspec;
+pub mod platform;
 pub mod podstatus;
 pub mod probe;
 pub mod reconcile;

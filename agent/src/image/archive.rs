@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use super::layer::{self, HashingReader};
 use super::oci::{self, Descriptor, Index};
 use super::reference::{self, Reference};
+use super::select;
 use super::{io_ctx, ImageError, ImageStore, LoadedImage};
 
 /// `index.json` is small; anything bigger is not an image layout.
@@ -192,35 +193,13 @@ fn pick_platform<'a>(
     archive: &Path,
     manifests: &'a [Descriptor],
 ) -> Result<&'a Descriptor, ImageError> {
-    let arch = oci::host_architecture();
-    let matching = manifests.iter().find(|m| {
-        m.platform
-            .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-    });
-    matching.ok_or_else(|| {
-        let offered: Vec<String> = manifests
-            .iter()
-            .filter_map(|m| m.platform.as_ref())
-            .map(|p| {
-                format!(
-                    "{}/{}{}",
-                    p.os,
-                    p.architecture,
-                    p.variant
-                        .as_deref()
-                        .map(|v| format!("/{v}"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        ImageError::InvalidArchive {
-            archive: archive.to_path_buf(),
-            reason: format!(
-                "no image for linux/{arch} in a multi-platform index (it has {})",
-                offered.join(", ")
-            ),
-        }
+    let platform = crate::platform::detect();
+    select::pick(&platform, manifests).map_err(|offered| ImageError::InvalidArchive {
+        archive: archive.to_path_buf(),
+        reason: format!(
+            "no image for {platform} in a multi-platform index (it has {})",
+            offered.join(", ")
+        ),
     })
 }
 
@@ -341,7 +320,7 @@ fn unpack_image(
     Ok(())
 }
 
-fn unpack_into(
+pub(super) fn unpack_into(
     blob: &Path,
     tmp: &Path,
     dest: &Path,

@@ -1,22 +1,34 @@
 //! The node's image store: content-addressed blobs, layers unpacked once and shared by
 //! every container through overlayfs, and an index from image references to manifests.
 //!
-//! Layout under `<data-dir>/images`:
+//! Images come from OCI archives ([`ImageStore::load_archive`]) or registries
+//! ([`ImageStore::pull`]). Layout under `<data-dir>/images`:
 //! ```text
-//! blobs/sha256/<hex>   manifests, configs and layer blobs, verified against their digest
+//! blobs/sha256/<hex>   manifests, configs and (archive-loaded) layer blobs, verified
+//!                      against their digest; a manifest's mtime is when it was last used
 //! layers/<diff-id hex>/ one unpacked layer (an overlayfs lower dir), never modified
 //! index.json           {"images": {"docker.io/library/busybox:1.36": "sha256:..."}}
+//!                      (pulls also add `repo@sha256:<index or manifest digest>` keys)
 //! index.lock           flock(2)ed while index.json is rewritten
-//! tmp/                 partial blobs and layers; renamed into place when complete
+//! gc.lock              shared by pulls and loads, exclusive for garbage collection
+//! tmp/                 partial blobs (`partial-<hex>`, resumed by the next pull) and
+//!                      layers; renamed into place when complete
 //! ```
 //! Every write lands in `tmp/` first and is renamed into place, so another process (the
 //! agent, `punnet-agent image load`) can read or load at the same time, and a crash
 //! never leaves half a blob or half a layer where a reader would find it.
 
 mod archive;
+mod credentials;
+mod fetch;
+mod gc;
 mod layer;
 mod oci;
+mod progress;
+mod pull;
 mod reference;
+mod select;
+mod session;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,8 +40,13 @@ use std::time::{Duration, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+pub use credentials::{docker_config_credentials, CredentialsError, RegistryCredentials};
+pub use gc::{free_bytes, GcReport};
 pub use layer::UnpackError;
 pub use oci::ImageConfig;
+pub use pull::{
+    ProgressFn, PullError, PullOptions, PullProgress, PulledImage, DEFAULT_MAX_CONCURRENT_LAYERS,
+};
 pub use reference::Reference;
 
 /// One reference an archive load stored.
@@ -87,7 +104,7 @@ pub enum ImageError {
         #[source]
         source: UnpackError,
     },
-    #[error("image {image}: layer {layer} unpacks to diff-id {actual}, but the image config expects {expected}; the archive is corrupt")]
+    #[error("image {image}: layer {layer} unpacks to diff-id {actual}, but the image config expects {expected}; the image (its archive or its registry copy) is corrupt")]
     DiffIdMismatch {
         image: String,
         layer: String,
@@ -124,7 +141,7 @@ struct IndexFile {
 /// Temp entries older than this belong to a loader that died; younger ones may be in use.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
 }
@@ -161,13 +178,37 @@ impl ImageStore {
         path: &Path,
         name: Option<&str>,
     ) -> Result<Vec<LoadedImage>, ImageError> {
+        let _guard = self.lock_file("gc.lock", false)?;
         archive::load(self, path, name)
+    }
+
+    /// Pulls `reference` (by tag or digest) from its registry for `opts.platform`, unless
+    /// its layers are already here; afterwards [`resolve`](Self::resolve) finds it under
+    /// [`PulledImage::reference`] and [`PulledImage::image_id`]. Network and unpacking
+    /// run off the async threads' backs (unpacking on `spawn_blocking`).
+    pub async fn pull(
+        &self,
+        reference: &str,
+        opts: &PullOptions,
+    ) -> Result<PulledImage, PullError> {
+        pull::pull(self, reference, opts).await
+    }
+
+    /// Removes least recently used images that `in_use` (references in any spelling,
+    /// `name@sha256:...`, or digests) does not name, with the blobs and layers no kept
+    /// image shares, until the store's filesystem has `min_free_bytes` free or nothing
+    /// unused is left. Blocks while a pull or archive load runs: call it from a
+    /// blocking thread.
+    pub fn gc(&self, in_use: &[String], min_free_bytes: u64) -> Result<GcReport, ImageError> {
+        let root = self.root.clone();
+        gc::gc(self, in_use, min_free_bytes, &mut || free_bytes(&root))
     }
 
     /// Finds a stored image by reference (any Docker spelling, or `name@sha256:...`).
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         let digest = self.lookup(reference)?;
         let (_, config) = self.read_manifest_and_config(&digest, reference)?;
+        self.touch(&digest);
         let mut layers = Vec::with_capacity(config.rootfs.diff_ids.len());
         for diff_id in &config.rootfs.diff_ids {
             let dir = self.layer_dir(diff_id).ok_or_else(|| ImageError::Damaged {
@@ -188,6 +229,27 @@ impl ImageStore {
             digest,
             layers,
             config: config.config.unwrap_or_default().into(),
+        })
+    }
+
+    /// The Pod status `imageID` of a stored image: `repository@sha256:...` with the digest
+    /// the registry knows it by (a pulled multi-platform image's index digest), else the
+    /// manifest digest.
+    pub fn image_id(&self, reference: &str) -> Result<String, ImageError> {
+        let digest = self.lookup(reference)?;
+        let parsed =
+            Reference::parse(reference).map_err(|reason| ImageError::InvalidReference {
+                reference: reference.to_string(),
+                reason,
+            })?;
+        let repo = format!("{}/{}@", parsed.domain, parsed.path);
+        let index = self.read_index()?;
+        let pulled = index.images.iter().find(|(key, d)| {
+            **d == digest && key.starts_with(&repo) && **key != format!("{repo}{digest}")
+        });
+        Ok(match pulled {
+            Some((key, _)) => key.clone(),
+            None => format!("{repo}{digest}"),
         })
     }
 
@@ -229,6 +291,11 @@ impl ImageStore {
                 reason,
             })?;
         if let Some(digest) = parsed.digest {
+            // A pull indexes `repo@<index digest>` under the platform manifest it chose.
+            let key = format!("{}/{}@{digest}", parsed.domain, parsed.path);
+            if let Some(manifest) = self.read_index()?.images.remove(&key) {
+                return Ok(manifest);
+            }
             let hex = oci::sha256_hex(&digest).unwrap_or_default();
             return match self.blob_path_hex(hex).is_file() {
                 true => Ok(digest),
@@ -289,25 +356,84 @@ impl ImageStore {
     /// Adds `entries` to the index under an exclusive lock, so concurrent loaders
     /// (agent and CLI) do not lose each other's references.
     fn add_to_index(&self, entries: &[LoadedImage]) -> Result<(), ImageError> {
-        let lock_path = self.root.join("index.lock");
+        let _lock = self.lock_file("index.lock", true)?;
+        let mut index = self.read_index()?;
+        for e in entries {
+            index.images.insert(e.reference.clone(), e.digest.clone());
+        }
+        self.write_index(&index)
+    }
+
+    /// Rewrites index.json; the caller holds `index.lock`.
+    fn write_index(&self, index: &IndexFile) -> Result<(), ImageError> {
+        let json = serde_json::to_vec_pretty(&index).map_err(|e| ImageError::Io {
+            context: "encoding the image index".into(),
+            source: io::Error::other(e),
+        })?;
+        self.write_atomically(&self.index_path(), &json, true)
+    }
+
+    /// Blocks until `name` in the store root is flock(2)ed, exclusively or shared.
+    fn lock_file(&self, name: &str, exclusive: bool) -> Result<Flock<fs::File>, ImageError> {
+        let lock_path = self.root.join(name);
         let lock_file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io_ctx(format!("opening {}", lock_path.display())))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
+        let arg = match exclusive {
+            true => FlockArg::LockExclusive,
+            false => FlockArg::LockShared,
+        };
+        Flock::lock(lock_file, arg).map_err(|(_, e)| {
             io_ctx(format!("locking {}", lock_path.display()))(io::Error::from(e))
-        })?;
-        let mut index = self.read_index()?;
-        for e in entries {
-            index.images.insert(e.reference.clone(), e.digest.clone());
+        })
+    }
+
+    /// The shared `gc.lock` a pull holds while it relies on layers being present.
+    async fn pull_guard(self) -> Result<Flock<fs::File>, ImageError> {
+        tokio::task::spawn_blocking(move || self.lock_file("gc.lock", false))
+            .await
+            .map_err(pull::join_error)?
+    }
+
+    /// Stores a verified blob unless it is there.
+    async fn put_blob(&self, digest: &str, bytes: Vec<u8>) -> Result<(), ImageError> {
+        let Some(dest) = self.blob_path(digest) else {
+            return Err(ImageError::InvalidReference {
+                reference: digest.to_string(),
+                reason: "not a sha256 digest".into(),
+            });
+        };
+        if dest.is_file() {
+            return Ok(());
         }
-        let json = serde_json::to_vec_pretty(&index).map_err(|e| ImageError::Io {
-            context: "encoding the image index".into(),
-            source: io::Error::other(e),
-        })?;
-        self.write_atomically(&self.index_path(), &json, true)
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_atomically(&dest, &bytes, false))
+            .await
+            .map_err(pull::join_error)?
+    }
+
+    fn has_layer(&self, diff_id: &str) -> bool {
+        self.layer_dir(diff_id).is_some_and(|d| d.is_dir())
+    }
+
+    /// Marks the image `digest` as used now, for garbage collection's LRU order.
+    fn touch(&self, digest: &str) {
+        if let Some(path) = self.blob_path(digest) {
+            if let Ok(f) = fs::File::open(&path) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+    }
+
+    /// When the image `digest` was last used (the epoch when unknown).
+    fn last_used(&self, digest: &str) -> SystemTime {
+        self.blob_path(digest)
+            .and_then(|p| fs::metadata(p).ok())
+            .and_then(|m| m.modified().ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// Writes `bytes` to `dest` through a temp file and a rename; `sync` makes it durable first.

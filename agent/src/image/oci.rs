@@ -7,6 +7,9 @@ pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 
+pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
 /// The annotation `skopeo`, `umoci` and `oras` put the image's name (or only its tag) in.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -58,12 +61,35 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
-/// The image configuration blob; only `config` and `rootfs` matter to a runtime.
+/// The image configuration blob; `config` and `rootfs` matter to a runtime, the
+/// platform fields to a pull.
 #[derive(Debug, Deserialize)]
 pub struct ImageConfigBlob {
     #[serde(default)]
     pub config: Option<ContainerDefaults>,
     pub rootfs: RootFs,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl ImageConfigBlob {
+    /// `linux/arm/v7`, as far as the config says.
+    pub fn platform_string(&self) -> String {
+        let mut s = format!(
+            "{}/{}",
+            self.os.as_deref().unwrap_or("linux"),
+            self.architecture.as_deref().unwrap_or("unknown")
+        );
+        if let Some(v) = self.variant.as_deref().filter(|v| !v.is_empty()) {
+            s.push('/');
+            s.push_str(v);
+        }
+        s
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,17 +142,6 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
     let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     valid.then_some(hex)
-}
-
-/// The OCI/Go name of the architecture this agent was built for, to pick a platform
-/// from a multi-platform index.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
 }
 
 #[cfg(test)]
