@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use punnet_api::pod::{Pod, PodStatus};
-use punnet_api::wire::{self, DesiredState, LogRequest, NodeFacts, NodeStatusReport, PodReport};
+use punnet_api::wire::{
+    self, ContainerUsage, DesiredState, LogRequest, NodeFacts, NodeStatusReport, PodReport,
+};
 use punnet_api::{ConfigMap, Secret};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +27,7 @@ use crate::logs::{self, LogServer};
 use crate::network::{NetworkConfig, PodNetSpec, PodNetwork};
 use crate::podstatus::{self, StatusInput};
 use crate::probe::{self, ProbeChange, ProbeTarget, Prober};
+use crate::pulls::{Gate, PullDone, Pulls};
 use crate::reconcile::{
     self, Action, BackoffPolicy, ContainerKey, PodNet, StartContainer, StartFailure, Waiting,
 };
@@ -86,6 +89,7 @@ pub async fn run(
     let (s, dir) = (store.clone(), images_dir.join("import"));
     let _ =
         tokio::task::spawn_blocking(move || crate::import::import_archives(&s, &state, &dir)).await;
+    let images = store.clone();
     let runtime = ShimRuntime::new(
         config.data_dir.join("containers"),
         store,
@@ -95,7 +99,14 @@ pub async fn run(
     let housekeeping: Housekeeping = Arc::new(|| {
         crate::runtime::reap_children();
     });
-    run_inner(config, Arc::new(runtime), Some(housekeeping), shutdown).await
+    run_inner(
+        config,
+        Arc::new(runtime),
+        Some(housekeeping),
+        Some(images),
+        shutdown,
+    )
+    .await
 }
 
 /// Runs the agent with any runtime (tests pass `runtime::fake::FakeRuntime`).
@@ -104,7 +115,7 @@ pub async fn run_with_runtime(
     runtime: Arc<dyn Runtime>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
-    run_inner(config, runtime, None, shutdown).await
+    run_inner(config, runtime, None, None, shutdown).await
 }
 
 /// Blocking chores done before every reconcile (reaping children for the real runtime).
@@ -121,9 +132,16 @@ async fn run_inner(
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
     housekeeping: Option<Housekeeping>,
+    images: Option<Arc<ImageStore>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.validate()?;
+    let platform = match &config.platform {
+        Some(p) => p
+            .parse::<crate::platform::Platform>()
+            .map_err(|e| crate::config::ConfigError::Platform(e.to_string()))?,
+        None => crate::platform::detect(),
+    };
     let state = open_state(&config.data_dir)?;
     let desired = match state.load_desired(&config.node_name) {
         Ok(d) => d,
@@ -162,12 +180,23 @@ async fn run_inner(
         None
     };
     let exec = ContainerExec::new(config.shim_exe.clone(), config.data_dir.join("containers"));
-    let labels = config.labels.clone();
-    let facts = tokio::task::spawn_blocking(move || crate::facts::gather(&labels))
-        .await
-        .unwrap_or_default();
+    let sampler = Arc::new(std::sync::Mutex::new(crate::board::Sampler::default()));
+    let (facts, _) = sample(&config, &sampler, Vec::new()).await;
 
+    let (pull_tx, pull_rx) = mpsc::unbounded_channel();
+    let pulls = images.clone().map(|store| {
+        Pulls::new(
+            store,
+            platform.clone(),
+            config.insecure_registries.clone(),
+            pull_tx,
+        )
+    });
     let mut agent = Agent {
+        images,
+        pulls,
+        pull_rx,
+        last_gc: None,
         streaks: state.load_streaks(),
         applied_generation: desired.as_ref().map(|d| d.generation),
         sources: desired.as_ref().map(DesiredSources::of).unwrap_or_default(),
@@ -180,6 +209,8 @@ async fn run_inner(
         logs,
         containers_tx,
         facts,
+        sampler,
+        usage: BTreeMap::new(),
         prober: Prober::new(exec.clone()),
         exec,
         network,
@@ -235,6 +266,16 @@ struct Agent {
     reports: Vec<PodReport>,
     /// Refused desired-state messages since start (logged with each refusal).
     rejected_desired: u64,
+    /// The node's image store (`None` with a test runtime: no pulls).
+    images: Option<Arc<ImageStore>>,
+    pulls: Option<Pulls>,
+    pull_rx: mpsc::UnboundedReceiver<PullDone>,
+    /// When unused images were last looked for.
+    last_gc: Option<Instant>,
+    /// CPU counters between samples of the board and the containers.
+    sampler: Arc<std::sync::Mutex<crate::board::Sampler>>,
+    /// Running container id → its CPU and memory at the last heartbeat.
+    usage: BTreeMap<String, ContainerUsage>,
     /// Runs commands in containers (exec probes, hooks).
     exec: ContainerExec,
     /// Liveness, readiness and startup probes of the running containers.
@@ -246,6 +287,33 @@ struct Agent {
     /// Pod uid → why its network could not be set up, and when to try again.
     network_failures: BTreeMap<String, (String, Instant)>,
 }
+
+/// The node's facts and health, and the usage of the running containers `ids`.
+async fn sample(
+    config: &AgentConfig,
+    sampler: &Arc<std::sync::Mutex<crate::board::Sampler>>,
+    ids: Vec<String>,
+) -> (NodeFacts, BTreeMap<String, ContainerUsage>) {
+    let (labels, data_dir, sampler) = (
+        config.labels.clone(),
+        config.data_dir.clone(),
+        sampler.clone(),
+    );
+    let platform = config.platform.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut facts = crate::facts::gather(&labels);
+        facts.platform = platform.unwrap_or_else(|| crate::platform::detect().to_string());
+        let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+        s.node(&mut facts, &data_dir);
+        let usage = s.containers(&ids);
+        (facts, usage)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// How often unused images are looked for (only deleted when the disk is low).
+const GC_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How long a postStart handler may run.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -348,6 +416,12 @@ impl Agent {
                         status_due = Some(Instant::now() + STATUS_DEBOUNCE);
                     }
                 }
+                Some(done) = self.pull_rx.recv() => {
+                    if let Some(pulls) = &mut self.pulls {
+                        pulls.finish(done);
+                    }
+                    next_reconcile = Instant::now();
+                }
                 events = self.prober.next_events() => {
                     for e in &events {
                         match &e.change {
@@ -360,11 +434,18 @@ impl Agent {
                     next_reconcile = Instant::now();
                 }
                 _ = heartbeat.tick() => {
-                    let labels = self.config.labels.clone();
-                    if let Ok(facts) = tokio::task::spawn_blocking(move || crate::facts::gather(&labels)).await {
-                        self.facts = facts;
-                    }
+                    let running: Vec<String> = self
+                        .containers_tx
+                        .borrow()
+                        .iter()
+                        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+                        .map(|c| c.config.id.clone())
+                        .collect();
+                    let (facts, usage) = sample(&self.config, &self.sampler, running).await;
+                    self.facts = facts;
+                    self.usage = usage;
                     self.publish_status();
+                    self.collect_garbage();
                 }
                 _ = tokio::time::sleep_until(status_due.unwrap_or_else(Instant::now)), if status_due.is_some() => {
                     status_due = None;
@@ -543,6 +624,77 @@ impl Agent {
         outcome
     }
 
+    /// Whether a container's image is there (pulling it when its policy says so).
+    fn image_gate(&mut self, s: &StartContainer) -> Gate {
+        let Some(pulls) = &mut self.pulls else {
+            return Gate::Ready;
+        };
+        let Some(pod) = self
+            .pods
+            .iter()
+            .find(|p| reconcile::pod_uid(p) == s.key.pod_uid)
+        else {
+            return Gate::Ready;
+        };
+        let Some(container) = pod
+            .spec
+            .init_containers
+            .iter()
+            .chain(&pod.spec.containers)
+            .find(|c| c.name == s.key.container)
+        else {
+            return Gate::Ready;
+        };
+        let namespace = pod.metadata.namespace_or_default();
+        let secrets: Vec<&punnet_api::Secret> = pod
+            .spec
+            .image_pull_secrets
+            .iter()
+            .filter_map(|r| {
+                self.sources.secrets.iter().find(|s| {
+                    s.metadata.name == r.name && s.metadata.namespace_or_default() == namespace
+                })
+            })
+            .collect();
+        pulls.gate(container, |reference| {
+            crate::pulls::credentials_for(reference, &secrets)
+        })
+    }
+
+    /// Deletes unused images when the disk runs low, at most every few minutes.
+    fn collect_garbage(&mut self) {
+        let Some(store) = self.images.clone() else {
+            return;
+        };
+        if self.last_gc.is_some_and(|t| t.elapsed() < GC_INTERVAL) {
+            return;
+        }
+        self.last_gc = Some(Instant::now());
+        let mut in_use: Vec<String> = self
+            .pods
+            .iter()
+            .flat_map(|p| p.spec.init_containers.iter().chain(&p.spec.containers))
+            .map(|c| c.image.clone())
+            .collect();
+        in_use.extend(
+            self.containers_tx
+                .borrow()
+                .iter()
+                .map(|c| c.config.image.clone()),
+        );
+        if let Some(pulls) = &mut self.pulls {
+            pulls.retain(&in_use);
+        }
+        let min_free = self.config.image_gc_min_free_bytes;
+        tokio::task::spawn_blocking(move || match store.gc(&in_use, min_free) {
+            Ok(r) if !r.removed_references.is_empty() => {
+                tracing::info!(removed = ?r.removed_references, free_before = r.free_bytes_before, free_after = r.free_bytes_after, "deleted unused images: the disk was low");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
+        });
+    }
+
     /// Runs the container's preStop handler (bounded by its grace period), then stops it.
     fn spawn_pre_stop_then_stop(&self, config: ContainerConfig) {
         let (rt, exec) = (self.runtime.clone(), self.exec.clone());
@@ -718,7 +870,12 @@ impl Agent {
         let mut starts = Vec::new();
         for action in actions {
             match action {
-                Action::Start(s) => starts.push(*s),
+                Action::Start(s) => match self.image_gate(&s) {
+                    Gate::Ready => starts.push(*s),
+                    Gate::Wait { reason, message } => {
+                        waiting.insert(s.key.clone(), Waiting::Failed { reason, message });
+                    }
+                },
                 Action::Stop { id } => {
                     tracing::info!(container = %id, "stopping container");
                     let config = containers
@@ -894,13 +1051,33 @@ impl Agent {
         changed
     }
 
+    /// The Pod reports with each running container's CPU and memory.
+    fn reports_with_usage(&self) -> Vec<PodReport> {
+        let containers = self.containers_tx.borrow().clone();
+        let mut reports = self.reports.clone();
+        for r in &mut reports {
+            r.usage = containers
+                .iter()
+                .filter(|c| c.config.pod_uid == r.uid)
+                .filter_map(|c| {
+                    let u = self.usage.get(&c.config.id)?;
+                    Some(ContainerUsage {
+                        container: c.config.container_name.clone(),
+                        ..u.clone()
+                    })
+                })
+                .collect();
+        }
+        reports
+    }
+
     fn publish_status(&self) {
         let report = NodeStatusReport {
             node: self.config.node_name.clone(),
             generation_seen: self.applied_generation.unwrap_or(0),
             sent_at: punnet_api::Time::now(),
             facts: self.facts.clone(),
-            pods: self.reports.clone(),
+            pods: self.reports_with_usage(),
         };
         let topic = self.link.topics().status(&self.config.node_name);
         if !self.link.try_publish(topic, wire::encode(&report)) {

@@ -87,7 +87,11 @@ pub fn cgroup_info(v2_controllers: Option<&str>, proc_cgroups: &str, cmdline: &s
 /// A container's memory working set: usage less inactive file cache, as the kubelet
 /// reports it.
 pub fn working_set(usage: u64, memory_stat: &str, v2: bool) -> u64 {
-    let key = if v2 { "inactive_file" } else { "total_inactive_file" };
+    let key = if v2 {
+        "inactive_file"
+    } else {
+        "total_inactive_file"
+    };
     let inactive = memory_stat
         .lines()
         .find_map(|l| {
@@ -138,13 +142,15 @@ impl Sampler {
             .as_deref()
             .and_then(parse_mem_available)
             .unwrap_or(0);
+        // The statvfs counts are 32-bit on 32-bit ARM: the casts are not no-ops there.
+        #[allow(clippy::unnecessary_cast)]
         if let Ok(st) = nix::sys::statvfs::statvfs(data_dir) {
             let frag = st.fragment_size() as u64;
             facts.disk_total_bytes = st.blocks() as u64 * frag;
             facts.disk_free_bytes = st.blocks_available() as u64 * frag;
         }
-        facts.temperature_millicelsius = read("/sys/class/thermal/thermal_zone0/temp")
-            .and_then(|t| t.trim().parse().ok());
+        facts.temperature_millicelsius =
+            read("/sys/class/thermal/thermal_zone0/temp").and_then(|t| t.trim().parse().ok());
         facts.throttled = read("/sys/devices/platform/soc/soc:firmware/get_throttled")
             .as_deref()
             .and_then(parse_throttled);
@@ -205,10 +211,18 @@ fn usage_from(dirs: &[PathBuf]) -> (Option<u64>, Option<u64>) {
             }
         }
         if let Some(u) = read(d.join("memory.usage_in_bytes")).and_then(|t| t.trim().parse().ok()) {
-            mem = Some(working_set(u, &read(d.join("memory.stat")).unwrap_or_default(), false));
+            mem = Some(working_set(
+                u,
+                &read(d.join("memory.stat")).unwrap_or_default(),
+                false,
+            ));
         }
         if let Some(u) = read(d.join("memory.current")).and_then(|t| t.trim().parse().ok()) {
-            mem = Some(working_set(u, &read(d.join("memory.stat")).unwrap_or_default(), true));
+            mem = Some(working_set(
+                u,
+                &read(d.join("memory.stat")).unwrap_or_default(),
+                true,
+            ));
         }
     }
     (cpu, mem)
@@ -224,7 +238,10 @@ mod tests {
             parse_model("Raspberry Pi 4 Model B Rev 1.4\0"),
             "Raspberry Pi 4 Model B Rev 1.4"
         );
-        assert_eq!(parse_throttled("throttled=0x50005\n".trim_start_matches("throttled=")), Some(0x50005));
+        assert_eq!(
+            parse_throttled("throttled=0x50005\n".trim_start_matches("throttled=")),
+            Some(0x50005)
+        );
         assert_eq!(parse_throttled("0x0"), Some(0));
     }
 
@@ -247,7 +264,10 @@ mod tests {
         let v1 = "#subsys_name hierarchy num_cgroups enabled\ncpu 2 1 1\nmemory 0 1 0\n";
         let info = cgroup_info(None, v1, "console=tty1 cgroup_disable=memory rootwait");
         assert_eq!((info.version, info.memory), (1, false));
-        assert!(info.problem.unwrap().contains("cgroup_enable=memory cgroup_memory=1"));
+        assert!(info
+            .problem
+            .unwrap()
+            .contains("cgroup_enable=memory cgroup_memory=1"));
 
         let v2 = cgroup_info(Some("cpuset cpu io pids"), "", "console=tty1");
         assert_eq!((v2.version, v2.memory), (2, false));

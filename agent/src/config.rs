@@ -157,6 +157,10 @@ impl AgentConfig {
         {
             return Err(ConfigError::Bridge(b.clone()));
         }
+        if let Some(p) = &self.platform {
+            p.parse::<crate::platform::Platform>()
+                .map_err(|e| ConfigError::Platform(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -228,6 +232,8 @@ pub enum ConfigError {
     Label(String),
     #[error("duration {0:?}: expected a number with unit ms, s, m or h (e.g. 10s)")]
     Duration(String),
+    #[error("platform: {0}")]
+    Platform(String),
     #[error("size {0:?}: expected a quantity such as 512Mi or 2Gi")]
     Size(String),
     #[error("bridge name {0:?}: must be 1 to 15 characters of letters, digits, '-' or '_'")]

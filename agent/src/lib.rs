@@ -2,6 +2,7 @@
 //! the controller publishes over MQTT, and reports what runs.
 
 pub mod agent;
+pub mod board;
 pub mod config;
 pub mod facts;
 pub mod hostpath;
@@ -10,10 +11,11 @@ pub mod import;
 pub mod link;
 pub mod logs;
 pub mod network;
-pub mod podspec;
 pub mod platform;
+pub mod podspec;
 pub mod podstatus;
 pub mod probe;
+pub mod pulls;
 pub mod reconcile;
 pub mod runtime;
 pub mod shim;
