@@ -470,3 +470,268 @@ async fn probes_gate_readiness_restart_the_unhealthy_and_pre_stop_runs() {
     eventually(Duration::from_secs(30), || rt.list().unwrap().is_empty()).await;
     agent.terminate();
 }
+
+/// Processes of every container and shim under `data` (the shim's pid file, the
+/// container's running pid): what a power cut takes away.
+fn kill_everything(data: &Path) {
+    let rt = runtime(data);
+    for c in rt.list().unwrap_or_default() {
+        if let ContainerState::Running { pid, .. } = c.state {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let shim = data.join("containers").join(&c.config.id).join("shim.pid");
+        if let Some(pid) = std::fs::read_to_string(shim)
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn running_names(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = runtime(data)
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+        .map(|c| c.config.pod_name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn max_restarts(data: &Path, pod: &str) -> u32 {
+    runtime(data)
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.config.pod_name == pod)
+        .map(|c| c.config.restart_count)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Edge autonomy: with the broker gone, Pods keep running and crashing ones keep
+/// restarting; after a simulated power cut the agent, still offline, starts the last
+/// desired Pods from its own store; when the link returns, the controller's desired
+/// state wins and the status reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_keep_running_offline_and_come_back_after_a_power_cut() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let import = data.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
+    let made = Command::new(&script)
+        .arg(import.join("busybox.tar"))
+        .arg("busybox:offline")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _cleanup = Cleanup(data.clone());
+
+    let broker = Mosquitto::start();
+    let port = broker.port;
+    let mut controller = Controller::connect(port).await;
+    let agent = AgentProcess::spawn(&broker.url(), &data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+    let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
+    let host_pod = |name: &str, command: &str| {
+        let mut p = pod(name, &uid(name), "Always", command);
+        p.spec.host_network = Some(true);
+        p.spec.containers[0].image = "busybox:offline".into();
+        p
+    };
+    let steady = host_pod("steady", "exec sleep 1000");
+    let flaky = host_pod("flaky", "sleep 1; exit 1");
+    controller
+        .publish_desired(1, vec![steady.clone(), flaky.clone()])
+        .await;
+    controller
+        .wait_status(Duration::from_secs(30), |r| {
+            phase(r, "steady").as_deref() == Some("Running")
+        })
+        .await;
+    let steady_id = runtime(&data)
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.config.pod_name == "steady")
+        .unwrap()
+        .config
+        .id;
+
+    // The broker goes away: nothing stops, the crashing container keeps restarting.
+    drop(controller);
+    drop(broker);
+    let before = max_restarts(&data, "flaky");
+    eventually(Duration::from_secs(30), || {
+        max_restarts(&data, "flaky") >= before + 2
+    })
+    .await;
+    let still = runtime(&data)
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.config.id == steady_id)
+        .unwrap();
+    assert!(matches!(still.state, ContainerState::Running { .. }));
+
+    // A power cut: agent, shims and containers all gone; the agent comes back offline.
+    drop(agent);
+    kill_everything(&data);
+    eventually(Duration::from_secs(10), || running_names(&data).is_empty()).await;
+    let mut agent = AgentProcess::spawn(&format!("mqtt://127.0.0.1:{port}"), &data);
+    eventually(Duration::from_secs(30), || {
+        running_names(&data).contains(&"steady".to_string())
+    })
+    .await;
+
+    // The link returns: the controller's desired state wins, the status arrives.
+    let broker = Mosquitto::start_on(port);
+    let mut controller = Controller::connect(broker.port).await;
+    let fresh = host_pod("fresh", "exec sleep 1000");
+    controller.publish_desired(2, vec![fresh.clone()]).await;
+    controller
+        .wait_status(Duration::from_secs(40), |r| {
+            r.generation_seen == 2
+                && phase(r, "fresh").as_deref() == Some("Running")
+                && r.pods.iter().all(|p| p.name == "fresh")
+        })
+        .await;
+    eventually(Duration::from_secs(30), || {
+        running_names(&data) == vec!["fresh".to_string()]
+    })
+    .await;
+    controller.publish_desired(3, vec![]).await;
+    eventually(Duration::from_secs(30), || {
+        runtime(&data).list().unwrap().is_empty()
+    })
+    .await;
+    agent.terminate();
+}
+
+/// Init containers run before the app, and the app sees the emptyDir they filled, a
+/// ConfigMap as files and a Secret as an environment variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_and_projected_volumes_on_real_containers() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let import = data.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
+    let made = Command::new(&script)
+        .arg(import.join("busybox.tar"))
+        .arg("busybox:init")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _cleanup = Cleanup(data.clone());
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+
+    let broker = Mosquitto::start();
+    let mut controller = Controller::connect(broker.port).await;
+    let mut agent = AgentProcess::spawn(&broker.url(), &data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+    let objects = punnet_api::manifest::parse(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: app, namespace: default, uid: uid-init-{pid}}}
+spec:
+  nodeName: {NODE}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: conf, configMap: {{name: settings}}}}
+  - {{name: out, hostPath: {{path: {out}}}}}
+  initContainers:
+  - name: prep
+    image: busybox:init
+    command: [sh, -c, "echo prepared > /work/flag"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: busybox:init
+    command: [sh, -c, "cat /work/flag /conf/greeting > /out/tmp; echo >> /out/tmp; echo $PASSWORD >> /out/tmp; mv /out/tmp /out/result; exec sleep 1000"]
+    env: [{{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}]
+    volumeMounts: [{{name: work, mountPath: /work}}, {{name: conf, mountPath: /conf}}, {{name: out, mountPath: /out}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: default}}
+data: {{greeting: hello from a configmap}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: default}}
+stringData: {{password: hunter2}}
+"#,
+        pid = std::process::id(),
+        out = out.display()
+    ))
+    .unwrap();
+    let mut pods = Vec::new();
+    for o in objects {
+        match o {
+            punnet_api::Object::Pod(p) => pods.push(p),
+            punnet_api::Object::ConfigMap(c) => controller.config_maps.push(c),
+            punnet_api::Object::Secret(s) => controller.secrets.push(s),
+            _ => {}
+        }
+    }
+    controller.publish_desired(1, pods).await;
+    let result = out.join("result");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&result).is_ok_and(|t| t.lines().count() == 3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no result ({:?}); main's log: {:?}; agent log:\n{}",
+            std::fs::read_to_string(&result),
+            std::fs::read_to_string(
+                data.join("pods")
+                    .join(format!("default_app_uid-init-{}", std::process::id()))
+                    .join("main/0.log")
+            ),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        "prepared\nhello from a configmap\nhunter2\n"
+    );
+    let report = controller
+        .wait_status(Duration::from_secs(20), |r| {
+            phase(r, "app").as_deref() == Some("Running")
+        })
+        .await;
+    let s = &report.pods[0].status;
+    assert_eq!(s.init_container_statuses[0].name, "prep");
+    assert!(s.init_container_statuses[0].ready, "{s:?}");
+    assert!(s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Initialized" && c.status == "True"));
+    controller.publish_desired(2, vec![]).await;
+    eventually(Duration::from_secs(30), || {
+        runtime(&data).list().unwrap().is_empty()
+    })
+    .await;
+    agent.terminate();
+}

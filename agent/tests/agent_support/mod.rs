@@ -100,6 +100,9 @@ impl Drop for Mosquitto {
 pub struct Controller {
     /// Sent as the node's Pod range with every desired state.
     pub pod_cidr: Option<String>,
+    /// Sent with every desired state, as the controller sends what Pods reference.
+    pub config_maps: Vec<punnet_api::ConfigMap>,
+    pub secrets: Vec<punnet_api::Secret>,
     pub client: AsyncClient,
     messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     pub topics: Topics,
@@ -146,6 +149,8 @@ impl Controller {
             .unwrap();
         Controller {
             pod_cidr: None,
+            config_maps: Vec::new(),
+            secrets: Vec::new(),
             client,
             messages,
             topics,
@@ -159,7 +164,8 @@ impl Controller {
             generation,
             pods,
             pod_cidr: self.pod_cidr.clone(),
-            ..Default::default()
+            config_maps: self.config_maps.clone(),
+            secrets: self.secrets.clone(),
         };
         self.client
             .publish(
