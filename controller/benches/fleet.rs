@@ -1,6 +1,8 @@
 //! Fleet benchmark (not a test): starts a release controller and agent on loopback and
-//! prints medians of apply → Running latency, idle memory of both, memory per shim, and
-//! the binaries' sizes. Run through `scripts/bench.sh` (needs root and release builds).
+//! prints medians of apply → Running latency (image present, with the Pod network and
+//! with the host's), cold pull + start from a loopback registry (Debian's
+//! docker-registry), idle memory of both, memory per shim, and the binaries' sizes.
+//! Run through `scripts/bench.sh` (needs root and release builds).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -81,12 +83,18 @@ impl Api {
     }
 
     fn apply_pod(&self, name: &str) {
+        self.apply(name, "busybox:latest", false);
+    }
+
+    fn apply(&self, name: &str, image: &str, host_network: bool) {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {
                 "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "c", "image": "busybox:latest", "command": ["sleep", "3600"]}]
+                "hostNetwork": host_network,
+                "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
+                                "imagePullPolicy": "IfNotPresent"}]
             }
         });
         let url = format!(
@@ -123,6 +131,92 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Debian's docker-registry on loopback, killed on drop.
+fn start_registry(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let storage = dir.join("registry");
+    std::fs::create_dir_all(&storage).unwrap();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed (scripts/bench.sh installs it)");
+    wait("the registry", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (Proc(child), port)
+}
+
+/// Pushes the busybox archive with `extra` more layers of 1 MiB of fresh random data
+/// (so every tag's own layers are new to the node) as `127.0.0.1:PORT/bench/app:TAG`.
+fn push_image(dir: &Path, archive: &Path, port: u16, tag: &str, extra: usize) {
+    let layout = dir.join(format!("layout-{tag}"));
+    let bundle = dir.join(format!("bundle-{tag}"));
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    };
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:app", layout.display())));
+    for i in 0..extra {
+        run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:app", layout.display()))
+            .arg(&bundle));
+        let data: Vec<u8> = (0..1 << 20).map(|_| rand_byte()).collect();
+        std::fs::write(bundle.join(format!("rootfs/data-{i}")), data).unwrap();
+        run(Command::new("umoci")
+            .args(["repack", "--image"])
+            .arg(format!("{}:app", layout.display()))
+            .arg(&bundle));
+        std::fs::remove_dir_all(&bundle).unwrap();
+    }
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:app", layout.display()))
+        .arg(format!("docker://127.0.0.1:{port}/bench/app:{tag}")));
+}
+
+/// A xorshift byte: incompressible enough for a layer gzip cannot shrink.
+fn rand_byte() -> u8 {
+    use std::cell::Cell;
+    thread_local!(static X: Cell<u64> = Cell::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    ));
+    X.with(|x| {
+        let mut v = x.get();
+        v ^= v << 13;
+        v ^= v >> 7;
+        v ^= v << 17;
+        x.set(v);
+        (v >> 24) as u8
+    })
+}
+
+/// apply → Running of one Pod, deleted again afterwards; milliseconds.
+fn start_once(api: &Api, name: &str, image: &str, host_network: bool) -> f64 {
+    let start = Instant::now();
+    api.apply(name, image, host_network);
+    wait("Running", || api.phase(name).as_deref() == Some("Running"));
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    api.delete_pod(name);
+    wait("deletion", || api.phase(name).is_none());
+    ms
 }
 
 fn main() {
@@ -170,6 +264,11 @@ fn main() {
         .status()
         .unwrap()
         .success());
+    let (_registry, registry_port) = start_registry(dir.path());
+    const PULLS: usize = 5;
+    for i in 0..PULLS {
+        push_image(dir.path(), &archive, registry_port, &format!("v{i}"), 2);
+    }
     let agent = Proc(
         Command::new(release_bin("punnet-agent"))
             .args([
@@ -177,6 +276,8 @@ fn main() {
                 "bench",
                 "--broker",
                 &format!("mqtt://127.0.0.1:{mqtt}"),
+                "--insecure-registry",
+                &format!("127.0.0.1:{registry_port}"),
             ])
             .arg("--data-dir")
             .arg(&agent_dir)
@@ -214,6 +315,17 @@ fn main() {
         api.delete_pod(&name);
         wait("deletion", || api.phase(&name).is_none());
     }
+    let host_latencies: Vec<f64> = (0..RUNS)
+        .map(|i| start_once(&api, &format!("host-{i}"), "busybox:latest", true))
+        .collect();
+    // The first pull fetches all three layers; later tags share the busybox layer and
+    // bring two new 1 MiB layers each.
+    let pulls: Vec<f64> = (0..PULLS)
+        .map(|i| {
+            let image = format!("127.0.0.1:{registry_port}/bench/app:v{i}");
+            start_once(&api, &format!("pull-{i}"), &image, true)
+        })
+        .collect();
     wait("the latency pods' shims to exit", || {
         pids_matching(&format!("{}/containers", agent_dir.display())).is_empty()
     });
@@ -248,11 +360,28 @@ fn main() {
             / 1e6
     };
     println!("punnet fleet benchmark ({RUNS} runs, medians; one 2-core machine, noisy)");
+    let spread = |v: &[f64]| {
+        format!(
+            "{:.1} ms median (min {:.1}, max {:.1})",
+            median(v.to_vec()),
+            v.iter().cloned().fold(f64::MAX, f64::min),
+            v.iter().cloned().fold(0.0, f64::max)
+        )
+    };
     println!(
-        "apply -> Running, one Pod, image present: {:.1} ms median (min {:.1}, max {:.1})",
-        median(latencies.clone()),
-        latencies.iter().cloned().fold(f64::MAX, f64::min),
-        latencies.iter().cloned().fold(0.0, f64::max)
+        "apply -> Running, warm (image present), Pod network (CNI bridge+portmap): {}",
+        spread(&latencies)
+    );
+    println!(
+        "apply -> Running, warm (image present), host network: {}",
+        spread(&host_latencies)
+    );
+    println!(
+        "apply -> Running, cold pull from a loopback registry: first image (3 layers, {:.1} MiB busybox + 2 x 1 MiB) {:.1} ms; next {} images (2 new 1 MiB layers each): {}",
+        std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0,
+        pulls[0],
+        PULLS - 1,
+        spread(&pulls[1..])
     );
     println!(
         "controller idle RSS (embedded broker, 1 node): {:.1} MiB",
