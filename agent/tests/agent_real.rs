@@ -153,27 +153,10 @@ fn phase(report: &NodeStatusReport, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_binary_runs_real_containers_and_readopts_them() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("agent");
-    let import = data.join("images/import");
-    std::fs::create_dir_all(&import).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
-    let made = Command::new(&script)
-        .arg(import.join("busybox.tar"))
-        .arg("busybox:e2e")
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let _cleanup = Cleanup(data.clone());
+    let (_tmp, data, _cleanup) = agent_dir("busybox:e2e");
 
-    let broker = Mosquitto::start();
-    let mut controller = Controller::connect(broker.port).await;
+    let (broker, mut controller, mut agent) = online(&data).await;
     controller.pod_cidr = Some(pod_cidr());
-    let mut agent = AgentProcess::spawn(&broker.url(), &data);
-    controller
-        .wait_online("online", Duration::from_secs(20))
-        .await;
 
     // Unique uids: container ids (and cgroups) must not collide with parallel runs.
     let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
@@ -357,28 +340,11 @@ fn status_of<'a>(
 /// before the container is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_gate_readiness_restart_the_unhealthy_and_pre_stop_runs() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("agent");
-    let import = data.join("images/import");
-    std::fs::create_dir_all(&import).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
-    let made = Command::new(&script)
-        .arg(import.join("busybox.tar"))
-        .arg("busybox:probes")
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let _cleanup = Cleanup(data.clone());
+    let (tmp, data, _cleanup) = agent_dir("busybox:probes");
     let out_dir = tmp.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
 
-    let broker = Mosquitto::start();
-    let mut controller = Controller::connect(broker.port).await;
-    let mut agent = AgentProcess::spawn(&broker.url(), &data);
-    controller
-        .wait_online("online", Duration::from_secs(20))
-        .await;
+    let (_broker, mut controller, mut agent) = online(&data).await;
 
     let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
     let host_pod = |name: &str, command: &str| {
@@ -471,12 +437,46 @@ async fn probes_gate_readiness_restart_the_unhealthy_and_pre_stop_runs() {
     agent.terminate();
 }
 
+/// A test's agent data dir with the busybox image `tag` waiting in its import dir;
+/// every container it left is removed when the guard drops.
+fn agent_dir(tag: &str) -> (tempfile::TempDir, PathBuf, Cleanup) {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("agent");
+    let import = data.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
+    let made = Command::new(&script)
+        .arg(import.join("busybox.tar"))
+        .arg(tag)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cleanup = Cleanup(data.clone());
+    (tmp, data, cleanup)
+}
+
+/// A Mosquitto, a test controller and the agent on `data`, once the agent is online.
+async fn online(data: &Path) -> (Mosquitto, Controller, AgentProcess) {
+    let broker = Mosquitto::start();
+    let mut controller = Controller::connect(broker.port).await;
+    let agent = AgentProcess::spawn(&broker.url(), data);
+    controller
+        .wait_online("online", Duration::from_secs(20))
+        .await;
+    (broker, controller, agent)
+}
+
 /// Processes of every container and shim under `data` (the shim's pid file, the
 /// container's running pid): what a power cut takes away.
 fn kill_everything(data: &Path) {
     let rt = runtime(data);
     for c in rt.list().unwrap_or_default() {
-        if let ContainerState::Running { pid, .. } = c.state {
+        // pid 0 (a container still being created) would signal our own process group.
+        if let ContainerState::Running { pid, .. } = c.state.clone() {
+            if pid <= 0 {
+                continue;
+            }
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -486,6 +486,7 @@ fn kill_everything(data: &Path) {
         if let Some(pid) = std::fs::read_to_string(shim)
             .ok()
             .and_then(|t| t.split_whitespace().next()?.parse::<i32>().ok())
+            .filter(|p| *p > 0)
         {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -524,27 +525,10 @@ fn max_restarts(data: &Path, pod: &str) -> u32 {
 /// state wins and the status reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_keep_running_offline_and_come_back_after_a_power_cut() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("agent");
-    let import = data.join("images/import");
-    std::fs::create_dir_all(&import).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
-    let made = Command::new(&script)
-        .arg(import.join("busybox.tar"))
-        .arg("busybox:offline")
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let _cleanup = Cleanup(data.clone());
+    let (_tmp, data, _cleanup) = agent_dir("busybox:offline");
 
-    let broker = Mosquitto::start();
+    let (broker, mut controller, agent) = online(&data).await;
     let port = broker.port;
-    let mut controller = Controller::connect(port).await;
-    let agent = AgentProcess::spawn(&broker.url(), &data);
-    controller
-        .wait_online("online", Duration::from_secs(20))
-        .await;
     let uid = |n: &str| format!("uid-{n}-{}", std::process::id());
     let host_pod = |name: &str, command: &str| {
         let mut p = pod(name, &uid(name), "Always", command);
@@ -625,28 +609,11 @@ async fn pods_keep_running_offline_and_come_back_after_a_power_cut() {
 /// ConfigMap as files and a Secret as an environment variable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_and_projected_volumes_on_real_containers() {
-    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("agent");
-    let import = data.join("images/import");
-    std::fs::create_dir_all(&import).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
-    let made = Command::new(&script)
-        .arg(import.join("busybox.tar"))
-        .arg("busybox:init")
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let _cleanup = Cleanup(data.clone());
+    let (tmp, data, _cleanup) = agent_dir("busybox:init");
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
 
-    let broker = Mosquitto::start();
-    let mut controller = Controller::connect(broker.port).await;
-    let mut agent = AgentProcess::spawn(&broker.url(), &data);
-    controller
-        .wait_online("online", Duration::from_secs(20))
-        .await;
+    let (_broker, mut controller, mut agent) = online(&data).await;
     let objects = punnet_api::manifest::parse(&format!(
         r#"
 apiVersion: v1

@@ -6,88 +6,51 @@
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use punnet_agent::image::ImageStore;
 use punnet_agent::probe::{
     run_handler, run_probe, HookError, ProbeChange, ProbeKind, ProbeOutcome, ProbeTarget, Prober,
 };
-use punnet_agent::runtime::{ContainerConfig, ContainerState, Runtime, ShimRuntime};
+use punnet_agent::runtime::{ContainerState, Runtime, ShimRuntime};
 use punnet_agent::shim::exec::{ContainerExec, ExecError};
 use punnet_api::pod::{
     Container, ContainerPort, ExecAction, HttpGetAction, IntOrString, LifecycleHandler, Probe,
     SleepAction, TcpSocketAction,
 };
 
+mod runtime_support;
+
+/// The runtime tests' environment (busybox image, unique ids, cleanup on drop) plus exec.
 struct Env {
-    tmp: tempfile::TempDir,
+    base: runtime_support::Env,
     rt: ShimRuntime,
+    tmp: PathBuf,
     exec: ContainerExec,
-    /// Containers to remove when the test ends, pass or fail.
-    ids: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
     fn new() -> Env {
-        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
-        let tmp = tempfile::tempdir().unwrap();
-        let archive = tmp.path().join("busybox.tar");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-busybox-image.sh");
-        let status = Command::new(&script)
-            .arg(&archive)
-            .arg("busybox:test")
-            .status()
-            .unwrap();
-        assert!(status.success(), "make-busybox-image.sh: {status}");
-        let images = Arc::new(ImageStore::open(&tmp.path().join("images")).unwrap());
-        images.load_archive(&archive).unwrap();
+        let base = runtime_support::Env::new();
         let agent = PathBuf::from(env!("CARGO_BIN_EXE_punnet-agent"));
-        let containers = tmp.path().join("containers");
-        let rt = ShimRuntime::new(
-            containers.clone(),
-            images,
-            agent.clone(),
-            vec!["shim".into()],
-        );
+        let exec = ContainerExec::new(agent, base.containers_root());
+        let rt = runtime_support::runtime(base.tmp.path(), &base.images);
+        let tmp = base.tmp.path().to_path_buf();
         Env {
-            tmp,
+            base,
             rt,
-            exec: ContainerExec::new(agent, containers),
-            ids: Default::default(),
+            tmp,
+            exec,
         }
     }
 
     /// Starts a busybox container running `script`; host network, so its servers are
     /// reachable on 127.0.0.1.
     fn start(&self, name: &str, script: &str) -> String {
-        let id = format!("pr-{name}-{}", std::process::id());
-        self.ids.lock().unwrap().push(id.clone());
-        let config = ContainerConfig {
-            id: id.clone(),
-            pod_uid: format!("uid-{id}"),
-            pod_namespace: "default".into(),
-            pod_name: id.clone(),
-            container_name: "main".into(),
-            restart_count: 0,
-            image: "busybox:test".into(),
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            args: vec![],
-            env: vec![("GREETING".into(), "hello".into())],
-            working_dir: Some("/tmp".into()),
-            memory_limit_bytes: None,
-            cpu_limit_millis: None,
-            mounts: vec![],
-            host_network: true,
-            netns_path: None,
-            devices: vec![],
-            security: Default::default(),
-            hooks: Default::default(),
-            grace_period: Duration::from_secs(2),
-            log_path: self.tmp.path().join("logs").join(format!("{id}.log")),
-        };
+        let id = self.base.id(name);
+        let mut config = self.base.config(&id, script);
+        config.host_network = true;
+        config.working_dir = Some("/tmp".into());
+        config.grace_period = Duration::from_secs(2);
         self.rt.start(&config).unwrap();
         id
     }
@@ -119,14 +82,6 @@ impl Env {
         self.exec
             .exec(id, &argv(&["sh", "-c", script]), timeout)
             .unwrap_or_else(|e| panic!("exec {script:?} in {id}: {e}"))
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for id in self.ids.lock().unwrap().iter() {
-            let _ = self.rt.remove(id);
-        }
     }
 }
 
@@ -274,7 +229,7 @@ fn exec_round_trip_time() {
     let id = env.start("latency", IDLE);
     // PUNNET_EXEC_HELPER=target/release/punnet-agent measures a production build.
     let exec = match std::env::var_os("PUNNET_EXEC_HELPER") {
-        Some(exe) => ContainerExec::new(exe.into(), env.tmp.path().join("containers")),
+        Some(exe) => ContainerExec::new(exe.into(), env.tmp.join("containers")),
         None => env.exec.clone(),
     };
     let mut times = Vec::new();
