@@ -212,6 +212,7 @@ async fn run_inner(
         sampler,
         usage: BTreeMap::new(),
         prober: Prober::new(exec.clone()),
+        probe_graces: BTreeMap::new(),
         exec,
         network,
         networks: BTreeMap::new(),
@@ -280,6 +281,8 @@ struct Agent {
     exec: ContainerExec,
     /// Liveness, readiness and startup probes of the running containers.
     prober: Prober,
+    /// Containers a failed probe stops with its own `terminationGracePeriodSeconds`.
+    probe_graces: BTreeMap<String, Duration>,
     /// Pod networking through CNI; `None` when off (`--no-pod-network`).
     network: Option<Arc<PodNetwork>>,
     /// Pod uid → its network, once set up (or checked) in this agent's life.
@@ -547,15 +550,21 @@ impl Agent {
         self.failures
             .retain(|k, _| self.pods.iter().any(|p| reconcile::pod_uid(p) == k.pod_uid));
         self.ensure_networks().await;
-        let unhealthy: BTreeSet<String> = containers
+        let failed_probes: BTreeMap<String, Option<Duration>> = containers
             .iter()
             .filter(|c| matches!(c.state, ContainerState::Running { .. }))
-            .filter(|c| {
-                self.prober
-                    .status(&probe_key(&c.config), &c.config.id)
-                    .is_some_and(|s| s.restart.is_some())
+            .filter_map(|c| {
+                let restart = self
+                    .prober
+                    .status(&probe_key(&c.config), &c.config.id)?
+                    .restart?;
+                Some((c.config.id.clone(), restart.grace_period))
             })
-            .map(|c| c.config.id.clone())
+            .collect();
+        let unhealthy: BTreeSet<String> = failed_probes.keys().cloned().collect();
+        self.probe_graces = failed_probes
+            .into_iter()
+            .filter_map(|(id, g)| Some((id, g?)))
             .collect();
         let network_errors: BTreeMap<String, String> = self
             .network_failures
@@ -890,7 +899,12 @@ impl Agent {
                     }
                     let rt = self.runtime.clone();
                     let stop_id = id.clone();
-                    match tokio::task::spawn_blocking(move || rt.stop(&stop_id)).await {
+                    let grace = self.probe_graces.get(&id).copied();
+                    let stop = move || match grace {
+                        Some(g) => rt.stop_with_grace(&stop_id, g),
+                        None => rt.stop(&stop_id),
+                    };
+                    match tokio::task::spawn_blocking(stop).await {
                         Ok(Ok(())) | Ok(Err(RuntimeError::NotFound { .. })) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(container = %id, error = %e, "could not stop container")

@@ -129,6 +129,27 @@ fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
     env.rt.remove(&id).unwrap();
 }
 
+/// A failed probe's own grace period replaces the container's for that stop.
+#[test]
+fn a_stop_may_ask_for_a_shorter_grace_period() {
+    let env = Env::new();
+    let id = env.id("short-grace");
+    let mut config = env.config(
+        &id,
+        "trap '' TERM; echo ready; while true; do sleep 1; done",
+    );
+    config.grace_period = Duration::from_secs(600);
+    env.rt.start(&config).unwrap();
+    env.wait_for_log(&id, "ready");
+    env.rt.stop_with_grace(&id, Duration::from_secs(1)).unwrap();
+    let (code, _) = env.wait_exited(&env.rt, &id, Duration::from_secs(20));
+    assert_eq!(
+        code, 137,
+        "SIGKILLed after the shorter grace, not 10 minutes"
+    );
+    env.rt.remove(&id).unwrap();
+}
+
 #[test]
 fn exit_codes_are_recorded() {
     let env = Env::new();

@@ -80,6 +80,11 @@ impl ContainerDir {
     pub fn shim_pid(&self) -> PathBuf {
         self.path.join("shim.pid")
     }
+    /// Seconds of grace for this stop when it differs from the container's own (a failed
+    /// probe's `terminationGracePeriodSeconds`); read by the shim on SIGTERM.
+    pub fn stop_grace(&self) -> PathBuf {
+        self.path.join("stop-grace")
+    }
     pub fn started(&self) -> PathBuf {
         self.path.join("started.json")
     }

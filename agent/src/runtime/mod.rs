@@ -218,6 +218,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Asks a running container to stop: SIGTERM, then SIGKILL after its grace period.
     /// Returns at once; the container shows as `Exited` in a later `list`.
     fn stop(&self, id: &str) -> Result<(), RuntimeError>;
+    /// `stop` with another grace period than the container's own (a failed probe's
+    /// `terminationGracePeriodSeconds`).
+    fn stop_with_grace(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let _ = grace;
+        self.stop(id)
+    }
     /// Forgets an exited container: its state, root filesystem and cgroup. Its log file stays
     /// (the agent deletes a Pod's logs when it deletes the Pod). Stops it first if it still runs.
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;

@@ -383,6 +383,17 @@ impl Runtime for ShimRuntime {
         Ok(())
     }
 
+    fn stop_with_grace(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let dir = self.existing_dir(id)?;
+        fs::write(dir.stop_grace(), grace.as_secs().to_string()).map_err(|source| {
+            RuntimeError::Io {
+                context: format!("container {id}: recording its stop grace period"),
+                source,
+            }
+        })?;
+        self.stop(id)
+    }
+
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.remove_inner(id)
     }

@@ -33,7 +33,7 @@ struct Output {
 }
 
 pub fn supervise(dir: &ContainerDir, mut running: Running) {
-    let status = watch(&mut running);
+    let status = watch(&mut running, dir);
     let finished_at = Utc::now();
     let exit_code = match status {
         WaitStatus::Exited(_, code) => code,
@@ -75,7 +75,7 @@ pub fn supervise(dir: &ContainerDir, mut running: Running) {
 
 /// Runs the loop until the container's init has exited and its output is drained;
 /// returns init's wait status.
-fn watch(running: &mut Running) -> WaitStatus {
+fn watch(running: &mut Running, dir: &ContainerDir) -> WaitStatus {
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         mask.add(s);
@@ -101,7 +101,7 @@ fn watch(running: &mut Running) -> WaitStatus {
     let mut kill_at: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
     if term_requested() {
-        kill_at = Some(request_stop(running));
+        kill_at = Some(request_stop(running, dir));
     }
     // The container may have exited before SIGCHLD was routed to the signalfd.
     reap(running.pid, &mut status);
@@ -175,7 +175,7 @@ fn watch(running: &mut Running) -> WaitStatus {
                         && kill_at.is_none()
                         && status.is_none()
                     {
-                        kill_at = Some(request_stop(running));
+                        kill_at = Some(request_stop(running, dir));
                     }
                 }
             }
@@ -225,12 +225,17 @@ fn nonblocking(fd: OwnedFd) -> OwnedFd {
     fd
 }
 
-/// Sends SIGTERM to the container's init; returns when to escalate to SIGKILL.
-fn request_stop(running: &Running) -> Instant {
+/// Sends SIGTERM to the container's init; returns when to escalate to SIGKILL: after
+/// the grace the stop asked for, else the container's own.
+fn request_stop(running: &Running, dir: &ContainerDir) -> Instant {
     if let Err(e) = kill(running.pid, Signal::SIGTERM) {
         eprintln!("punnet shim: SIGTERM to {}: {e}", running.pid);
     }
-    Instant::now() + running.grace_period
+    let asked = std::fs::read_to_string(dir.stop_grace())
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    Instant::now() + asked.unwrap_or(running.grace_period)
 }
 
 /// SIGKILLs every process of the container (init alone would do in its own pid
