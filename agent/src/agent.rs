@@ -213,6 +213,7 @@ async fn run_inner(
         usage: BTreeMap::new(),
         prober: Prober::new(exec.clone()),
         probe_graces: BTreeMap::new(),
+        evicted: BTreeMap::new(),
         exec,
         network,
         networks: BTreeMap::new(),
@@ -281,6 +282,8 @@ struct Agent {
     exec: ContainerExec,
     /// Liveness, readiness and startup probes of the running containers.
     prober: Prober,
+    /// Pod uid → why it was evicted (an emptyDir over its sizeLimit).
+    evicted: BTreeMap<String, String>,
     /// Containers a failed probe stops with its own `terminationGracePeriodSeconds`.
     probe_graces: BTreeMap<String, Duration>,
     /// Pod networking through CNI; `None` when off (`--no-pod-network`).
@@ -449,6 +452,9 @@ impl Agent {
                     self.usage = usage;
                     self.publish_status();
                     self.collect_garbage();
+                    if self.check_empty_dirs().await {
+                        next_reconcile = Instant::now();
+                    }
                 }
                 _ = tokio::time::sleep_until(status_due.unwrap_or_else(Instant::now)), if status_due.is_some() => {
                     status_due = None;
@@ -593,6 +599,7 @@ impl Agent {
                 networks: Some(&self.networks),
                 network_errors: Some(&network_errors),
                 unhealthy: Some(&unhealthy),
+                evicted: Some(&self.evicted),
             },
         });
         outcome.requeue_after = plan.requeue_after;
@@ -668,6 +675,63 @@ impl Agent {
         pulls.gate(container, |reference| {
             crate::pulls::credentials_for(reference, &secrets)
         })
+    }
+
+    /// Evicts Pods whose disk emptyDir holds more than its `sizeLimit`, as the kubelet
+    /// does; true when one was evicted.
+    async fn check_empty_dirs(&mut self) -> bool {
+        let desired: BTreeSet<String> = self.pods.iter().map(reconcile::pod_uid).collect();
+        self.evicted.retain(|uid, _| desired.contains(uid));
+        let mut limits = Vec::new();
+        for pod in &self.pods {
+            let uid = reconcile::pod_uid(pod);
+            if self.evicted.contains_key(&uid) {
+                continue;
+            }
+            for v in &pod.spec.volumes {
+                let Some(e) = &v.empty_dir else { continue };
+                if e.medium.as_deref() == Some("Memory") {
+                    continue; // the tmpfs size enforces it
+                }
+                let Some(limit) = e
+                    .size_limit
+                    .as_deref()
+                    .and_then(|q| punnet_api::quantity::parse_bytes(q).ok())
+                else {
+                    continue;
+                };
+                let dir = reconcile::pod_dir(&self.config.data_dir, pod)
+                    .join("volumes/empty-dir")
+                    .join(&v.name);
+                let shown = e.size_limit.clone().unwrap_or_default();
+                limits.push((uid.clone(), v.name.clone(), dir, limit, shown));
+            }
+        }
+        if limits.is_empty() {
+            return false;
+        }
+        let over = tokio::task::spawn_blocking(move || {
+            limits
+                .into_iter()
+                .filter(|(_, _, dir, limit, _)| crate::volume::disk_usage(dir) > *limit)
+                .map(|(uid, name, _, _, shown)| {
+                    (
+                        uid,
+                        format!(
+                            "Usage of EmptyDir volume \"{name}\" exceeds the limit \"{shown}\". "
+                        ),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let evicted_any = !over.is_empty();
+        for (uid, message) in over {
+            tracing::warn!(uid = %uid, "{message}Evicting the Pod");
+            self.evicted.insert(uid, message.trim_end().to_string());
+        }
+        evicted_any
     }
 
     /// Deletes unused images when the disk runs low, at most every few minutes.
@@ -1048,6 +1112,7 @@ impl Agent {
                 host_ip: host_ip.as_deref(),
                 pod_ip,
                 probes: Some(&probes),
+                evicted: self.evicted.get(&uid).map(String::as_str),
                 now,
             });
             reports.push(PodReport {

@@ -26,6 +26,8 @@ pub struct StatusInput<'a> {
     /// Container id → (started, ready) from its probes, for running containers the
     /// prober knows.
     pub probes: Option<&'a BTreeMap<String, (bool, bool)>>,
+    /// Why the Pod was evicted (`Evicted`, phase Failed), if it was.
+    pub evicted: Option<&'a str>,
     pub now: SystemTime,
 }
 
@@ -305,7 +307,7 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
         });
     // The kubelet's order: a failed init container under Never fails the Pod; pending
     // ones keep it Pending; then the app containers decide.
-    let phase = if init_failed {
+    let phase = if input.evicted.is_some() || init_failed {
         phase::FAILED
     } else if !uninitialized.is_empty() {
         phase::PENDING
@@ -377,8 +379,8 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     PodStatus {
         phase: Some(phase.to_string()),
         conditions,
-        message: None,
-        reason: None,
+        message: input.evicted.map(str::to_string),
+        reason: input.evicted.map(|_| "Evicted".to_string()),
         host_ip: input.host_ip.map(str::to_string),
         pod_ip: input.pod_ip.map(str::to_string),
         pod_ips: input
@@ -482,6 +484,7 @@ mod tests {
             host_ip: Some("192.168.1.20"),
             pod_ip: Some("10.42.0.5"),
             probes: None,
+            evicted: None,
             now: t(100),
         })
     }

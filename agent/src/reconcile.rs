@@ -142,6 +142,8 @@ pub struct Sources<'a> {
     /// Running containers whose liveness or startup probe failed: stopped, then
     /// restarted under the Pod's restart policy.
     pub unhealthy: Option<&'a BTreeSet<String>>,
+    /// Pod uid → why it was evicted: its containers are stopped and not started again.
+    pub evicted: Option<&'a BTreeMap<String, String>>,
 }
 
 /// A Pod's network as the reconciler needs it.
@@ -233,6 +235,20 @@ pub fn reconcile(input: &Input) -> Plan {
         let uid = pod_uid(pod);
         desired_uids.insert(uid.clone());
         let terminating = pod.metadata.deletion_timestamp.is_some();
+        if input.sources.evicted.is_some_and(|e| e.contains_key(&uid)) {
+            // Kept (so its logs and last states stay), never started again.
+            for spec in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
+                desired_keys.insert(ContainerKey::new(&uid, &spec.name));
+                for c in runs_of(input.containers, &uid, &spec.name) {
+                    if is_running(c) && !input.stopping.contains(&c.config.id) {
+                        plan.actions.push(Action::Stop {
+                            id: c.config.id.clone(),
+                        });
+                    }
+                }
+            }
+            continue;
+        }
         // Init containers run one at a time, in order; each must complete before the
         // next starts, and all before the app containers.
         let mut initialized = true;

@@ -171,6 +171,22 @@ fn walk_count(dir: &Path) -> Option<usize> {
     Some(n)
 }
 
+/// Bytes used by the files under `dir` (what an emptyDir's `sizeLimit` counts).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Unmounts every tmpfs under a Pod's directory (Memory emptyDirs, Secrets) so that the
 /// directory can be deleted; deepest first.
 pub fn unmount_all_under(dir: &Path) {

@@ -702,3 +702,58 @@ stringData: {{password: hunter2}}
     .await;
     agent.terminate();
 }
+
+/// A Pod whose disk emptyDir grows past its sizeLimit is evicted: stopped, phase
+/// Failed, reason Evicted, and not started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
+    let (_tmp, data, _cleanup) = agent_dir("busybox:evict");
+    let (_broker, mut controller, mut agent) = online(&data).await;
+    let mut hog = pod(
+        "hog",
+        &format!("uid-hog-{}", std::process::id()),
+        "Always",
+        "dd if=/dev/zero of=/scratch/fill bs=1048576 count=3; exec sleep 1000",
+    );
+    hog.spec.host_network = Some(true);
+    hog.spec.containers[0].image = "busybox:evict".into();
+    hog.spec.volumes = vec![punnet_api::pod::Volume {
+        name: "scratch".into(),
+        empty_dir: Some(punnet_api::pod::EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some("1Mi".into()),
+        }),
+        ..Default::default()
+    }];
+    hog.spec.containers[0].volume_mounts = vec![punnet_api::pod::VolumeMount {
+        name: "scratch".into(),
+        mount_path: "/scratch".into(),
+        ..Default::default()
+    }];
+    controller.publish_desired(1, vec![hog]).await;
+    let report = controller
+        .wait_status(Duration::from_secs(40), |r| {
+            r.pods.first().is_some_and(|p| {
+                p.status.reason.as_deref() == Some("Evicted")
+                    && p.status.phase.as_deref() == Some("Failed")
+                    && p.status.container_statuses[0].state.running.is_none()
+            })
+        })
+        .await;
+    let message = report.pods[0].status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\""),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        running_names(&data).is_empty(),
+        "an evicted Pod is not restarted"
+    );
+    controller.publish_desired(2, vec![]).await;
+    eventually(Duration::from_secs(30), || {
+        runtime(&data).list().unwrap().is_empty()
+    })
+    .await;
+    agent.terminate();
+}
