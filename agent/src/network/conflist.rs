@@ -12,9 +12,10 @@ pub const CNI_VERSION: &str = "1.0.0";
 
 /// `bridge` (gateway on the bridge, NAT for traffic leaving the Pod range, hairpin so a
 /// Pod reaches itself through its own hostPort) with host-local addresses from the Pod
-/// CIDR, then `portmap` for hostPorts.
-pub fn pod_conflist(cfg: &NetworkConfig, cidr: &PodCidr) -> Value {
-    json!({
+/// CIDR, then `portmap` when the Pod has hostPorts (most Pods have none, and portmap's
+/// ADD and DEL cost more than the bridge's).
+pub fn pod_conflist(cfg: &NetworkConfig, cidr: &PodCidr, host_ports: bool) -> Value {
+    let mut list = json!({
         "cniVersion": CNI_VERSION,
         "name": cfg.network_name,
         "plugins": [
@@ -43,7 +44,13 @@ pub fn pod_conflist(cfg: &NetworkConfig, cidr: &PodCidr) -> Value {
                 "snat": true,
             },
         ],
-    })
+    });
+    if !host_ports {
+        if let Some(plugins) = list["plugins"].as_array_mut() {
+            plugins.truncate(1);
+        }
+    }
+    list
 }
 
 /// The `lo` of the namespace (a new one starts with `lo` down).
@@ -139,7 +146,7 @@ mod tests {
     #[test]
     fn conflist_is_bridge_then_portmap_over_the_pod_cidr() {
         let cidr = PodCidr::parse("10.42.7.0/24").unwrap();
-        let list = pod_conflist(&cfg(), &cidr);
+        let list = pod_conflist(&cfg(), &cidr, true);
         assert_eq!(list["name"], "net1");
         let p = plugins(&list);
         assert_eq!(
@@ -155,12 +162,17 @@ mod tests {
         assert_eq!(p[0]["ipam"]["ranges"][0][0]["gateway"], "10.42.7.1");
         assert_eq!(p[0]["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
         assert_eq!(p[1]["capabilities"]["portMappings"], true);
+        let without = plugins(&pod_conflist(&cfg(), &cidr, false));
+        assert_eq!(
+            without.iter().map(plugin_type).collect::<Vec<_>>(),
+            ["bridge"]
+        );
     }
 
     #[test]
     fn plugin_stdin_follows_the_spec() {
         let cidr = PodCidr::parse("10.42.7.0/24").unwrap();
-        let list = pod_conflist(&cfg(), &cidr);
+        let list = pod_conflist(&cfg(), &cidr, true);
         let rc = runtime_config(&[
             HostPort {
                 host_port: 8080,

@@ -168,7 +168,9 @@ impl PodNetwork {
         if let Some(saved) = &saved {
             // Without a CIDR (an agent started offline before the controller told it
             // again) a Pod set up earlier keeps the range it was set up with.
-            let same_range = cidr.is_none_or(|c| saved.conflist == pod_conflist(&self.cfg, &c));
+            let same_range = cidr.is_none_or(|c| {
+                saved.conflist == pod_conflist(&self.cfg, &c, !pod.host_ports.is_empty())
+            });
             let unchanged = same_range
                 && saved.runtime_config == runtime
                 && saved.loopback == loopback
@@ -185,7 +187,7 @@ impl PodNetwork {
             }
         }
         let cidr = cidr.ok_or_else(|| NetworkError::NoPodCidr { pod: label.clone() })?;
-        let conflist = pod_conflist(&self.cfg, &cidr);
+        let conflist = pod_conflist(&self.cfg, &cidr, !pod.host_ports.is_empty());
 
         let mut attempt = 0;
         if let Some(saved) = saved {
