@@ -7,13 +7,21 @@ cd "$(dirname "$0")/.."
 
 source scripts/lib.sh
 
+# Services whose packages this run installs (see below).
+fresh=()
+for service in mosquitto docker-registry; do
+    dpkg-query -W -f='${Status}' "$service" 2>/dev/null | grep -q 'install ok installed' || fresh+=("$service")
+done
 # Packages the tests use as real parts; see README.md "Tests".
 ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl docker-registry apache2-utils
-# Debian's mosquitto package may start a system broker on 1883; tests start their own on
-# free ports, but the Quickstart's embedded broker wants 1883.
-if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-    as_root systemctl disable --now mosquitto || true
-fi
+# Debian's mosquitto and docker-registry packages start system services (on 1883 and
+# 5000) when installed; the tests start their own on free ports, and the Quickstart's
+# embedded broker wants 1883. Only services this run installed are turned off.
+for service in "${fresh[@]}"; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+        as_root systemctl disable --now "$service" || true
+    fi
+done
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
