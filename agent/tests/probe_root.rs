@@ -90,12 +90,19 @@ fn argv(a: &[&str]) -> Vec<String> {
 }
 
 /// A port below the ephemeral range that is free now.
+/// A free loopback port below the ephemeral range; the counter gives tests running at
+/// once in this process different ports (without it they raced for the same one).
 fn free_port() -> u16 {
-    let base = 20_000 + (std::process::id() % 5_000) as u16 * 2;
-    (0..2_000u16)
-        .map(|i| base.wrapping_add(i * 7) % 30_000 + 2_000)
-        .find(|&p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(n.wrapping_mul(104_729)) % 12000) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 const IDLE: &str = "trap 'exit 0' TERM; sleep 1000 & wait";

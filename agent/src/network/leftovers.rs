@@ -19,6 +19,12 @@ pub fn stale(save: &str, network: &str, container_id: &str) -> (Vec<String>, Vec
         .filter(|l| l.starts_with("-A ") && l.contains(&tag))
         .map(str::to_string)
         .collect();
+    let chains = chains_of(&rules);
+    (rules, chains)
+}
+
+/// The per-Pod chains `rules` jump to (not portmap's shared `CNI-HOSTPORT-*`).
+pub fn chains_of(rules: &[String]) -> Vec<String> {
     let mut chains: Vec<String> = rules
         .iter()
         .filter_map(|r| r.split(" -j ").nth(1))
@@ -28,7 +34,7 @@ pub fn stale(save: &str, network: &str, container_id: &str) -> (Vec<String>, Vec
         .collect();
     chains.sort();
     chains.dedup();
-    (rules, chains)
+    chains
 }
 
 /// Deletes the rules that live in shared chains, then flushes and deletes the Pod's own.

@@ -13,7 +13,7 @@ mod cni;
 mod config;
 mod conflist;
 mod error;
-mod leftovers;
+pub mod leftovers;
 mod netns;
 mod pod_network;
 mod spec;

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
+use punnet_agent::network::leftovers;
 use punnet_agent::network::{HostPort, NetworkConfig, PodNetSpec, PodNetwork};
 
 /// Long enough for a slow board; only a bound against hanging, never a measurement.
@@ -124,16 +125,7 @@ impl Lab {
 
     /// Per-Pod chains the given rules jump to (not portmap's shared CNI-HOSTPORT-*).
     pub fn chains_of(rules: &[String]) -> Vec<String> {
-        let mut chains: Vec<String> = rules
-            .iter()
-            .filter_map(|r| r.split(" -j ").nth(1))
-            .filter_map(|t| t.split_whitespace().next())
-            .filter(|t| t.starts_with("CNI-") && !t.starts_with("CNI-HOSTPORT-"))
-            .map(str::to_string)
-            .collect();
-        chains.sort();
-        chains.dedup();
-        chains
+        leftovers::chains_of(rules)
     }
 
     /// Which of `chains` still exist.
@@ -203,20 +195,7 @@ impl Drop for Lab {
 /// Deletes leftover rules and their per-Pod chains in one iptables-restore batch, which
 /// reads the quoting iptables-save writes.
 fn remove_rules(rules: &[String]) {
-    let chains = Lab::chains_of(rules);
-    let mut script = String::from("*nat\n");
-    for r in rules {
-        let own_chain = chains.iter().any(|c| r.starts_with(&format!("-A {c} ")));
-        if !own_chain {
-            if let Some(rest) = r.strip_prefix("-A ") {
-                script.push_str(&format!("-D {rest}\n"));
-            }
-        }
-    }
-    for c in &chains {
-        script.push_str(&format!("-F {c}\n-X {c}\n"));
-    }
-    script.push_str("COMMIT\n");
+    let script = leftovers::restore_script(rules, &Lab::chains_of(rules));
     if let Ok(mut child) = Command::new("iptables-restore")
         .arg("--noflush")
         .stdin(Stdio::piped())
