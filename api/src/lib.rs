@@ -5,6 +5,7 @@
 pub mod capability;
 pub mod configdata;
 pub mod deployment;
+pub mod event;
 pub mod manifest;
 pub mod meta;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod wire;
 
 pub use configdata::{ConfigMap, Secret};
 pub use deployment::*;
+pub use event::{Event, EventSource, ObjectReference, EVENT_NORMAL, EVENT_WARNING};
 pub use meta::*;
 pub use node::*;
 pub use object::{List, Object, Resource};

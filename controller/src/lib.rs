@@ -5,6 +5,7 @@ pub mod auth_token;
 pub mod broker;
 pub mod config;
 pub mod deployment;
+pub mod events;
 pub mod http;
 pub mod logproxy;
 pub mod metrics;

@@ -18,6 +18,8 @@ use sled::Transactional;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
+use crate::events::Events;
+
 const REVISION_KEY: &[u8] = b"revision";
 
 #[derive(Debug, Error)]
@@ -80,6 +82,8 @@ pub struct Store {
     /// Serialises read-modify-write cycles so revisions are assigned in commit order.
     write_lock: Mutex<()>,
     events: broadcast::Sender<WatchEvent>,
+    /// Kubernetes-style Events; in memory, see `events`.
+    recorder: Events,
 }
 
 impl Store {
@@ -116,6 +120,7 @@ impl Store {
             revision: AtomicU64::new(revision),
             write_lock: Mutex::new(()),
             events,
+            recorder: Events::default(),
         })
     }
 
@@ -127,6 +132,11 @@ impl Store {
     /// Committed changes from now on. A receiver that lags gets `Lagged` and must re-list.
     pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
         self.events.subscribe()
+    }
+
+    /// Where every part of the controller records Kubernetes-style Events.
+    pub fn recorder(&self) -> &Events {
+        &self.recorder
     }
 
     /// Makes every write so far durable (survives `kill -9` of the controller).
