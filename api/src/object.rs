@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::configdata::{ConfigMap, Secret};
+use crate::daemonset::DaemonSet;
 use crate::deployment::Deployment;
+use crate::job::Job;
 use crate::meta::{ListMeta, ObjectMeta};
 use crate::node::Node;
 use crate::pod::Pod;
@@ -70,6 +72,8 @@ resource!(Deployment, "Deployment", "apps/v1", "deployments", true);
 resource!(Node, "Node", "v1", "nodes", false);
 resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
 resource!(Secret, "Secret", "v1", "secrets", true);
+resource!(DaemonSet, "DaemonSet", "apps/v1", "daemonsets", true);
+resource!(Job, "Job", "batch/v1", "jobs", true);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +83,8 @@ pub enum Object {
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    DaemonSet(DaemonSet),
+    Job(Job),
 }
 
 impl Object {
@@ -89,6 +95,8 @@ impl Object {
             Object::Node(_) => Node::KIND,
             Object::ConfigMap(_) => ConfigMap::KIND,
             Object::Secret(_) => Secret::KIND,
+            Object::DaemonSet(_) => DaemonSet::KIND,
+            Object::Job(_) => Job::KIND,
         }
     }
 
@@ -99,6 +107,8 @@ impl Object {
             Object::Node(o) => o.meta(),
             Object::ConfigMap(o) => o.meta(),
             Object::Secret(o) => o.meta(),
+            Object::DaemonSet(o) => o.meta(),
+            Object::Job(o) => o.meta(),
         }
     }
 
@@ -109,6 +119,8 @@ impl Object {
             Object::Node(o) => o.meta_mut(),
             Object::ConfigMap(o) => o.meta_mut(),
             Object::Secret(o) => o.meta_mut(),
+            Object::DaemonSet(o) => o.meta_mut(),
+            Object::Job(o) => o.meta_mut(),
         }
     }
 
@@ -124,6 +136,8 @@ impl Object {
             Object::Node(o) => to_json(o),
             Object::ConfigMap(o) => to_json(o),
             Object::Secret(o) => to_json(o),
+            Object::DaemonSet(o) => to_json(o),
+            Object::Job(o) => to_json(o),
         }
     }
 }
