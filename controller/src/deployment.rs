@@ -381,7 +381,11 @@ fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
                 owner.name.clone(),
             ))
         }
-        Object::Node(_) | Object::ConfigMap(_) | Object::Secret(_) => None,
+        Object::Node(_)
+        | Object::ConfigMap(_)
+        | Object::Secret(_)
+        | Object::DaemonSet(_)
+        | Object::Job(_) => None,
     }
 }
 
