@@ -257,6 +257,10 @@ pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), Deplo
         }
     }
     let Some(d) = deployment else { return Ok(()) };
+    // Being deleted (foreground or orphan): the garbage collector owns its Pods now.
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
 
     let hash = pod_template_hash(&d.spec.template);
     // Terminating Pods are on their way out: they are not replicas any more, so their

@@ -4,9 +4,12 @@
 pub mod auth_token;
 pub mod broker;
 pub mod config;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
+pub mod gc;
 pub mod http;
+pub mod job;
 pub mod logproxy;
 pub mod metrics;
 pub mod mqtt;
