@@ -77,6 +77,8 @@ pub async fn describe(
             Kind::Deployment => describe_deployment(&typed(*kind, v)?),
             Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
             Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
+            Kind::DaemonSet => describe_daemon_set(&typed(*kind, v)?),
+            Kind::Job => describe_job(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
                     let list = ctx.client.get(&Kind::Pod.collection(None), &[]).await?;
@@ -848,5 +850,7 @@ mod env;
 mod node;
 #[cfg(test)]
 mod tests;
+mod workloads;
 
 pub use configdata::{describe_config_map, describe_secret};
+pub use workloads::{describe_daemon_set, describe_job};

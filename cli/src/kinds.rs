@@ -2,7 +2,7 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Node, Object, Pod, Resource, Secret};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -14,6 +14,8 @@ pub enum Kind {
     Node,
     ConfigMap,
     Secret,
+    DaemonSet,
+    Job,
 }
 
 impl Kind {
@@ -26,6 +28,9 @@ impl Kind {
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
             "secrets" | "secret" => Ok(Kind::Secret),
+            "daemonsets" | "daemonset" | "ds" | "daemonsets.apps" | "daemonset.apps"
+            | "ds.apps" => Ok(Kind::DaemonSet),
+            "jobs" | "job" | "jobs.batch" | "job.batch" => Ok(Kind::Job),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -39,6 +44,8 @@ impl Kind {
             Object::Node(_) => Kind::Node,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::DaemonSet(_) => Kind::DaemonSet,
+            Object::Job(_) => Kind::Job,
         }
     }
 
@@ -49,6 +56,8 @@ impl Kind {
             Kind::Node => Node::KIND,
             Kind::ConfigMap => ConfigMap::KIND,
             Kind::Secret => Secret::KIND,
+            Kind::DaemonSet => DaemonSet::KIND,
+            Kind::Job => Job::KIND,
         }
     }
 
@@ -59,6 +68,8 @@ impl Kind {
             Kind::Node => Node::API_VERSION,
             Kind::ConfigMap => ConfigMap::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
+            Kind::DaemonSet => DaemonSet::API_VERSION,
+            Kind::Job => Job::API_VERSION,
         }
     }
 
@@ -69,6 +80,8 @@ impl Kind {
             Kind::Node => Node::PLURAL,
             Kind::ConfigMap => ConfigMap::PLURAL,
             Kind::Secret => Secret::PLURAL,
+            Kind::DaemonSet => DaemonSet::PLURAL,
+            Kind::Job => Job::PLURAL,
         }
     }
 
@@ -79,6 +92,8 @@ impl Kind {
             Kind::Node => Node::NAMESPACED,
             Kind::ConfigMap => ConfigMap::NAMESPACED,
             Kind::Secret => Secret::NAMESPACED,
+            Kind::DaemonSet => DaemonSet::NAMESPACED,
+            Kind::Job => Job::NAMESPACED,
         }
     }
 
