@@ -257,6 +257,18 @@ spec:
     }
 
     #[test]
+    fn the_examples_are_valid() {
+        for text in [
+            include_str!("../../examples/daemonset.yaml"),
+            include_str!("../../examples/job.yaml"),
+        ] {
+            for obj in parse(text).unwrap() {
+                crate::validate::validate(&obj).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn pod_affinity_is_refused_by_name() {
         let text = DS.replace(
             "nodeAffinity:",
