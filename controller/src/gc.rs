@@ -400,12 +400,8 @@ pub async fn run_with(store: Arc<Store>, config: GcConfig, cancel: CancellationT
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(config.debounce) => {}
         }
-        loop {
-            match events.try_recv() {
-                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
-                Err(_) => break,
-            }
-        }
+        // The pass below sees everything these events announced.
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
         match collect(&store) {
             Ok(_) => {}
             Err(e) => warn!("garbage collector: {e}"),
