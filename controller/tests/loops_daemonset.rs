@@ -231,6 +231,15 @@ async fn a_daemon_set_follows_nodes_labels_and_its_template() {
         "{events:?}"
     );
 
+    // n4 leaves the fleet (its agent stops, its Node is deleted): its Pod goes.
+    drop(agents.pop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.store.delete::<Node>(None, "n4", None).unwrap();
+    eventually("n4's Pod removed with its Node", wait, || {
+        (nodes_with_pods(&ctl.store) == ["n1", "n3"]).then_some(())
+    })
+    .await;
+
     // Deleting the DaemonSet (background): the garbage collector removes its Pods.
     ctl.store
         .delete::<DaemonSet>(Some("default"), "exporter", None)
