@@ -285,6 +285,36 @@ mod tests {
     }
 
     #[test]
+    fn pod_validation_checks_affinity() {
+        let mut pod = crate::Pod::default();
+        pod.metadata.name = "p".into();
+        pod.spec.containers.push(crate::Container {
+            name: "c".into(),
+            image: "busybox".into(),
+            ..Default::default()
+        });
+        pod.spec.affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![],
+                }),
+                preferred_during_scheduling_ignored_during_execution: vec![
+                    PreferredSchedulingTerm {
+                        weight: 0,
+                        preference: term(vec![req("a", "Exists", &[])]),
+                    },
+                ],
+            }),
+        });
+        let err = crate::validate::validate_pod(&pod).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "Pod p: spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: must have at least one term; \
+             spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: must be between 1 and 100"
+        );
+    }
+
+    #[test]
     fn term_checks() {
         let bad = NodeSelectorTerm {
             match_expressions: vec![
