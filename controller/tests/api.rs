@@ -330,7 +330,10 @@ async fn pods_create_get_list_and_delete() {
             pod("web", json!({"app": "web"}), &["c"]),
         )
         .await;
-    assert_eq!(missing.failure(404, "NotFound"), "namespaces \"tools\" not found");
+    assert_eq!(
+        missing.failure(404, "NotFound"),
+        "namespaces \"tools\" not found"
+    );
     let ns = s
         .post("/api/v1/namespaces", json!({"metadata": {"name": "tools"}}))
         .await;

@@ -58,7 +58,11 @@ async fn a_namespace_is_created_used_and_deleted_with_its_contents() {
     use reqwest::Method as M;
 
     let (code, body) = api
-        .send(M::POST, "/api/v1/namespaces/team/configmaps", Some(config_map("cfg")))
+        .send(
+            M::POST,
+            "/api/v1/namespaces/team/configmaps",
+            Some(config_map("cfg")),
+        )
         .await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(body["message"], "namespaces \"team\" not found");
@@ -85,10 +89,18 @@ async fn a_namespace_is_created_used_and_deleted_with_its_contents() {
         .collect();
     assert_eq!(names, vec!["team"]);
     let (_, all) = api.send(M::GET, "/api/v1/namespaces", None).await;
-    assert_eq!(all["items"].as_array().unwrap().len(), 2, "default and team");
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        2,
+        "default and team"
+    );
 
     let (code, body) = api
-        .send(M::POST, "/api/v1/namespaces/team/configmaps", Some(config_map("cfg")))
+        .send(
+            M::POST,
+            "/api/v1/namespaces/team/configmaps",
+            Some(config_map("cfg")),
+        )
         .await;
     assert_eq!(code, 201, "{body}");
     let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
@@ -97,7 +109,9 @@ async fn a_namespace_is_created_used_and_deleted_with_its_contents() {
         .await;
     assert_eq!(code, 201, "{body}");
 
-    let (code, body) = api.send(M::DELETE, "/api/v1/namespaces/default", None).await;
+    let (code, body) = api
+        .send(M::DELETE, "/api/v1/namespaces/default", None)
+        .await;
     assert_eq!(code, 403, "{body}");
     assert_eq!(body["reason"], "Forbidden");
 
@@ -116,7 +130,11 @@ async fn a_namespace_is_created_used_and_deleted_with_its_contents() {
         }
         // Meanwhile nothing new may be created in it.
         let (code, body) = api
-            .send(M::POST, "/api/v1/namespaces/team/configmaps", Some(config_map("late")))
+            .send(
+                M::POST,
+                "/api/v1/namespaces/team/configmaps",
+                Some(config_map("late")),
+            )
             .await;
         assert!(code == 403 || code == 404, "{code} {body}");
         assert!(Instant::now() < deadline, "namespace team never went away");
