@@ -39,7 +39,11 @@ fn name(i: usize) -> String {
 }
 
 fn path(i: usize) -> String {
-    let plural = if is_secret(i) { "secrets" } else { "configmaps" };
+    let plural = if is_secret(i) {
+        "secrets"
+    } else {
+        "configmaps"
+    };
     format!("/api/v1/namespaces/default/{plural}/{}", name(i))
 }
 
@@ -113,7 +117,11 @@ fn hammer(
             Ok((code, body)) => {
                 let ok = match (delete, code) {
                     (true, 200 | 404) | (false, 200 | 201) => true,
-                    _ => panic!("{} {}: unexpected {code} {body}", if delete { "delete" } else { "apply" }, name(i)),
+                    _ => panic!(
+                        "{} {}: unexpected {code} {body}",
+                        if delete { "delete" } else { "apply" },
+                        name(i)
+                    ),
                 };
                 if ok {
                     models[k].acked = target;
@@ -200,5 +208,8 @@ fn acknowledged_writes_survive_kill_9() {
     eprintln!(
         "{KILLS} kills, {total_acked} acknowledged operations, {either_way} in-flight operations found applied"
     );
-    assert!(total_acked > KILLS * CLIENTS, "the clients got work done between kills");
+    assert!(
+        total_acked > KILLS * CLIENTS,
+        "the clients got work done between kills"
+    );
 }
