@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::namespace::Namespace;
 use crate::object::{Object, Resource};
 use crate::{ConfigMap, DaemonSet, Deployment, Job, Node, Pod, Secret};
 
@@ -158,6 +159,7 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
         ("apps/v1", "DaemonSet") => Object::DaemonSet(decode::<DaemonSet>(document, value)?),
         ("batch/v1", "Job") => Object::Job(decode::<Job>(document, value)?),
+        ("v1", "Namespace") => Object::Namespace(decode::<Namespace>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

@@ -10,6 +10,7 @@ use crate::daemonset::DaemonSet;
 use crate::deployment::Deployment;
 use crate::job::Job;
 use crate::meta::{ListMeta, ObjectMeta};
+use crate::namespace::Namespace;
 use crate::node::Node;
 use crate::pod::Pod;
 
@@ -74,6 +75,7 @@ resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
 resource!(Secret, "Secret", "v1", "secrets", true);
 resource!(DaemonSet, "DaemonSet", "apps/v1", "daemonsets", true);
 resource!(Job, "Job", "batch/v1", "jobs", true);
+resource!(Namespace, "Namespace", "v1", "namespaces", false);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +87,7 @@ pub enum Object {
     Secret(Secret),
     DaemonSet(DaemonSet),
     Job(Job),
+    Namespace(Namespace),
 }
 
 impl Object {
@@ -97,6 +100,7 @@ impl Object {
             Object::Secret(_) => Secret::KIND,
             Object::DaemonSet(_) => DaemonSet::KIND,
             Object::Job(_) => Job::KIND,
+            Object::Namespace(_) => Namespace::KIND,
         }
     }
 
@@ -109,6 +113,7 @@ impl Object {
             Object::Secret(o) => o.meta(),
             Object::DaemonSet(o) => o.meta(),
             Object::Job(o) => o.meta(),
+            Object::Namespace(o) => o.meta(),
         }
     }
 
@@ -121,6 +126,7 @@ impl Object {
             Object::Secret(o) => o.meta_mut(),
             Object::DaemonSet(o) => o.meta_mut(),
             Object::Job(o) => o.meta_mut(),
+            Object::Namespace(o) => o.meta_mut(),
         }
     }
 
@@ -138,6 +144,7 @@ impl Object {
             Object::Secret(o) => to_json(o),
             Object::DaemonSet(o) => to_json(o),
             Object::Job(o) => to_json(o),
+            Object::Namespace(o) => to_json(o),
         }
     }
 }

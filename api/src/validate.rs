@@ -74,6 +74,7 @@ pub fn validate(obj: &Object) -> Result<(), ValidationError> {
         Object::Secret(s) => validate_secret(s),
         Object::DaemonSet(d) => crate::daemonset::validate_daemon_set(d),
         Object::Job(j) => crate::job::validate_job(j),
+        Object::Namespace(n) => crate::namespace::validate_namespace(n),
     }
 }
 

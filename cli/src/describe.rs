@@ -79,6 +79,7 @@ pub async fn describe(
             Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
             Kind::DaemonSet => describe_daemon_set(&typed(*kind, v)?),
             Kind::Job => describe_job(&typed(*kind, v)?),
+            Kind::Namespace => namespace::describe_namespace(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
                     let list = ctx.client.get(&Kind::Pod.collection(None), &[]).await?;
@@ -847,6 +848,7 @@ pub fn describe_node(
 
 mod configdata;
 mod env;
+mod namespace;
 mod node;
 #[cfg(test)]
 mod tests;

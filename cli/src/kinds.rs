@@ -2,7 +2,9 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Node, Object, Pod, Resource, Secret};
+use punnet_api::{
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, Resource, Secret,
+};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -16,6 +18,7 @@ pub enum Kind {
     Secret,
     DaemonSet,
     Job,
+    Namespace,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             "daemonsets" | "daemonset" | "ds" | "daemonsets.apps" | "daemonset.apps"
             | "ds.apps" => Ok(Kind::DaemonSet),
             "jobs" | "job" | "jobs.batch" | "job.batch" => Ok(Kind::Job),
+            "namespaces" | "namespace" | "ns" => Ok(Kind::Namespace),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -46,6 +50,7 @@ impl Kind {
             Object::Secret(_) => Kind::Secret,
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Job(_) => Kind::Job,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -58,6 +63,7 @@ impl Kind {
             Kind::Secret => Secret::KIND,
             Kind::DaemonSet => DaemonSet::KIND,
             Kind::Job => Job::KIND,
+            Kind::Namespace => Namespace::KIND,
         }
     }
 
@@ -70,6 +76,7 @@ impl Kind {
             Kind::Secret => Secret::API_VERSION,
             Kind::DaemonSet => DaemonSet::API_VERSION,
             Kind::Job => Job::API_VERSION,
+            Kind::Namespace => Namespace::API_VERSION,
         }
     }
 
@@ -82,6 +89,7 @@ impl Kind {
             Kind::Secret => Secret::PLURAL,
             Kind::DaemonSet => DaemonSet::PLURAL,
             Kind::Job => Job::PLURAL,
+            Kind::Namespace => Namespace::PLURAL,
         }
     }
 
@@ -94,6 +102,7 @@ impl Kind {
             Kind::Secret => Secret::NAMESPACED,
             Kind::DaemonSet => DaemonSet::NAMESPACED,
             Kind::Job => Job::NAMESPACED,
+            Kind::Namespace => Namespace::NAMESPACED,
         }
     }
 

@@ -26,7 +26,12 @@ pub async fn logs(
             (Kind::Pod, name) => name,
             (Kind::Deployment, name) => first_pod(ctx, &name, err).await?,
             (
-                kind @ (Kind::Node | Kind::ConfigMap | Kind::Secret | Kind::DaemonSet | Kind::Job),
+                kind @ (Kind::Node
+                | Kind::ConfigMap
+                | Kind::Secret
+                | Kind::Namespace
+                | Kind::DaemonSet
+                | Kind::Job),
                 _,
             ) => {
                 return Err(Error::Usage(format!(

@@ -31,6 +31,8 @@ pub struct ControllerConfig {
     pub agent: Option<punnet_agent::config::AgentConfig>,
     /// The cluster CIDR Pod ranges are cut from, and their size.
     pub pod_cidrs: PodCidrs,
+    /// The key Secrets are encrypted with in the database; `None`: `<data-dir>/secrets.key`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -44,7 +46,15 @@ impl ControllerConfig {
             node_grace: Duration::from_secs(40),
             agent: None,
             pod_cidrs: PodCidrs::default(),
+            encryption_key_file: None,
         }
+    }
+
+    /// Where the Secrets' encryption key is (kept outside the database directory).
+    pub fn key_file(&self) -> PathBuf {
+        self.encryption_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::store::KEY_FILE))
     }
 
     /// The URL a local client (the embedded agent) uses to reach the broker.
@@ -96,6 +106,7 @@ pub struct ConfigFile {
     pub agent_label: Vec<String>,
     pub cluster_cidr: Option<String>,
     pub node_cidr_mask_size: Option<u8>,
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]

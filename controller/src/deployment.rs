@@ -390,6 +390,7 @@ fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
         | Object::Secret(_)
         | Object::DaemonSet(_)
         | Object::Job(_) => None,
+        Object::Namespace(_) => None,
     }
 }
 

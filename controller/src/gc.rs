@@ -49,7 +49,9 @@ impl Propagation {
     }
 }
 
-/// Calls `$m!(Type)` for every kind the store holds. A new kind is one line here.
+/// Calls `$m!(Type)` for every kind that can own or depend on another. A new kind is
+/// one line here. Namespaces are left out: the namespace controller owns their
+/// deletion (and a `deletionTimestamp` on one means "being emptied", not ours).
 macro_rules! for_each_kind {
     ($m:ident) => {
         $m!(Pod);
@@ -198,16 +200,9 @@ pub fn plan(objects: &[Object]) -> Vec<Action> {
             actions.push(Action::StripOwners(key, gone));
         }
     }
-    for obj in objects {
-        let m = obj.meta();
-        let uid = m.uid.as_deref().unwrap_or_default();
-        let done = if waits_in_foreground(obj) {
-            blocked.get(uid) == Some(&false)
-        } else {
-            // A deleted non-Pod object whose finalizers were all removed by hand.
-            !matches!(obj, Object::Pod(_)) && is_being_deleted(m) && m.finalizers.is_empty()
-        };
-        if done {
+    for obj in objects.iter().filter(|o| waits_in_foreground(o)) {
+        let uid = obj.meta().uid.as_deref().unwrap_or_default();
+        if blocked.get(uid) == Some(&false) {
             actions.push(Action::Finish(ObjectKey::of(obj)));
         }
     }

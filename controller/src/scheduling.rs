@@ -79,6 +79,7 @@ fn is_relevant(ev: &WatchEvent) -> bool {
         | Object::Secret(_)
         | Object::DaemonSet(_)
         | Object::Job(_) => false,
+        Object::Namespace(_) => false,
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Node, Pod, Secret};
+use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -166,6 +166,9 @@ pub fn router(state: ApiState) -> Router {
             "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
             item::<Job>(),
         )
+        .route("/api/v1/namespaces", collection::<Namespace>())
+        .route("/api/v1/namespaces/{name}", item::<Namespace>())
+        .route("/backup", get(super::backup::serve))
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
         .method_not_allowed_fallback(method_not_allowed)

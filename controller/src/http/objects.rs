@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use punnet_api::manifest;
 use punnet_api::object::to_json;
-use punnet_api::{List, Pod, Resource, Time};
+use punnet_api::{List, Namespace, Pod, Resource, Time};
 use serde_json::Value;
 
 use super::apply;
@@ -146,8 +146,9 @@ pub async fn delete<T: ApiResource>(
     Ok(respond(StatusCode::OK, &deleted))
 }
 
-/// Deletes with the requested propagation (see `gc`). Pods own nothing, so for them
-/// every policy is the plain (graceful) delete.
+/// Deletes with the requested propagation (see `gc`). Pods own nothing and Namespaces
+/// are emptied by their own controller, so for them every policy is their plain
+/// delete.
 fn cascade<T: ApiResource>(
     store: &Store,
     ns: Option<&str>,
@@ -155,7 +156,7 @@ fn cascade<T: ApiResource>(
     grace: Option<i64>,
     propagation: Propagation,
 ) -> Result<Option<T>, StoreError> {
-    if T::KIND == Pod::KIND {
+    if T::KIND == Pod::KIND || T::KIND == Namespace::KIND {
         return T::delete_from(store, ns, name, grace);
     }
     match propagation {

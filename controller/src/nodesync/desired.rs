@@ -201,6 +201,7 @@ impl DesiredIndex {
                 }
             }
             Object::Deployment(_) | Object::DaemonSet(_) | Object::Job(_) => {}
+            Object::Namespace(_) => {}
         }
     }
 
