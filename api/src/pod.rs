@@ -48,6 +48,9 @@ pub struct PodSpec {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     #[serde(default)]
     pub security_context: Option<PodSecurityContext>,
+    /// Taints of nodes this Pod may be placed on or stay on (see `taint`).
+    #[serde(default)]
+    pub tolerations: Vec<crate::taint::Toleration>,
 }
 
 impl PodSpec {
