@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::meta::Time;
+use crate::pod::Pod;
 use crate::validate::{label_key, label_value};
 
 pub const NO_SCHEDULE: &str = "NoSchedule";
@@ -138,6 +139,36 @@ pub fn first_untolerated<'a>(
     taints
         .iter()
         .find(|t| t.effect == effect && !tolerated(tolerations, t))
+}
+
+/// Whether `pod` belongs to a DaemonSet (its controller is one): such Pods belong on
+/// their node whatever its state, so they tolerate the node-condition taints.
+pub fn is_daemon_set_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .controller()
+        .is_some_and(|r| r.kind == "DaemonSet")
+}
+
+/// The Pod's tolerations plus those Kubernetes' DaemonSet controller gives its Pods
+/// (not-ready and unreachable for ever, and cordoned nodes), so a DaemonSet Pod is never
+/// evicted by the lifecycle controller, whoever created it.
+pub fn effective_tolerations(pod: &Pod) -> Vec<Toleration> {
+    let mut all = pod.spec.tolerations.clone();
+    if is_daemon_set_pod(pod) {
+        for (key, effect) in [
+            (TAINT_NOT_READY, NO_EXECUTE),
+            (TAINT_UNREACHABLE, NO_EXECUTE),
+            (TAINT_UNSCHEDULABLE, NO_SCHEDULE),
+        ] {
+            all.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some(effect.into()),
+                ..Toleration::default()
+            });
+        }
+    }
+    all
 }
 
 /// Problems with a Node's `spec.taints`, as `(field, message)`.
