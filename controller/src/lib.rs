@@ -11,6 +11,7 @@ pub mod logproxy;
 pub mod metrics;
 pub mod mqtt;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod nodesync;
 pub mod podcidr;
 pub mod podgc;

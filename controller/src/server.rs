@@ -18,7 +18,7 @@ use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
-use crate::{auth_token, broker, deployment, nodeipam, nodesync, scheduling};
+use crate::{auth_token, broker, deployment, nodeipam, nodelifecycle, nodesync, scheduling};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -116,6 +116,15 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         scheduling::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    let lifecycle = nodelifecycle::NodeLifecycleConfig {
+        default_eviction: config.default_eviction,
+        ..Default::default()
+    };
+    tasks.spawn(async move {
+        nodelifecycle::run(s, lifecycle, c).await;
         Ok(())
     });
     let (s, c, cidrs) = (store.clone(), cancel.clone(), config.pod_cidrs);
