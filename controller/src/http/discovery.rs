@@ -103,6 +103,7 @@ pub async fn core_v1() -> Json<Value> {
             resource::<Node>("node", "no", false),
             resource::<ConfigMap>("configmap", "cm", false),
             resource::<Secret>("secret", "", false),
+            json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
         ],
     ))
 }
