@@ -141,18 +141,36 @@ pub fn pass(
     let (nodes, _) = store.list::<Node>(None)?;
     let mut outcome = PassOutcome::default();
     let mut no_execute: HashMap<String, Node> = HashMap::new();
+    let mut went_down = BTreeSet::new();
     for node in nodes {
-        let node = update_taints(store, node, now)?;
+        let (node, down) = update_taints(store, node, now)?;
+        if down {
+            went_down.insert(node.metadata.name.clone());
+        }
         if node.spec.taints.iter().any(|t| t.effect == NO_EXECUTE) {
             no_execute.insert(node.metadata.name.clone(), node);
         }
     }
     outcome.no_execute_nodes = no_execute.keys().cloned().collect();
-    if no_execute.is_empty() {
+    if no_execute.is_empty() && went_down.is_empty() {
         return Ok(outcome);
     }
-    let default_seconds = config.default_eviction.as_secs() as i64;
+    // One list for the whole pass: when many boards drop at once (a switch, a power
+    // cut) a list per node would make the pass quadratic.
     let (pods, _) = store.list::<Pod>(None)?;
+    for pod in pods.iter().filter(|p| {
+        p.spec
+            .node_name
+            .as_ref()
+            .is_some_and(|n| went_down.contains(n))
+    }) {
+        store.recorder().warning(
+            ObjectReference::to(pod),
+            "NodeNotReady",
+            "Node is not ready",
+        );
+    }
+    let default_seconds = config.default_eviction.as_secs() as i64;
     for pod in &pods {
         let Some(node) = pod.spec.node_name.as_ref().and_then(|n| no_execute.get(n)) else {
             continue;
@@ -173,10 +191,10 @@ pub fn pass(
 }
 
 /// Writes the node's taints if they must change, with the NodeNotReady / NodeReady
-/// events of the transition. Returns the node as it now is.
-fn update_taints(store: &Store, node: Node, now: Time) -> Result<Node, StoreError> {
+/// events of the Node. Returns the node as it now is, and whether it just went down.
+fn update_taints(store: &Store, node: Node, now: Time) -> Result<(Node, bool), StoreError> {
     if reconcile_taints(&node, now).is_none() {
-        return Ok(node);
+        return Ok((node, false));
     }
     let was_down = has_condition_taint(&node.spec.taints);
     let name = node.metadata.name.clone();
@@ -187,7 +205,7 @@ fn update_taints(store: &Store, node: Node, now: Time) -> Result<Node, StoreErro
         }
     })?;
     let Some(updated) = updated else {
-        return Ok(node);
+        return Ok((node, false));
     };
     let is_down = has_condition_taint(&updated.spec.taints);
     let recorder = store.recorder();
@@ -202,17 +220,6 @@ fn update_taints(store: &Store, node: Node, now: Time) -> Result<Node, StoreErro
             "NodeNotReady",
             format!("Node {name} status is now: NodeNotReady"),
         );
-        let (pods, _) = store.list::<Pod>(None)?;
-        for pod in pods
-            .iter()
-            .filter(|p| p.spec.node_name.as_deref() == Some(name.as_str()))
-        {
-            recorder.warning(
-                ObjectReference::to(pod),
-                "NodeNotReady",
-                "Node is not ready",
-            );
-        }
     } else if was_down && !is_down {
         info!("node {name} is ready again: not-ready/unreachable taints removed");
         recorder.normal(
@@ -221,7 +228,7 @@ fn update_taints(store: &Store, node: Node, now: Time) -> Result<Node, StoreErro
             format!("Node {name} status is now: NodeReady"),
         );
     }
-    Ok(updated)
+    Ok((updated, is_down && !was_down))
 }
 
 /// Deletes `pod` (this incarnation) as the taint manager does. Returns whether it did.
@@ -318,6 +325,10 @@ mod tests {
         let n: Node = s.get(None, "pi-3").unwrap().unwrap();
         assert!(n.spec.taints.iter().any(|t| t.key == TAINT_UNREACHABLE));
         let events = s.recorder().list(None);
+        assert!(events.iter().any(|e| e.reason == "NodeNotReady"
+            && e.involved_object.name == "web-x"
+            && e.message == "Node is not ready"));
+        assert!(!events.iter().any(|e| e.involved_object.name == "web-a"));
         assert!(events
             .iter()
             .any(|e| e.reason == "NodeNotReady"
