@@ -14,7 +14,7 @@ use crate::meta::Time;
 use crate::pod::{Pod, PodStatus};
 
 /// Bumped whenever any message's encoding changes.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageKind {
