@@ -106,7 +106,18 @@ pub enum Eviction {
 /// taint, the first matching toleration's `tolerationSeconds` counted from the taint's
 /// `timeAdded` (unset: for ever), and the earliest of those. DaemonSet Pods, finished
 /// Pods and Pods already terminating are never evicted.
-pub fn eviction(pod: &Pod, taints: &[Taint], default_seconds: i64, now: Time) -> Eviction {
+///
+/// Time counts from `started` at the earliest (when this controller began watching), as
+/// Kubernetes' in-memory taint manager does: a controller that was down cannot know
+/// whether a board came back meanwhile, and must not evict its Pods before the agent's
+/// next report could clear the taint.
+pub fn eviction(
+    pod: &Pod,
+    taints: &[Taint],
+    default_seconds: i64,
+    started: Time,
+    now: Time,
+) -> Eviction {
     if is_daemon_set_pod(pod) || is_terminal(pod) || is_terminating(pod) {
         return Eviction::Never;
     }
@@ -120,7 +131,7 @@ pub fn eviction(pod: &Pod, taints: &[Taint], default_seconds: i64, now: Time) ->
         let Some(secs) = tol.toleration_seconds else {
             continue;
         };
-        let since = t.time_added.unwrap_or(now);
+        let since = t.time_added.unwrap_or(now).max(started);
         let at = Time(since.0 + ChronoDuration::seconds(secs.max(0)));
         earliest = Some(earliest.map_or(at, |e| e.min(at)));
     }
@@ -220,6 +231,9 @@ mod tests {
         p
     }
 
+    /// When the controller started: before every taint of these tests.
+    const START: Time = Time(chrono::DateTime::UNIX_EPOCH);
+
     fn unreachable_since(secs: i64) -> Vec<Taint> {
         vec![
             Taint {
@@ -247,8 +261,11 @@ mod tests {
     fn pods_get_the_default_grace_unless_they_say_otherwise() {
         let taints = unreachable_since(100);
         let p = pod();
-        assert_eq!(eviction(&p, &taints, 120, at(150)), Eviction::At(at(220)));
-        assert_eq!(eviction(&p, &taints, 120, at(220)), Eviction::Now);
+        assert_eq!(
+            eviction(&p, &taints, 120, START, at(150)),
+            Eviction::At(at(220))
+        );
+        assert_eq!(eviction(&p, &taints, 120, START, at(220)), Eviction::Now);
         // A longer toleration of its own wins over the default.
         let mut patient = pod();
         patient
@@ -256,7 +273,7 @@ mod tests {
             .tolerations
             .push(toleration(TAINT_UNREACHABLE, Some(3600)));
         assert_eq!(
-            eviction(&patient, &taints, 120, at(300)),
+            eviction(&patient, &taints, 120, START, at(300)),
             Eviction::At(at(3700))
         );
         // Without tolerationSeconds: for ever.
@@ -265,9 +282,24 @@ mod tests {
             .spec
             .tolerations
             .push(toleration(TAINT_UNREACHABLE, None));
-        assert_eq!(eviction(&forever, &taints, 120, at(9999)), Eviction::Never);
+        assert_eq!(
+            eviction(&forever, &taints, 120, START, at(9999)),
+            Eviction::Never
+        );
         // No NoExecute taint: nothing to do.
-        assert_eq!(eviction(&p, &taints[..1], 120, at(9999)), Eviction::Never);
+        assert_eq!(
+            eviction(&p, &taints[..1], 120, START, at(9999)),
+            Eviction::Never
+        );
+    }
+
+    #[test]
+    fn a_restarted_controller_gives_pods_their_full_toleration_again() {
+        let taints = unreachable_since(100);
+        assert_eq!(
+            eviction(&pod(), &taints, 120, at(1000), at(1001)),
+            Eviction::At(at(1120))
+        );
     }
 
     #[test]
@@ -276,12 +308,15 @@ mod tests {
             time_added: Some(at(0)),
             ..Taint::new("maintenance", NO_EXECUTE)
         }];
-        assert_eq!(eviction(&pod(), &taints, 120, at(1)), Eviction::Now);
+        assert_eq!(eviction(&pod(), &taints, 120, START, at(1)), Eviction::Now);
         let mut ok = pod();
         ok.spec
             .tolerations
             .push(toleration("maintenance", Some(60)));
-        assert_eq!(eviction(&ok, &taints, 120, at(1)), Eviction::At(at(60)));
+        assert_eq!(
+            eviction(&ok, &taints, 120, START, at(1)),
+            Eviction::At(at(60))
+        );
     }
 
     #[test]
@@ -296,12 +331,18 @@ mod tests {
             controller: Some(true),
             block_owner_deletion: None,
         });
-        assert_eq!(eviction(&ds, &taints, 0, at(9999)), Eviction::Never);
+        assert_eq!(eviction(&ds, &taints, 0, START, at(9999)), Eviction::Never);
         let mut done = pod();
         done.status.phase = Some("Succeeded".into());
-        assert_eq!(eviction(&done, &taints, 0, at(9999)), Eviction::Never);
+        assert_eq!(
+            eviction(&done, &taints, 0, START, at(9999)),
+            Eviction::Never
+        );
         let mut going = pod();
         going.metadata.deletion_timestamp = Some(at(1));
-        assert_eq!(eviction(&going, &taints, 0, at(9999)), Eviction::Never);
+        assert_eq!(
+            eviction(&going, &taints, 0, START, at(9999)),
+            Eviction::Never
+        );
     }
 }

@@ -60,6 +60,7 @@ impl Default for NodeLifecycleConfig {
 pub async fn run(store: Arc<Store>, config: NodeLifecycleConfig, cancel: CancellationToken) {
     let mut events = store.subscribe();
     let mut tainted: BTreeSet<String> = BTreeSet::new();
+    let started = Time::now();
     let mut dirty = true;
     let mut wake = tokio::time::Instant::now() + config.resync;
     loop {
@@ -69,7 +70,7 @@ pub async fn run(store: Arc<Store>, config: NodeLifecycleConfig, cancel: Cancell
                 _ = tokio::time::sleep(config.debounce) => {}
             }
             while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
-            let next = match pass(&store, &config, Time::now()) {
+            let next = match pass(&store, &config, started, Time::now()) {
                 Ok(outcome) => {
                     tainted = outcome.no_execute_nodes;
                     outcome.next_eviction
@@ -132,10 +133,12 @@ pub struct PassOutcome {
     pub evicted: Vec<String>,
 }
 
-/// One pass: taints first, then evictions.
+/// One pass: taints first, then evictions. `started` is when the loop began (see
+/// `decide::eviction`).
 pub fn pass(
     store: &Store,
     config: &NodeLifecycleConfig,
+    started: Time,
     now: Time,
 ) -> Result<PassOutcome, StoreError> {
     let (nodes, _) = store.list::<Node>(None)?;
@@ -175,7 +178,7 @@ pub fn pass(
         let Some(node) = pod.spec.node_name.as_ref().and_then(|n| no_execute.get(n)) else {
             continue;
         };
-        match eviction(pod, &node.spec.taints, default_seconds, now) {
+        match eviction(pod, &node.spec.taints, default_seconds, started, now) {
             Eviction::Never => {}
             Eviction::At(at) => {
                 outcome.next_eviction = Some(outcome.next_eviction.map_or(at, |e| e.min(at)));
@@ -313,7 +316,7 @@ mod tests {
             ..Default::default()
         };
         let t0 = Time::now();
-        let out = pass(&s, &config, t0).unwrap();
+        let out = pass(&s, &config, t0, t0).unwrap();
         assert_eq!(
             out.no_execute_nodes.into_iter().collect::<Vec<_>>(),
             ["pi-3"]
@@ -335,7 +338,7 @@ mod tests {
                 && e.message == "Node pi-3 status is now: NodeNotReady"));
 
         // A pass at the deadline evicts; the Pod is gone at once (nothing can confirm).
-        let out = pass(&s, &config, deadline).unwrap();
+        let out = pass(&s, &config, t0, deadline).unwrap();
         assert_eq!(out.evicted, ["default/web-x"]);
         assert!(s.get::<Pod>(Some("default"), "web-x").unwrap().is_none());
         assert!(s.get::<Pod>(Some("default"), "web-a").unwrap().is_some());
@@ -351,7 +354,7 @@ mod tests {
             n.status.conditions[0].status = "True".into()
         })
         .unwrap();
-        pass(&s, &config, deadline).unwrap();
+        pass(&s, &config, t0, deadline).unwrap();
         let n: Node = s.get(None, "pi-3").unwrap().unwrap();
         assert!(n.spec.taints.is_empty());
         assert!(s
@@ -360,7 +363,7 @@ mod tests {
             .iter()
             .any(|e| e.reason == "NodeReady"));
         let rev = s.revision();
-        pass(&s, &config, deadline).unwrap();
+        pass(&s, &config, t0, deadline).unwrap();
         assert_eq!(s.revision(), rev);
     }
 }
