@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::namespace::Namespace;
 use crate::object::{Object, Resource};
 use crate::{ConfigMap, Deployment, Node, Pod, Secret};
 
@@ -156,6 +157,7 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
         ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
+        ("v1", "Namespace") => Object::Namespace(decode::<Namespace>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

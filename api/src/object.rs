@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::configdata::{ConfigMap, Secret};
 use crate::deployment::Deployment;
 use crate::meta::{ListMeta, ObjectMeta};
+use crate::namespace::Namespace;
 use crate::node::Node;
 use crate::pod::Pod;
 
@@ -70,6 +71,7 @@ resource!(Deployment, "Deployment", "apps/v1", "deployments", true);
 resource!(Node, "Node", "v1", "nodes", false);
 resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
 resource!(Secret, "Secret", "v1", "secrets", true);
+resource!(Namespace, "Namespace", "v1", "namespaces", false);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,7 @@ pub enum Object {
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    Namespace(Namespace),
 }
 
 impl Object {
@@ -89,6 +92,7 @@ impl Object {
             Object::Node(_) => Node::KIND,
             Object::ConfigMap(_) => ConfigMap::KIND,
             Object::Secret(_) => Secret::KIND,
+            Object::Namespace(_) => Namespace::KIND,
         }
     }
 
@@ -99,6 +103,7 @@ impl Object {
             Object::Node(o) => o.meta(),
             Object::ConfigMap(o) => o.meta(),
             Object::Secret(o) => o.meta(),
+            Object::Namespace(o) => o.meta(),
         }
     }
 
@@ -109,6 +114,7 @@ impl Object {
             Object::Node(o) => o.meta_mut(),
             Object::ConfigMap(o) => o.meta_mut(),
             Object::Secret(o) => o.meta_mut(),
+            Object::Namespace(o) => o.meta_mut(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Object {
             Object::Node(o) => to_json(o),
             Object::ConfigMap(o) => to_json(o),
             Object::Secret(o) => to_json(o),
+            Object::Namespace(o) => to_json(o),
         }
     }
 }

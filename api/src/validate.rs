@@ -72,6 +72,7 @@ pub fn validate(obj: &Object) -> Result<(), ValidationError> {
         Object::Node(n) => validate_node(n),
         Object::ConfigMap(c) => validate_config_map(c),
         Object::Secret(s) => validate_secret(s),
+        Object::Namespace(n) => crate::namespace::validate_namespace(n),
     }
 }
 

@@ -131,6 +131,9 @@ pub struct DeleteArgs {
     /// Treat objects that do not exist as deleted.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Delete the objects of the kind that match this label selector, e.g. `app=web`.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
     /// Wait until the objects are gone (`--wait=false` returns once they are deleting).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub wait: bool,
@@ -215,6 +218,19 @@ pub enum CreateCommand {
     /// Create a ConfigMap from literals and files.
     #[command(alias = "cm")]
     Configmap(FromSources),
+    /// Create a Namespace.
+    #[command(alias = "ns")]
+    Namespace(CreateNamespaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateNamespaceArgs {
+    pub name: String,
+    /// Print the object instead of creating it (`client`).
+    #[arg(long, value_name = "MODE")]
+    pub dry_run: Option<String>,
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use punnet_api::configdata::{DOCKER_CONFIG_JSON_KEY, SECRET_TYPE_DOCKER_CONFIG_JSON};
-use punnet_api::{ConfigMap, Object, Resource, Secret};
+use punnet_api::{ConfigMap, Namespace, Object, Resource, Secret};
 use serde_json::json;
 
 use crate::args::{CreateCommand, CreateSecret, DockerRegistryArgs, FromSources, OutputFormat};
@@ -35,6 +35,9 @@ pub async fn create(ctx: &Ctx, cmd: &CreateCommand, out: &mut dyn Write) -> Resu
             &a.dry_run,
             a.output,
         ),
+        CreateCommand::Namespace(a) => {
+            (Object::Namespace(namespace(&a.name)), &a.dry_run, a.output)
+        }
     };
     punnet_api::validate::validate(&object).map_err(|source| Error::Invalid {
         file: "command line".into(),
@@ -78,6 +81,14 @@ pub async fn create(ctx: &Ctx, cmd: &CreateCommand, out: &mut dyn Write) -> Resu
             Ok(())
         }
     }
+}
+
+/// A Namespace as `kubectl create namespace` sends it.
+pub fn namespace(name: &str) -> Namespace {
+    let mut ns = Namespace::default();
+    ns.metadata.name = name.to_string();
+    ns.set_type_meta();
+    ns
 }
 
 /// Keys and bytes from `--from-literal` and `--from-file`, in the order given; a key

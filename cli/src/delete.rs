@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use crate::args::DeleteArgs;
 use crate::error::{Error, Result};
+use crate::get::{list_items, no_resources};
 use crate::kinds::{Kind, Targets};
+use crate::labels::selector_query;
 use crate::manifests::load;
 use crate::Ctx;
 
@@ -45,15 +47,34 @@ pub async fn delete(
                 "you must provide one or more resources by argument or filename".into(),
             ));
         };
-        let Some(pairs) = Targets::parse(resource, &args.names)?.pairs() else {
-            return Err(Error::Usage(
-                "resource(s) were provided, but no name was specified".into(),
-            ));
-        };
-        pairs
-            .into_iter()
-            .map(|(kind, name)| (kind, ctx.namespace.clone(), name))
-            .collect()
+        let targets = Targets::parse(resource, &args.names)?;
+        match (targets.pairs(), &args.selector) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "name cannot be provided when a selector is specified".into(),
+                ))
+            }
+            (Some(pairs), None) => pairs
+                .into_iter()
+                .map(|(kind, name)| (kind, ctx.namespace.clone(), name))
+                .collect(),
+            (None, Some(selector)) => {
+                let Targets::Kind { kind, .. } = targets else {
+                    unreachable!("only a bare kind has no names")
+                };
+                let matching = selected(ctx, kind, selector).await?;
+                if matching.is_empty() {
+                    writeln!(err, "{}", no_resources(kind, ctx.list_namespace(kind)))?;
+                    return Ok(());
+                }
+                matching
+            }
+            (None, None) => {
+                return Err(Error::Usage(
+                    "resource(s) were provided, but no name was specified".into(),
+                ))
+            }
+        }
     };
 
     let grace = grace_period(args)?;
@@ -100,6 +121,29 @@ pub async fn delete(
     } else {
         Ok(())
     }
+}
+
+/// The objects of `kind` the selector matches, in the namespace (or all, with `-A`).
+async fn selected(ctx: &Ctx, kind: Kind, selector: &str) -> Result<Vec<(Kind, String, String)>> {
+    let query = selector_query(Some(selector))?;
+    let list = ctx
+        .client
+        .get(&kind.collection(ctx.list_namespace(kind)), &query)
+        .await?;
+    Ok(list_items(list)
+        .into_iter()
+        .map(|v| {
+            let namespace = v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(&ctx.namespace)
+                .to_string();
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (kind, namespace, name)
+        })
+        .collect())
 }
 
 /// The `gracePeriodSeconds` to send, by kubectl's rules: `--now` is 1; 0 only with

@@ -77,6 +77,7 @@ pub async fn describe(
             Kind::Deployment => describe_deployment(&typed(*kind, v)?),
             Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
             Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
+            Kind::Namespace => namespace::describe_namespace(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
                     let list = ctx.client.get(&Kind::Pod.collection(None), &[]).await?;
@@ -870,6 +871,7 @@ pub fn describe_node(
 
 mod configdata;
 mod env;
+mod namespace;
 mod node;
 #[cfg(test)]
 mod tests;

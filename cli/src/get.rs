@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
+use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -187,6 +187,7 @@ fn print(
                     Kind::Secret => {
                         secret_table(&decode_all(*kind, &of_kind)?, show_namespace, now)
                     }
+                    Kind::Namespace => namespace_table(&decode_all(*kind, &of_kind)?, now),
                 };
                 if i > 0 {
                     writeln!(out)?;
@@ -355,6 +356,19 @@ pub fn config_map_table(items: &[ConfigMap], show_namespace: bool, now: DateTime
             c.metadata.namespace_or_default(),
             row,
         ));
+    }
+    table
+}
+
+/// `NAME STATUS AGE`, as kubectl shows Namespaces.
+pub fn namespace_table(items: &[Namespace], now: DateTime<Utc>) -> Table {
+    let mut table = Table::new(&headers(false, &["NAME", "STATUS", "AGE"]));
+    for n in items {
+        table.push(vec![
+            n.metadata.name.clone(),
+            or_none(n.status.phase.as_deref()),
+            age(n.metadata.creation_timestamp.as_ref(), now),
+        ]);
     }
     table
 }

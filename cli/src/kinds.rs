@@ -2,7 +2,7 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, Deployment, Namespace, Node, Object, Pod, Resource, Secret};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -14,6 +14,7 @@ pub enum Kind {
     Node,
     ConfigMap,
     Secret,
+    Namespace,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
             "secrets" | "secret" => Ok(Kind::Secret),
+            "namespaces" | "namespace" | "ns" => Ok(Kind::Namespace),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -39,6 +41,7 @@ impl Kind {
             Object::Node(_) => Kind::Node,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Node => Node::KIND,
             Kind::ConfigMap => ConfigMap::KIND,
             Kind::Secret => Secret::KIND,
+            Kind::Namespace => Namespace::KIND,
         }
     }
 
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Node => Node::API_VERSION,
             Kind::ConfigMap => ConfigMap::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
+            Kind::Namespace => Namespace::API_VERSION,
         }
     }
 
@@ -69,6 +74,7 @@ impl Kind {
             Kind::Node => Node::PLURAL,
             Kind::ConfigMap => ConfigMap::PLURAL,
             Kind::Secret => Secret::PLURAL,
+            Kind::Namespace => Namespace::PLURAL,
         }
     }
 
@@ -79,6 +85,7 @@ impl Kind {
             Kind::Node => Node::NAMESPACED,
             Kind::ConfigMap => ConfigMap::NAMESPACED,
             Kind::Secret => Secret::NAMESPACED,
+            Kind::Namespace => Namespace::NAMESPACED,
         }
     }
 

@@ -626,3 +626,34 @@ async fn delete_passes_the_grace_period_and_waits_for_the_object_to_go() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn delete_by_label_selector_deletes_what_matches() {
+    let fake = Fake::default().with_pods();
+    let server = fake.start().await;
+    let run = punnet(
+        &server,
+        &["delete", "pods", "-l", "app=web", "--wait=false"],
+    )
+    .await;
+    run.result.unwrap();
+    assert_eq!(run.out, "pod \"web-a\" deleted\npod \"web-b\" deleted\n");
+    let deletes: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::DELETE)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            "/api/v1/namespaces/default/pods/web-a",
+            "/api/v1/namespaces/default/pods/web-b"
+        ]
+    );
+    let run = punnet(&server, &["delete", "pods", "-l", "app=none"]).await;
+    run.result.unwrap();
+    assert_eq!(run.err, "No resources found in default namespace.\n");
+    let run = punnet(&server, &["delete", "pods", "web-a", "-l", "app=web"]).await;
+    assert!(run.result.is_err());
+}

@@ -33,6 +33,8 @@ pub struct ControllerConfig {
     pub pod_cidrs: PodCidrs,
     /// How long Pods stay on a NotReady/unreachable node unless they tolerate it longer.
     pub default_eviction: Duration,
+    /// The key Secrets are encrypted with in the database; `None`: `<data-dir>/secrets.key`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -47,7 +49,15 @@ impl ControllerConfig {
             agent: None,
             pod_cidrs: PodCidrs::default(),
             default_eviction: Duration::from_secs(crate::nodelifecycle::DEFAULT_EVICTION_SECONDS),
+            encryption_key_file: None,
         }
+    }
+
+    /// Where the Secrets' encryption key is (kept outside the database directory).
+    pub fn key_file(&self) -> PathBuf {
+        self.encryption_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::store::KEY_FILE))
     }
 
     /// The URL a local client (the embedded agent) uses to reach the broker.
@@ -100,6 +110,7 @@ pub struct ConfigFile {
     pub cluster_cidr: Option<String>,
     pub node_cidr_mask_size: Option<u8>,
     pub default_eviction_seconds: Option<u64>,
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]

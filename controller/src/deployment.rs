@@ -382,6 +382,7 @@ fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
             ))
         }
         Object::Node(_) | Object::ConfigMap(_) | Object::Secret(_) => None,
+        Object::Namespace(_) => None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! workload controllers and the scheduler, and pushes each node's desired Pods over MQTT.
 
 pub mod auth_token;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod deployment;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod logproxy;
 pub mod metrics;
 pub mod mqtt;
+pub mod namespaces;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod nodesync;

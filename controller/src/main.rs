@@ -1,12 +1,13 @@
 //! punnet-controller's entry point: parses flags (and an optional config file) and calls
 //! `punnet_controller::run`. With `--with-agent` this binary also serves as the local
-//! agent's container shim (`punnet-controller shim DIR`).
+//! agent's container shim (`punnet-controller shim DIR`). `backup FILE` and
+//! `restore FILE` save and bring back the store (see `punnet_controller::backup`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use punnet_controller::config::{self, ConfigFile, ControllerConfig};
 
 #[derive(Parser)]
@@ -56,6 +57,35 @@ struct Cli {
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The key Secrets are encrypted with in the database (default: <data-dir>/secrets.key,
+    /// created on first start). Back it up: a backup's Secrets cannot be read without it.
+    #[arg(long, value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a consistent snapshot of the store to FILE (also while the controller runs:
+    /// then through its API). Secrets stay encrypted; back up the key file separately.
+    Backup {
+        file: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Restore a backup into a stopped controller's data directory.
+    Restore {
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Replace a database that is there (its revision is kept as a floor).
+        #[arg(long)]
+        force: bool,
+        /// The key file the restored Secrets were encrypted with, to check it.
+        #[arg(long, value_name = "FILE")]
+        encryption_key_file: Option<PathBuf>,
+    },
 }
 
 /// rumqttd logs every client that goes away as an error; its own log is opt-in
@@ -82,7 +112,10 @@ fn main() {
     }
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<()> {
+fn real_main(mut cli: Cli) -> anyhow::Result<()> {
+    if let Some(command) = cli.command.take() {
+        return run_command(command);
+    }
     let config = build_config(cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -96,6 +129,47 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     })?;
     // The embedded broker has no shutdown API; leaving the process stops it.
     std::process::exit(0);
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Backup { file, data_dir } => {
+            let (revision, live) = punnet_controller::backup::backup(&data_dir, &file)?;
+            let how = if live {
+                "from the running controller"
+            } else {
+                "from the stopped database"
+            };
+            println!(
+                "backup of revision {revision} written to {} ({how})",
+                file.display()
+            );
+            println!("the Secrets in it are encrypted: keep a copy of the key file (default <data-dir>/secrets.key) with it");
+        }
+        Command::Restore {
+            file,
+            data_dir,
+            force,
+            encryption_key_file,
+        } => {
+            let (done, note) = punnet_controller::backup::restore(
+                &data_dir,
+                &file,
+                encryption_key_file.as_deref(),
+                force,
+            )?;
+            println!(
+                "restored {} entries at revision {} into {}",
+                done.entries,
+                done.revision,
+                data_dir.display()
+            );
+            if let Some(note) = note {
+                println!("{note}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
@@ -115,6 +189,7 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         c.mqtt = config::parse_addr("--mqtt", &v)?;
     }
     c.broker = cli.broker.or(file.broker);
+    c.encryption_key_file = cli.encryption_key_file.or(file.encryption_key_file);
     if let Some(p) = cli.prefix.or(file.prefix) {
         c.prefix = p;
     }

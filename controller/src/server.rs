@@ -18,7 +18,9 @@ use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
-use crate::{auth_token, broker, deployment, nodeipam, nodelifecycle, nodesync, scheduling};
+use crate::{
+    auth_token, broker, deployment, namespaces, nodeipam, nodelifecycle, nodesync, scheduling,
+};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -61,7 +63,10 @@ pub async fn run(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let store = Arc::new(Store::open_with_key_file(
+        &crate::backup::db_dir(&config.data_dir),
+        &config.key_file(),
+    )?);
     info!(
         revision = store.revision(),
         dir = %config.data_dir.display(),
@@ -119,6 +124,11 @@ pub async fn run(
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        namespaces::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
     let lifecycle = nodelifecycle::NodeLifecycleConfig {
         default_eviction: config.default_eviction,
         ..Default::default()
@@ -171,6 +181,7 @@ pub async fn run(
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         warn!("parts still running after {SHUTDOWN_GRACE:?}; terminating now");
     }
-    store.sync().await?;
+    // Heartbeats kept in memory reach the disk now (see `store::volatile`).
+    store.persist_volatile().await?;
     result
 }

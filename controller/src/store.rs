@@ -6,21 +6,46 @@
 //! unreadable. Writes are durable against `kill -9` once `sync()` returns; the API calls
 //! it before acknowledging, the controllers do not need to (what they write is derived
 //! and re-derived after a restart).
+//!
+//! Secrets are sealed before they reach sled (`crypto`); a namespaced object can only be
+//! created in a Namespace that exists and is not terminating; changes a caller marks
+//! volatile (node heartbeats) stay in memory and reach the disk at a bounded rate
+//! (`volatile`), so an idle fleet does not wear an SD card; `backup` exports and imports
+//! a consistent snapshot.
+
+pub mod backup;
+pub mod crypto;
+mod raw;
+mod scope;
+mod volatile;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret, Time};
+use punnet_api::{
+    ConfigMap, Deployment, Namespace, Node, Object, Pod, Resource, Secret, Time, DEFAULT_NAMESPACE,
+};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
 use crate::events::Events;
+use crypto::{KeyError, SecretKey};
+use volatile::Volatile;
 
 const REVISION_KEY: &[u8] = b"revision";
+/// In `meta`: a value sealed with the Secrets' key, to tell a wrong key file at open.
+const KEY_CHECK_KEY: &[u8] = b"secrets-key-check";
+/// Where `Store::open` keeps the key when the caller names no key file (tests, tools).
+pub const KEY_FILE: &str = "secrets.key";
+/// Trees whose values are sealed with the key (see `crypto`).
+const SEALED: &[&str] = &[Secret::PLURAL];
+/// How often volatile changes (heartbeats) are written at most, by default.
+pub const VOLATILE_PERSIST_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -56,6 +81,30 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Db(#[from] sled::Error),
+    #[error("{kind} {key} is forbidden: {message}")]
+    Forbidden {
+        kind: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("namespaces \"{namespace}\" not found")]
+    NamespaceNotFound { namespace: String },
+    #[error("{kind} {key}: unable to create new content in namespace {namespace} because it is being terminated")]
+    NamespaceTerminating {
+        kind: &'static str,
+        key: String,
+        namespace: String,
+    },
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("stored {kind} {key} cannot be decrypted with the key in {path}: {source}")]
+    Sealed {
+        kind: &'static str,
+        key: String,
+        path: String,
+        #[source]
+        source: crypto::OpenError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +133,24 @@ pub struct Store {
     events: broadcast::Sender<WatchEvent>,
     /// Kubernetes-style Events; in memory, see `events`.
     recorder: Events,
+    /// Seals the values of the `SEALED` trees.
+    key: SecretKey,
+    /// Changes kept in memory until they are worth a disk write (see `volatile`).
+    volatile: Volatile,
 }
 
 impl Store {
+    /// Opens the database in `dir` with the Secrets' key in `dir/secrets.key` (tests and
+    /// tools; the controller keeps the key outside the database: `open_with_key_file`).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_key_file(dir, &dir.join(KEY_FILE))
+    }
+
+    /// Opens the database in `dir`; Secrets are sealed with the key in `key_file`
+    /// (created when the database has never sealed anything). Plaintext Secrets from
+    /// before encryption are sealed now. A missing or wrong key fails before anything
+    /// is written. The `default` Namespace is created on first open.
+    pub fn open_with_key_file(dir: &Path, key_file: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             // A Pi has little memory: sled's default cache is 1 GB.
@@ -104,6 +167,7 @@ impl Store {
             Node::PLURAL,
             ConfigMap::PLURAL,
             Secret::PLURAL,
+            Namespace::PLURAL,
         ] {
             trees.insert(plural, db.open_tree(plural)?);
         }
@@ -112,8 +176,16 @@ impl Store {
             .get(REVISION_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
+        let check = meta.get(KEY_CHECK_KEY)?;
+        let key = crypto::load_or_create(key_file, check.is_some())?;
+        match &check {
+            Some(check) => key.verify(check)?,
+            None => {
+                meta.insert(KEY_CHECK_KEY, key.check_value())?;
+            }
+        }
         let (events, _) = broadcast::channel(4096);
-        Ok(Store {
+        let store = Store {
             db,
             trees,
             meta,
@@ -121,7 +193,41 @@ impl Store {
             write_lock: Mutex::new(()),
             events,
             recorder: Events::default(),
-        })
+            key,
+            volatile: Volatile::new(VOLATILE_PERSIST_EVERY),
+        };
+        store.seal_plaintext()?;
+        if store.get::<Namespace>(None, DEFAULT_NAMESPACE)?.is_none() {
+            store.create(Namespace::new(DEFAULT_NAMESPACE))?;
+        }
+        store.db.flush()?;
+        Ok(store)
+    }
+
+    /// Seals values written before encryption at rest (the migration on open).
+    fn seal_plaintext(&self) -> Result<(), StoreError> {
+        for plural in SEALED {
+            let Some(tree) = self.trees.get(plural) else {
+                continue;
+            };
+            let mut sealed = 0;
+            for item in tree.iter() {
+                let (k, v) = item?;
+                if !crypto::is_sealed(&v) {
+                    tree.insert(&k, self.key.seal(&seal_context(plural, &k), &v))?;
+                    sealed += 1;
+                }
+            }
+            if sealed > 0 {
+                tracing::info!("encrypted {sealed} {plural} stored before encryption at rest");
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes marked volatile are written at most this often (default 5 minutes).
+    pub fn set_volatile_interval(&self, every: Duration) {
+        self.volatile.set_interval(every);
     }
 
     /// The revision of the newest committed write.
@@ -145,6 +251,12 @@ impl Store {
         Ok(())
     }
 
+    /// Writes every volatile change now (at shutdown) and makes it durable.
+    pub async fn persist_volatile(&self) -> Result<(), StoreError> {
+        self.write_volatile()?;
+        self.sync().await
+    }
+
     /// The write lock. A caller's closure that panicked under it left nothing half
     /// written (sled transactions are atomic), so a poisoned lock is still usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -155,6 +267,53 @@ impl Store {
 
     fn tree<T: Resource>(&self) -> &sled::Tree {
         &self.trees[T::PLURAL]
+    }
+
+    /// The stored JSON of one entry: its volatile version if it has one, else what sled
+    /// holds, opened if the tree is sealed.
+    fn read_raw(&self, plural: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.volatile.get(plural, key) {
+            return Ok(Some(v));
+        }
+        match self.trees[plural].get(key.as_bytes())? {
+            Some(v) => self.unseal(plural, key.as_bytes(), v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn unseal(
+        &self,
+        plural: &'static str,
+        key: &[u8],
+        value: sled::IVec,
+    ) -> Result<Vec<u8>, StoreError> {
+        if !SEALED.contains(&plural) {
+            return Ok(value.to_vec());
+        }
+        self.key
+            .open(&seal_context(plural, key), &value)
+            .map_err(|source| StoreError::Sealed {
+                kind: plural,
+                key: String::from_utf8_lossy(key).into_owned(),
+                path: self.key.path().display().to_string(),
+                source,
+            })
+    }
+
+    /// What goes into sled for an entry's JSON.
+    fn seal(&self, plural: &'static str, key: &str, json: Vec<u8>) -> Vec<u8> {
+        if SEALED.contains(&plural) {
+            self.key.seal(&seal_context(plural, key.as_bytes()), &json)
+        } else {
+            json
+        }
+    }
+
+    fn read<T: Resource>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.read_raw(T::PLURAL, key)? {
+            Some(bytes) => Ok(Some(Self::decode(key, &bytes)?)),
+            None => Ok(None),
+        }
     }
 
     fn key_of<T: Resource>(namespace: Option<&str>, name: &str) -> String {
@@ -177,11 +336,7 @@ impl Store {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
-        let key = Self::key_of::<T>(namespace, name);
-        match self.tree::<T>().get(key.as_bytes())? {
-            Some(bytes) => Ok(Some(Self::decode(&key, &bytes)?)),
-            None => Ok(None),
-        }
+        self.read(&Self::key_of::<T>(namespace, name))
     }
 
     /// Objects of one kind, in one namespace or all, with the revision they were read at.
@@ -195,7 +350,12 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
-            out.push(Self::decode(&String::from_utf8_lossy(&k), &v)?);
+            let key = String::from_utf8_lossy(&k);
+            let bytes = match self.volatile.get(T::PLURAL, &key) {
+                Some(newer) => newer,
+                None => self.unseal(T::PLURAL, &k, v)?,
+            };
+            out.push(Self::decode(&key, &bytes)?);
         }
         Ok((out, revision))
     }
@@ -226,6 +386,7 @@ impl Store {
         obj.meta_mut().resource_version = Some(revision.to_string());
         obj.set_type_meta();
         let bytes = serde_json::to_vec(&obj).expect("resource types always serialise");
+        let bytes = self.seal(T::PLURAL, key, bytes);
         let rev_bytes = revision.to_be_bytes();
         (self.tree::<T>(), &self.meta)
             .transaction(|(tree, meta)| {
@@ -234,6 +395,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        self.volatile.remove(T::PLURAL, key);
         self.revision.store(revision, Ordering::SeqCst);
         let _ = self.events.send(WatchEvent {
             revision,
@@ -250,6 +412,9 @@ impl Store {
         if self.tree::<T>().contains_key(key.as_bytes())? {
             return Err(StoreError::AlreadyExists { kind: T::KIND, key });
         }
+        if T::NAMESPACED {
+            self.check_namespace::<T>(&key, obj.meta().namespace.as_deref().unwrap_or_default())?;
+        }
         let meta = obj.meta_mut();
         meta.uid = Some(new_uid());
         meta.creation_timestamp = Some(Time::now());
@@ -265,8 +430,8 @@ impl Store {
     pub fn update<T: Resource>(&self, obj: T) -> Result<T, StoreError> {
         let key = Self::check_key(&obj)?;
         let _guard = self.lock();
-        let current: T = match self.tree::<T>().get(key.as_bytes())? {
-            Some(bytes) => Self::decode(&key, &bytes)?,
+        let current: T = match self.read(&key)? {
+            Some(current) => current,
             None => return Err(StoreError::NotFound { kind: T::KIND, key }),
         };
         self.update_locked(&key, current, obj)
@@ -323,8 +488,8 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         let key = Self::key_of::<T>(namespace, name);
         let _guard = self.lock();
-        let current: T = match self.tree::<T>().get(key.as_bytes())? {
-            Some(bytes) => Self::decode(&key, &bytes)?,
+        let current: T = match self.read(&key)? {
+            Some(current) => current,
             None => return Ok(None),
         };
         let mut next = current.clone();
@@ -344,8 +509,8 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         let key = Self::key_of::<T>(namespace, name);
         let _guard = self.lock();
-        let current: T = match self.tree::<T>().get(key.as_bytes())? {
-            Some(bytes) => Self::decode(&key, &bytes)?,
+        let current: T = match self.read(&key)? {
+            Some(current) => current,
             None => return Ok(None),
         };
         if uid.is_some() && current.meta().uid.as_deref() != uid {
@@ -360,6 +525,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        self.volatile.remove(T::PLURAL, &key);
         self.revision.store(revision, Ordering::SeqCst);
         let _ = self.events.send(WatchEvent {
             revision,
@@ -368,6 +534,15 @@ impl Store {
         });
         Ok(Some(current))
     }
+}
+
+/// The associated data a sealed value is bound to: its tree and key.
+fn seal_context(plural: &str, key: &[u8]) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(plural.len() + 1 + key.len());
+    ctx.extend_from_slice(plural.as_bytes());
+    ctx.push(b'/');
+    ctx.extend_from_slice(key);
+    ctx
 }
 
 fn tx_error(e: TransactionError<()>) -> StoreError {
@@ -414,8 +589,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut rx = store.subscribe();
+        // Revision 1 is the `default` Namespace, made on first open.
         let a = store.create(pod("a")).unwrap();
-        assert_eq!(a.metadata.resource_version.as_deref(), Some("1"));
+        assert_eq!(a.metadata.resource_version.as_deref(), Some("2"));
         assert!(a.metadata.uid.is_some());
         assert!(matches!(
             store.create(pod("a")),
@@ -423,7 +599,7 @@ mod tests {
         ));
         store.create(pod("b")).unwrap();
         let (list, rev) = store.list::<Pod>(Some("default")).unwrap();
-        assert_eq!((list.len(), rev), (2, 2));
+        assert_eq!((list.len(), rev), (2, 3));
         assert!(store.list::<Pod>(Some("other")).unwrap().0.is_empty());
 
         // Stale resourceVersion is a conflict; none means "last writer wins".
@@ -458,10 +634,10 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                (1, Change::Added),
                 (2, Change::Added),
-                (3, Change::Modified),
-                (4, Change::Deleted)
+                (3, Change::Added),
+                (4, Change::Modified),
+                (5, Change::Deleted)
             ]
         );
     }
@@ -477,10 +653,10 @@ mod tests {
             store.db.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.revision(), 3);
+        assert_eq!(store.revision(), 4);
         assert!(store.get::<Pod>(Some("default"), "b").unwrap().is_some());
         let c = store.create(pod("c")).unwrap();
-        assert_eq!(c.metadata.resource_version.as_deref(), Some("4"));
+        assert_eq!(c.metadata.resource_version.as_deref(), Some("5"));
     }
 
     #[test]
@@ -508,5 +684,159 @@ mod tests {
             .delete::<Pod>(Some("default"), "a", a.metadata.uid.as_deref())
             .unwrap()
             .is_some());
+    }
+
+    fn secret(name: &str, value: &str) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = name.into();
+        s.metadata.namespace = Some("default".into());
+        s.string_data.insert("password".into(), value.into());
+        s.fold_string_data();
+        s
+    }
+
+    /// Whether any raw value in sled's secrets tree holds `needle`.
+    fn raw_secrets_contain(db: &sled::Db, needle: &[u8]) -> bool {
+        db.open_tree(Secret::PLURAL)
+            .unwrap()
+            .iter()
+            .values()
+            .any(|v| v.unwrap().windows(needle.len()).any(|w| w == needle))
+    }
+
+    #[test]
+    fn secrets_are_encrypted_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("secrets.key");
+        let db_dir = dir.path().join("db");
+        let store = Store::open_with_key_file(&db_dir, &key_file).unwrap();
+        store.create(secret("db", "hunter2-very-secret")).unwrap();
+        let got: Secret = store.get(Some("default"), "db").unwrap().unwrap();
+        assert_eq!(got.entries()["password"], b"hunter2-very-secret");
+        let (all, _) = store.list::<Secret>(None).unwrap();
+        assert_eq!(all.len(), 1);
+        // Neither the value nor its base64 (what `data` holds) is in the tree.
+        assert!(!raw_secrets_contain(&store.db, b"hunter2-very-secret"));
+        assert!(!raw_secrets_contain(
+            &store.db,
+            b"aHVudGVyMi12ZXJ5LXNlY3JldA"
+        ));
+        assert!(!raw_secrets_contain(&store.db, b"password"));
+        drop(store);
+
+        // A wrong or missing key file: a clear error naming it, and nothing lost.
+        let wrong = dir.path().join("wrong.key");
+        crypto::SecretKey::create(&wrong).unwrap();
+        let err = Store::open_with_key_file(&db_dir, &wrong)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("wrong.key"), "{err}");
+        let missing = dir.path().join("missing.key");
+        let err = Store::open_with_key_file(&db_dir, &missing)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("missing.key") && err.contains("is missing"),
+            "{err}"
+        );
+        assert!(!missing.exists());
+        let store = Store::open_with_key_file(&db_dir, &key_file).unwrap();
+        let got: Secret = store.get(Some("default"), "db").unwrap().unwrap();
+        assert_eq!(got.entries()["password"], b"hunter2-very-secret");
+    }
+
+    #[test]
+    fn plaintext_secrets_are_encrypted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("db");
+        {
+            // A database as the controller wrote it before encryption at rest.
+            let db = sled::open(&db_dir).unwrap();
+            let old = secret("legacy", "plain-old-value");
+            db.open_tree(Secret::PLURAL)
+                .unwrap()
+                .insert("default/legacy", serde_json::to_vec(&old).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open_with_key_file(&db_dir, &dir.path().join("k")).unwrap();
+        assert!(!raw_secrets_contain(&store.db, b"cGxhaW4tb2xkLXZhbHVl"));
+        let got: Secret = store.get(Some("default"), "legacy").unwrap().unwrap();
+        assert_eq!(got.entries()["password"], b"plain-old-value");
+    }
+
+    #[test]
+    fn volatile_changes_are_read_at_once_and_written_at_a_bounded_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut node = Node::default();
+        node.metadata.name = "pi".into();
+        let node = store.create(node).unwrap();
+        let rev = store.revision();
+        let mut rx = store.subscribe();
+        let set = |n: &mut Node, v: &str| {
+            n.status.capacity.insert("cpu".into(), v.into());
+        };
+        store
+            .modify_volatile::<Node>(None, "pi", |n| set(n, "4"))
+            .unwrap()
+            .unwrap();
+        let seen: Node = store.get(None, "pi").unwrap().unwrap();
+        assert_eq!(seen.status.capacity["cpu"], "4");
+        assert_eq!(
+            seen.metadata.resource_version,
+            node.metadata.resource_version
+        );
+        assert_eq!(
+            store.list::<Node>(None).unwrap().0[0].status.capacity["cpu"],
+            "4"
+        );
+        assert_eq!((store.revision(), store.volatile_pending()), (rev, 1));
+        assert!(rx.try_recv().is_err(), "no event until written");
+
+        // Once the interval has passed, the next volatile change writes them all.
+        store.set_volatile_interval(Duration::ZERO);
+        store
+            .modify_volatile::<Node>(None, "pi", |n| set(n, "8"))
+            .unwrap();
+        assert_eq!((store.revision(), store.volatile_pending()), (rev + 1, 0));
+        let ev = rx.try_recv().unwrap();
+        assert_eq!((ev.revision, ev.change), (rev + 1, Change::Modified));
+        let Object::Node(n) = ev.object else {
+            panic!("a Node event")
+        };
+        assert_eq!(n.status.capacity["cpu"], "8");
+        let on_disk: Node =
+            serde_json::from_slice(&store.tree::<Node>().get("pi").unwrap().unwrap()).unwrap();
+        assert_eq!(on_disk.status.capacity["cpu"], "8");
+
+        // An ordinary write builds on a pending volatile change and writes it too.
+        store.set_volatile_interval(Duration::from_secs(3600));
+        store
+            .modify_volatile::<Node>(None, "pi", |n| set(n, "16"))
+            .unwrap();
+        store
+            .modify::<Node>(None, "pi", |n| {
+                n.metadata.labels.insert("room".into(), "attic".into());
+            })
+            .unwrap();
+        assert_eq!(store.volatile_pending(), 0);
+        let n: Node = store.get(None, "pi").unwrap().unwrap();
+        assert_eq!(
+            (
+                n.status.capacity["cpu"].as_str(),
+                n.metadata.labels["room"].as_str()
+            ),
+            ("16", "attic")
+        );
+        // A deleted object's pending change is dropped, not resurrected.
+        store
+            .modify_volatile::<Node>(None, "pi", |n| set(n, "32"))
+            .unwrap();
+        store.delete::<Node>(None, "pi", None).unwrap();
+        assert_eq!(store.volatile_pending(), 0);
+        assert!(store.get::<Node>(None, "pi").unwrap().is_none());
     }
 }

@@ -323,6 +323,21 @@ async fn pods_create_get_list_and_delete() {
         created.body
     );
     s.post(PODS, pod("db", json!({"app": "db"}), &["c"])).await;
+    // Another namespace must exist first, as in Kubernetes.
+    let missing = s
+        .post(
+            "/api/v1/namespaces/tools/pods",
+            pod("web", json!({"app": "web"}), &["c"]),
+        )
+        .await;
+    assert_eq!(
+        missing.failure(404, "NotFound"),
+        "namespaces \"tools\" not found"
+    );
+    let ns = s
+        .post("/api/v1/namespaces", json!({"metadata": {"name": "tools"}}))
+        .await;
+    assert_eq!(ns.code, StatusCode::CREATED, "{}", ns.body);
     let other = s
         .post(
             "/api/v1/namespaces/tools/pods",

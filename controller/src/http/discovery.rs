@@ -4,7 +4,7 @@
 
 use axum::Json;
 use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
-use punnet_api::{ConfigMap, Deployment, Node, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Resource, Secret};
 use serde_json::{json, Value};
 
 /// The verbs every served kind supports (no watch yet).
@@ -103,6 +103,7 @@ pub async fn core_v1() -> Json<Value> {
             resource::<Node>("node", "no", false),
             resource::<ConfigMap>("configmap", "cm", false),
             resource::<Secret>("secret", "", false),
+            resource::<Namespace>("namespace", "ns", false),
             json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
         ],
     ))

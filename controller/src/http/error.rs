@@ -148,6 +148,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
                     .with_details(kind, key)
             }
+            StoreError::NamespaceNotFound { namespace } => {
+                ApiError::new(StatusCode::NOT_FOUND, "NotFound", message)
+                    .with_details("Namespace", namespace)
+            }
+            StoreError::Forbidden { kind, key, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message).with_details(kind, key)
+            }
+            StoreError::NamespaceTerminating { kind, key, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message).with_details(kind, key)
+            }
             // Corrupt data, an unopenable or failing database: the server's fault, and
             // the message says which object or path so an operator can act on it.
             _ => ApiError::internal(message),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
+use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -150,6 +150,9 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/namespaces/{namespace}/secrets/{name}",
             item::<Secret>(),
         )
+        .route("/api/v1/namespaces", collection::<Namespace>())
+        .route("/api/v1/namespaces/{name}", item::<Namespace>())
+        .route("/backup", get(super::backup::serve))
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
         .method_not_allowed_fallback(method_not_allowed)

@@ -172,6 +172,18 @@ pub fn node_from_report(
     node
 }
 
+/// Moves the Ready condition's heartbeat to `now` (nothing else).
+pub fn touch_heartbeat(node: &mut Node, now: Time) {
+    if let Some(c) = node
+        .status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == "Ready")
+    {
+        c.last_heartbeat_time = Some(now);
+    }
+}
+
 fn set_ready(node: &mut Node, ready: NodeCondition) {
     match node
         .status
@@ -261,12 +273,20 @@ pub fn ingest(
                 Err(e) => return Err(err(e)),
             }
         }
-        Some(_) => {
-            store
-                .modify::<Node>(None, name, |n| {
-                    *n = node_from_report(Some(n), report, now, heartbeat_every);
-                })
-                .map_err(err)?;
+        Some(current) => {
+            if node_from_report(Some(current), report, now, Duration::MAX) == *current {
+                // Only the heartbeat is news: fresh in memory now, on disk at the
+                // store's bounded rate (`Store::modify_volatile`).
+                store
+                    .modify_volatile::<Node>(None, name, |n| touch_heartbeat(n, now))
+                    .map_err(err)?;
+            } else {
+                store
+                    .modify::<Node>(None, name, |n| {
+                        *n = node_from_report(Some(n), report, now, heartbeat_every);
+                    })
+                    .map_err(err)?;
+            }
             false
         }
     };
