@@ -18,6 +18,7 @@ pub mod object;
 pub mod pod;
 pub mod quantity;
 pub mod selector;
+pub mod taint;
 pub mod topics;
 pub mod validate;
 pub mod wire;
@@ -32,6 +33,7 @@ pub use namespace::{Namespace, DEFAULT_NAMESPACE};
 pub use node::*;
 pub use object::{List, Object, Resource};
 pub use pod::*;
+pub use taint::{Taint, Toleration};
 
 /// Label every node carries with its CPU architecture in Go's naming (`arm64`, `arm`, `amd64`).
 pub const LABEL_ARCH: &str = "kubernetes.io/arch";

@@ -29,6 +29,9 @@ pub struct NodeSpec {
     pub unschedulable: Option<bool>,
     #[serde(default, rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// See `taint`; the node lifecycle controller keeps the `node.kubernetes.io/` ones.
+    #[serde(default)]
+    pub taints: Vec<crate::taint::Taint>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

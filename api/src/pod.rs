@@ -51,6 +51,9 @@ pub struct PodSpec {
     /// Only `nodeAffinity`: see `affinity` for the matching.
     #[serde(default)]
     pub affinity: Option<Affinity>,
+    /// Taints of nodes this Pod may be placed on or stay on (see `taint`).
+    #[serde(default)]
+    pub tolerations: Vec<crate::taint::Toleration>,
 }
 
 impl PodSpec {

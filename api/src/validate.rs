@@ -209,6 +209,9 @@ pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationError> {
 pub fn validate_node(n: &Node) -> Result<(), ValidationError> {
     let mut errs = Errors::default();
     meta(&mut errs, &n.metadata, false);
+    for (f, m) in crate::taint::validate_taints("spec.taints", &n.spec.taints) {
+        errs.add(f, m);
+    }
     errs.finish(n.describe())
 }
 
@@ -293,6 +296,11 @@ pub(crate) fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
     }
     labels(errs, &format!("{field}.nodeSelector"), &spec.node_selector);
     node_affinity(errs, field, spec);
+    for (f, m) in
+        crate::taint::validate_tolerations(&format!("{field}.tolerations"), &spec.tolerations)
+    {
+        errs.add(f, m);
+    }
 
     let mut volume_names = HashSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {

@@ -47,6 +47,38 @@ pub enum Command {
     Create(CreateCommand),
     /// Print the client and server versions.
     Version,
+    /// Mark a node unschedulable: no new Pods are placed on it.
+    Cordon(CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(CordonArgs),
+    /// Cordon a node and evict its Pods, for maintenance.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CordonArgs {
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    pub node: String,
+    /// Leave DaemonSet-managed Pods running (drain refuses otherwise).
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Evict Pods that use emptyDir volumes (their data is lost).
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Also evict Pods that no controller would recreate.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds each Pod gets to stop; the Pod's own terminationGracePeriodSeconds when
+    /// negative or not given.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub grace_period: Option<i64>,
+    /// Give up after this long (`60s`, `5m`); 0 or unset waits for ever.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

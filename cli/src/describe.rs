@@ -159,6 +159,22 @@ impl Doc {
         }
     }
 
+    /// `Taints:  a:NoSchedule` with further items on their own lines under the first.
+    fn list(&mut self, level: usize, key: &str, items: &[String]) {
+        if items.is_empty() {
+            return self.field(level, key, "<none>");
+        }
+        for (i, item) in items.iter().enumerate() {
+            let item = clean(item);
+            if i == 0 {
+                self.0
+                    .push_str(&format!("{}{key}:\t{item}\n", indent(level)));
+            } else {
+                self.0.push_str(&format!("{}\t{item}\n", indent(level)));
+            }
+        }
+    }
+
     /// A small table: tab-separated rows at `level`, aligned by `finish`.
     fn rows(&mut self, level: usize, rows: &[Vec<String>]) {
         for row in rows {
@@ -285,6 +301,13 @@ pub fn describe_pod(pod: &Pod) -> String {
     volumes(&mut d, 0, &pod.spec);
     d.field(0, "QoS Class", qos_class(&pod.spec));
     d.map(0, "Node-Selectors", &pod.spec.node_selector);
+    let tolerations: Vec<String> = pod
+        .spec
+        .tolerations
+        .iter()
+        .map(|t| t.to_kubectl())
+        .collect();
+    d.list(0, "Tolerations", &tolerations);
     d.finish()
 }
 
@@ -683,6 +706,8 @@ pub fn describe_node(
             .map(timestamp)
             .unwrap_or_else(|| "<unknown>".into()),
     );
+    let taints: Vec<String> = node.spec.taints.iter().map(|t| t.to_kubectl()).collect();
+    d.list(0, "Taints", &taints);
     d.field(0, "Unschedulable", node.is_unschedulable());
     if node.status.conditions.is_empty() {
         d.field(0, "Conditions", "<none>");

@@ -10,6 +10,7 @@ pub mod config;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod drain;
 pub mod error;
 pub mod get;
 pub mod kinds;
@@ -92,5 +93,8 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Logs(a) => logs::logs(&Ctx::new(&cli)?, a, out, err).await,
         Command::Top(a) => top::top(&Ctx::new(&cli)?, a, out).await,
         Command::Create(a) => create::create(&Ctx::new(&cli)?, a, out).await,
+        Command::Cordon(a) => drain::cordon(&Ctx::new(&cli)?, a, out).await,
+        Command::Uncordon(a) => drain::uncordon(&Ctx::new(&cli)?, a, out).await,
+        Command::Drain(a) => drain::drain(&Ctx::new(&cli)?, a, out, err).await,
     }
 }

@@ -31,6 +31,8 @@ pub struct ControllerConfig {
     pub agent: Option<punnet_agent::config::AgentConfig>,
     /// The cluster CIDR Pod ranges are cut from, and their size.
     pub pod_cidrs: PodCidrs,
+    /// How long Pods stay on a NotReady/unreachable node unless they tolerate it longer.
+    pub default_eviction: Duration,
     /// The key Secrets are encrypted with in the database; `None`: `<data-dir>/secrets.key`.
     pub encryption_key_file: Option<PathBuf>,
 }
@@ -46,6 +48,7 @@ impl ControllerConfig {
             node_grace: Duration::from_secs(40),
             agent: None,
             pod_cidrs: PodCidrs::default(),
+            default_eviction: Duration::from_secs(crate::nodelifecycle::DEFAULT_EVICTION_SECONDS),
             encryption_key_file: None,
         }
     }
@@ -106,6 +109,7 @@ pub struct ConfigFile {
     pub agent_label: Vec<String>,
     pub cluster_cidr: Option<String>,
     pub node_cidr_mask_size: Option<u8>,
+    pub default_eviction_seconds: Option<u64>,
     pub encryption_key_file: Option<PathBuf>,
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod namespaces;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod nodesync;
 pub mod podcidr;
 pub mod podgc;

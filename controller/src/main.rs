@@ -50,6 +50,10 @@ struct Cli {
     /// Prefix length of each node's Pod CIDR (24: 254 Pods per node).
     #[arg(long, value_name = "BITS")]
     node_cidr_mask_size: Option<u8>,
+    /// Seconds Pods stay on a NotReady or unreachable node before they are evicted and
+    /// rescheduled, unless their tolerations say otherwise (Kubernetes: 300).
+    #[arg(long, value_name = "N")]
+    default_eviction_seconds: Option<u64>,
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -191,6 +195,12 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
     }
     if let Some(v) = cli.node_grace.or(file.node_grace) {
         c.node_grace = config::parse_duration("--node-grace", &v)?;
+    }
+    if let Some(s) = cli
+        .default_eviction_seconds
+        .or(file.default_eviction_seconds)
+    {
+        c.default_eviction = std::time::Duration::from_secs(s);
     }
     let cluster_cidr = cli
         .cluster_cidr

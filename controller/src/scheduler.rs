@@ -1,15 +1,20 @@
 //! The scheduler's decisions (steps 5–7 of the Pod flow), pure: which nodes can take a
 //! Pod and which of them is best. No I/O; `scheduling` runs it against the store.
 //!
-//! Filters, in Kubernetes' order: the node is Ready, not cordoned, matches the Pod's
+//! Filters, in Kubernetes' order: the node is Ready, not cordoned, has no `NoSchedule`
+//! taint the Pod does not tolerate, matches the Pod's
 //! `nodeSelector`, can enforce memory limits if the Pod sets any, has room for one more Pod and for the Pod's cpu/memory requests.
-//! Required node affinity (`affinity.nodeAffinity`) filters like `nodeSelector`.
+//! Required node affinity (`affinity.nodeAffinity`) filters like `nodeSelector`;
+//! untolerated `NoSchedule`/`NoExecute` taints rule a node out.
 //! Scores: nodes matching more weight of the Pod's preferred node affinity first, then
-//! spread Pods of one owner over nodes, then prefer the least loaded node.
+//! fewest untolerated `PreferNoSchedule` taints, then spread Pods of one owner over
+//! nodes, then prefer the least loaded node.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use punnet_api::quantity::{parse_bytes, parse_cpu_millis};
+use punnet_api::taint::{self, Toleration};
 use punnet_api::{affinity, phase, Container, Node, Pod};
 
 use crate::nodesync::facts::lacks_memory_cgroup;
@@ -89,7 +94,7 @@ impl Allocatable {
 }
 
 /// Why a node cannot take the Pod, worded as Kubernetes' scheduler words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     NotReady,
     Unschedulable,
@@ -98,11 +103,13 @@ pub enum Reason {
     TooManyPods,
     InsufficientCpu,
     InsufficientMemory,
+    /// A `NoSchedule` taint (its key and value) the Pod does not tolerate.
+    UntoleratedTaint(String, String),
 }
 
 impl Reason {
-    pub fn text(self) -> &'static str {
-        match self {
+    pub fn text(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Reason::NotReady => "node(s) were not ready",
             Reason::Unschedulable => "node(s) were unschedulable",
             Reason::SelectorMismatch => "node(s) didn't match Pod's node affinity/selector",
@@ -112,7 +119,10 @@ impl Reason {
             Reason::TooManyPods => "Too many pods",
             Reason::InsufficientCpu => "Insufficient cpu",
             Reason::InsufficientMemory => "Insufficient memory",
-        }
+            Reason::UntoleratedTaint(key, value) => {
+                return Cow::Owned(format!("node(s) had untolerated taint {{{key}: {value}}}"))
+            }
+        })
     }
 }
 
@@ -164,18 +174,23 @@ pub fn candidates<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Pod]) -> Vec<Candida
         .collect()
 }
 
-/// The reasons `node` cannot take a Pod with `requests` and `selector`; empty when it fits.
-/// A node that is not Ready or is cordoned is not looked at further, as in Kubernetes.
+/// The reasons `node` cannot take a Pod with `requests`, `selector` and `tolerations`;
+/// empty when it fits. A node that is not Ready, is cordoned or has an untolerated taint
+/// is not looked at further, as in Kubernetes.
 pub fn filter(
     c: &Candidate<'_>,
     selector: &BTreeMap<String, String>,
     requests: Requests,
+    tolerations: &[Toleration],
 ) -> Vec<Reason> {
     if !c.node.is_ready() {
         return vec![Reason::NotReady];
     }
-    if c.node.is_unschedulable() {
+    if c.node.is_unschedulable() && !tolerates_cordon(tolerations) {
         return vec![Reason::Unschedulable];
+    }
+    if let Some(r) = untolerated_taint(c.node, tolerations) {
+        return vec![r];
     }
     let labels = &c.node.metadata.labels;
     if selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
@@ -218,6 +233,34 @@ pub fn node_affinity_filter(pod: &Pod, c: &Candidate<'_>, reasons: Vec<Reason>) 
     vec![Reason::SelectorMismatch]
 }
 
+/// Kubernetes' NodeUnschedulable filter: a cordoned node still takes Pods that tolerate
+/// its `node.kubernetes.io/unschedulable:NoSchedule` taint (DaemonSet Pods do).
+fn tolerates_cordon(tolerations: &[Toleration]) -> bool {
+    taint::tolerated(
+        tolerations,
+        &punnet_api::Taint::new(taint::TAINT_UNSCHEDULABLE, taint::NO_SCHEDULE),
+    )
+}
+
+/// The TaintToleration filter: the first `NoSchedule` or `NoExecute` taint of the node
+/// none of `tolerations` matches (a Pod placed on a `NoExecute` node would be evicted).
+pub fn untolerated_taint(node: &Node, tolerations: &[Toleration]) -> Option<Reason> {
+    let taints = &node.spec.taints;
+    taint::first_untolerated(taints, tolerations, taint::NO_SCHEDULE)
+        .or_else(|| taint::first_untolerated(taints, tolerations, taint::NO_EXECUTE))
+        .map(|t| Reason::UntoleratedTaint(t.key.clone(), t.value.clone().unwrap_or_default()))
+}
+
+/// The TaintToleration score: how many `PreferNoSchedule` taints of the node the Pod
+/// does not tolerate (fewer is better).
+pub fn intolerable_preferences(node: &Node, tolerations: &[Toleration]) -> usize {
+    node.spec
+        .taints
+        .iter()
+        .filter(|t| t.effect == taint::PREFER_NO_SCHEDULE && !taint::tolerated(tolerations, t))
+        .count()
+}
+
 /// The fraction of the node that would be requested after placing the Pod, averaged over
 /// cpu and memory (0.0 = empty). A resource the node does not report counts as empty.
 fn load_after(c: &Candidate<'_>, requests: Requests) -> f64 {
@@ -246,15 +289,17 @@ pub enum Decision {
     Unschedulable(String),
 }
 
-/// Picks a node for `pod`: filters, then the node with the fewest Pods of the same owner,
-/// then the least loaded one, then the first by name (so the result is deterministic).
+/// Picks a node for `pod`: filters, then the node with the fewest untolerated
+/// `PreferNoSchedule` taints, then the fewest Pods of the same owner, then the least
+/// loaded one, then the first by name (so the result is deterministic).
 pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
     let requests = Requests::of(pod);
     let selector = &pod.spec.node_selector;
+    let tolerations = taint::effective_tolerations(pod);
     let mut failures: BTreeMap<Reason, usize> = BTreeMap::new();
     let mut fitting = Vec::new();
     for c in candidates {
-        let reasons = node_affinity_filter(pod, c, filter(c, selector, requests));
+        let reasons = node_affinity_filter(pod, c, filter(c, selector, requests, &tolerations));
         if reasons.is_empty() {
             fitting.push(c);
         }
@@ -266,6 +311,10 @@ pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
         let preferred = |c: &Candidate<'_>| affinity::preferred_score(&pod.spec, c.node);
         preferred(b)
             .cmp(&preferred(a))
+            .then_with(|| {
+                intolerable_preferences(a.node, &tolerations)
+                    .cmp(&intolerable_preferences(b.node, &tolerations))
+            })
             .then_with(|| a.same_owner.cmp(&b.same_owner))
             .then_with(|| load_after(a, requests).total_cmp(&load_after(b, requests)))
             .then_with(|| a.node.metadata.name.cmp(&b.node.metadata.name))
@@ -635,5 +684,108 @@ mod tests {
         p.spec.init_containers.push(init);
         let r = Requests::of(&p);
         assert_eq!((r.cpu_millis, r.memory_bytes), (500, 10 << 20));
+    }
+
+    fn tainted(mut n: Node, key: &str, value: Option<&str>, effect: &str) -> Node {
+        n.spec.taints.push(punnet_api::Taint {
+            key: key.into(),
+            value: value.map(str::to_string),
+            effect: effect.into(),
+            time_added: None,
+        });
+        n
+    }
+
+    fn tolerating(mut p: Pod, key: &str, effect: &str) -> Pod {
+        p.spec.tolerations.push(Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some(effect.into()),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn untolerated_no_schedule_and_no_execute_taints_filter_nodes() {
+        let nodes = [
+            tainted(
+                node("db", "4", "1Gi", "arm64"),
+                "dedicated",
+                Some("db"),
+                "NoSchedule",
+            ),
+            tainted(
+                node("lost", "4", "1Gi", "arm64"),
+                taint::TAINT_UNREACHABLE,
+                None,
+                "NoExecute",
+            ),
+        ];
+        let p = pod("a", None, None);
+        assert_eq!(
+            run(&p, &nodes, &[]),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }."
+                    .into()
+            )
+        );
+        let p = tolerating(p, "dedicated", "NoSchedule");
+        assert_eq!(run(&p, &nodes, &[]), Decision::Bind("db".into()));
+        let p = tolerating(pod("b", None, None), taint::TAINT_UNREACHABLE, "NoExecute");
+        assert_eq!(run(&p, &nodes, &[]), Decision::Bind("lost".into()));
+    }
+
+    #[test]
+    fn prefer_no_schedule_is_avoided_when_another_node_fits() {
+        let nodes = [
+            tainted(
+                node("a", "4", "4Gi", "arm64"),
+                "flaky-wifi",
+                None,
+                "PreferNoSchedule",
+            ),
+            node("b", "1", "1Gi", "arm64"),
+        ];
+        // b is busier and already runs a sibling, yet wins over the tainted a.
+        let sibling = bound(owned(pod("web-1", Some("500m"), None), "d-1"), "b");
+        let p = owned(pod("web-2", Some("100m"), None), "d-1");
+        assert_eq!(
+            run(&p, &nodes, std::slice::from_ref(&sibling)),
+            Decision::Bind("b".into())
+        );
+        let p = tolerating(p, "flaky-wifi", "PreferNoSchedule");
+        assert_eq!(run(&p, &nodes, &[sibling]), Decision::Bind("a".into()));
+        // The only node left is used despite the preference.
+        assert_eq!(
+            run(&pod("c", None, None), &nodes[..1], &[]),
+            Decision::Bind("a".into())
+        );
+    }
+
+    #[test]
+    fn cordoned_nodes_take_pods_that_tolerate_the_unschedulable_taint() {
+        let mut n = node("pi-1", "4", "1Gi", "arm64");
+        n.spec.unschedulable = Some(true);
+        let nodes = [tainted(n, taint::TAINT_UNSCHEDULABLE, None, "NoSchedule")];
+        let plain = pod("a", None, None);
+        assert_eq!(
+            run(&plain, &nodes, &[]),
+            Decision::Unschedulable(
+                "0/1 nodes are available: 1 node(s) were unschedulable.".into()
+            )
+        );
+        let tolerant = tolerating(plain.clone(), taint::TAINT_UNSCHEDULABLE, "NoSchedule");
+        assert_eq!(run(&tolerant, &nodes, &[]), Decision::Bind("pi-1".into()));
+        let mut daemon = plain;
+        daemon.metadata.owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "DaemonSet".into(),
+            name: "logs".into(),
+            uid: "ds-1".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        });
+        assert_eq!(run(&daemon, &nodes, &[]), Decision::Bind("pi-1".into()));
     }
 }

@@ -19,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
 use crate::{
-    auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodesync, scheduling,
+    auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
+    nodesync, scheduling,
 };
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
@@ -141,6 +142,15 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         namespaces::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    let lifecycle = nodelifecycle::NodeLifecycleConfig {
+        default_eviction: config.default_eviction,
+        ..Default::default()
+    };
+    tasks.spawn(async move {
+        nodelifecycle::run(s, lifecycle, c).await;
         Ok(())
     });
     let (s, c, cidrs) = (store.clone(), cancel.clone(), config.pod_cidrs);

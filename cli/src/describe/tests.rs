@@ -119,6 +119,7 @@ Volumes:
     HostPathType:  DirectoryOrCreate
 QoS Class:         Burstable
 Node-Selectors:    <none>
+Tolerations:       <none>
 ";
 
 #[test]
@@ -338,4 +339,36 @@ fn pod_with_init_containers_probes_env_sources_and_new_volumes() {
         assert!(text.contains(e), "missing {e:?} in:\n{text}");
     }
     assert_eq!(pod.display_status(), "ContainerCreating");
+}
+
+#[test]
+fn node_taints_and_pod_tolerations_in_kubectl_form() {
+    let Object::Node(mut node) = parse(NODE).unwrap().remove(0) else {
+        panic!("expected a Node")
+    };
+    for key in ["node.kubernetes.io/unreachable", "dedicated"] {
+        node.spec
+            .taints
+            .push(punnet_api::Taint::new(key, "NoExecute"));
+    }
+    let text = describe_node(&node, &[], None, now());
+    assert!(
+        text.contains("Taints:             node.kubernetes.io/unreachable:NoExecute\n                    dedicated:NoExecute\nUnschedulable:      false\n"),
+        "{text}"
+    );
+    let mut p = pod();
+    p.spec.tolerations.push(punnet_api::Toleration {
+        key: Some("node.kubernetes.io/not-ready".into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: Some(600),
+        ..Default::default()
+    });
+    let text = describe_pod(&p);
+    assert!(
+        text.contains(
+            "Tolerations:       node.kubernetes.io/not-ready:NoExecute op=Exists for 600s\n"
+        ),
+        "{text}"
+    );
 }

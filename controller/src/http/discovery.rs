@@ -104,6 +104,7 @@ pub async fn core_v1() -> Json<Value> {
             resource::<ConfigMap>("configmap", "cm", false),
             resource::<Secret>("secret", "", false),
             resource::<Namespace>("namespace", "ns", false),
+            json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
         ],
     ))
 }

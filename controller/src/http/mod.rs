@@ -9,6 +9,7 @@ mod apply;
 pub mod auth;
 mod discovery;
 pub mod error;
+mod eviction;
 mod extract;
 mod kinds;
 mod kinds_workloads;
@@ -115,6 +116,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/log",
             get(logs::logs),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+            axum::routing::post(eviction::evict),
         )
         .route(
             "/apis/apps/v1/deployments",
