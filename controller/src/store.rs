@@ -45,7 +45,7 @@ pub const KEY_FILE: &str = "secrets.key";
 /// Trees whose values are sealed with the key (see `crypto`).
 const SEALED: &[&str] = &[Secret::PLURAL];
 /// How often volatile changes (heartbeats) are written at most, by default.
-pub const VOLATILE_PERSIST_EVERY: Duration = Duration::from_secs(300);
+pub const VOLATILE_PERSIST_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -225,7 +225,7 @@ impl Store {
         Ok(())
     }
 
-    /// Changes marked volatile are written at most this often (default 5 minutes).
+    /// Changes marked volatile are written at most this often (default 10 minutes).
     pub fn set_volatile_interval(&self, every: Duration) {
         self.volatile.set_interval(every);
     }
