@@ -3,7 +3,7 @@
 //! Running Pod every 10 s over real MQTT, as real agents do. Prints the bytes the
 //! controller wrote to disk per hour (`write_bytes` of `/proc/<pid>/io`, what reaches
 //! the block device) and how many store writes that was, measured over
-//! `PUNNET_BENCH_WRITE_SECS` (default 600 s: two periods of the store's volatile write
+//! `PUNNET_BENCH_WRITE_SECS` (default 600 s: one period of the store's volatile write
 //! interval) after the fleet has settled. Run through `scripts/bench.sh` (release
 //! build); `PUNNET_CONTROLLER_BIN` picks another controller binary.
 

@@ -71,14 +71,16 @@ enum Command {
     /// then through its API). Secrets stay encrypted; back up the key file separately.
     Backup {
         file: PathBuf,
-        #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// The controller's data directory (default /var/lib/punnet).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Restore a backup into a stopped controller's data directory.
     Restore {
         file: PathBuf,
+        /// The stopped controller's data directory.
         #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
         /// Replace a database that is there (its revision is kept as a floor).
         #[arg(long)]
         force: bool,
@@ -114,7 +116,7 @@ fn main() {
 
 fn real_main(mut cli: Cli) -> anyhow::Result<()> {
     if let Some(command) = cli.command.take() {
-        return run_command(command);
+        return run_command(command, cli.data_dir, cli.encryption_key_file);
     }
     let config = build_config(cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -131,9 +133,18 @@ fn real_main(mut cli: Cli) -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
-fn run_command(command: Command) -> anyhow::Result<()> {
+/// `backup` and `restore`; `--data-dir` and `--encryption-key-file` may also be given
+/// before the subcommand.
+fn run_command(
+    command: Command,
+    global_data_dir: Option<PathBuf>,
+    global_key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     match command {
         Command::Backup { file, data_dir } => {
+            let data_dir = data_dir
+                .or(global_data_dir)
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
             let (revision, live) = punnet_controller::backup::backup(&data_dir, &file)?;
             let how = if live {
                 "from the running controller"
@@ -152,6 +163,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             force,
             encryption_key_file,
         } => {
+            let Some(data_dir) = data_dir.or(global_data_dir) else {
+                anyhow::bail!("restore needs --data-dir DIR: the data directory of the stopped controller to restore into");
+            };
+            let encryption_key_file = encryption_key_file.or(global_key_file);
             let (done, note) = punnet_controller::backup::restore(
                 &data_dir,
                 &file,

@@ -16,47 +16,60 @@ impl Store {
         self.trees.get_key_value(plural).map(|(k, t)| (*k, t))
     }
 
-    /// Writes `json` as the new version of an existing entry (next revision, event).
-    pub(super) fn write_entry(
+    /// Writes each `(key, json)` as the new version of an existing entry of one kind,
+    /// all in one transaction (one revision each, then one event each). Entries deleted
+    /// meanwhile are skipped: there is nothing left to update.
+    pub(super) fn write_entries(
         &self,
         plural: &'static str,
-        key: &str,
-        json: Vec<u8>,
+        entries: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let Some((_, tree)) = self.tree_named(plural) else {
             return Ok(());
         };
-        if !tree.contains_key(key.as_bytes())? {
-            // Deleted since: the volatile change has nothing left to update.
+        let mut revision = self.revision();
+        let mut writes = Vec::new();
+        for (key, json) in entries {
+            if !tree.contains_key(key.as_bytes())? {
+                self.volatile.remove(plural, &key);
+                continue;
+            }
+            let mut value: Value =
+                serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt {
+                    kind: plural,
+                    key: key.clone(),
+                    source,
+                })?;
+            revision += 1;
+            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert(
+                    "resourceVersion".into(),
+                    Value::String(revision.to_string()),
+                );
+            }
+            let bytes = serde_json::to_vec(&value).expect("JSON values always serialise");
+            let sealed = self.seal(plural, &key, bytes);
+            writes.push((key, sealed, revision, value));
+        }
+        if writes.is_empty() {
             return Ok(());
         }
-        let revision = self.revision() + 1;
-        let mut value: Value =
-            serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt {
-                kind: plural,
-                key: key.to_string(),
-                source,
-            })?;
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert(
-                "resourceVersion".into(),
-                Value::String(revision.to_string()),
-            );
-        }
-        let bytes = serde_json::to_vec(&value).expect("JSON values always serialise");
-        let sealed = self.seal(plural, key, bytes);
         let rev_bytes = revision.to_be_bytes();
         (tree, &self.meta)
             .transaction(|(tree, meta)| {
-                tree.insert(key.as_bytes(), sealed.as_slice())?;
+                for (key, sealed, _, _) in &writes {
+                    tree.insert(key.as_bytes(), sealed.as_slice())?;
+                }
                 meta.insert(REVISION_KEY, &rev_bytes)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
-        self.volatile.remove(plural, key);
         self.revision
             .store(revision, std::sync::atomic::Ordering::SeqCst);
-        self.announce(revision, Change::Modified, value);
+        for (key, _, revision, value) in writes {
+            self.volatile.remove(plural, &key);
+            self.announce(revision, Change::Modified, value);
+        }
         Ok(())
     }
 

@@ -70,10 +70,16 @@ impl Volatile {
             .is_some_and(|t| now.duration_since(t) >= inner.every)
     }
 
-    fn take(&self) -> Vec<((&'static str, String), Vec<u8>)> {
+    /// The pending changes, left in place until each is written (`remove`), so that
+    /// reads never fall back to an older version on disk meanwhile.
+    fn snapshot(&self) -> Vec<((&'static str, String), Vec<u8>)> {
         let mut inner = self.lock();
         inner.since = None;
-        inner.pending.drain().collect()
+        inner
+            .pending
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -124,8 +130,14 @@ impl Store {
     /// Writes every pending volatile change as an ordinary change.
     pub(super) fn write_volatile(&self) -> Result<(), StoreError> {
         let _guard = self.lock();
-        for ((plural, key), json) in self.volatile.take() {
-            self.write_entry(plural, &key, json)?;
+        let mut by_kind: HashMap<&'static str, Vec<(String, Vec<u8>)>> = HashMap::new();
+        for ((plural, key), json) in self.volatile.snapshot() {
+            by_kind.entry(plural).or_default().push((key, json));
+        }
+        // One transaction per kind: a batch of heartbeats is one write, not one per node.
+        for (plural, mut entries) in by_kind {
+            entries.sort();
+            self.write_entries(plural, entries)?;
         }
         Ok(())
     }
