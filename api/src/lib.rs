@@ -2,10 +2,13 @@
 //! Kubernetes shape, manifest parsing and validation, label selectors, resource
 //! quantities, MQTT topic names and the internal wire codec. No I/O, no async.
 
+pub mod affinity;
 pub mod capability;
 pub mod configdata;
+pub mod daemonset;
 pub mod deployment;
 pub mod event;
+pub mod job;
 pub mod manifest;
 pub mod meta;
 pub mod metrics;
@@ -21,8 +24,10 @@ pub mod validate;
 pub mod wire;
 
 pub use configdata::{ConfigMap, Secret};
+pub use daemonset::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
 pub use deployment::*;
 pub use event::{Event, EventSource, ObjectReference, EVENT_NORMAL, EVENT_WARNING};
+pub use job::{Job, JobCondition, JobSpec, JobStatus};
 pub use meta::*;
 pub use namespace::{Namespace, DEFAULT_NAMESPACE};
 pub use node::*;

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::namespace::Namespace;
 use crate::object::{Object, Resource};
-use crate::{ConfigMap, Deployment, Node, Pod, Secret};
+use crate::{ConfigMap, DaemonSet, Deployment, Job, Node, Pod, Secret};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ManifestError {
@@ -20,7 +20,7 @@ pub enum ManifestError {
         document: usize,
         field: &'static str,
     },
-    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret)")]
+    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret, apps/v1 DaemonSet, batch/v1 Job)")]
     UnsupportedKind {
         document: usize,
         api_version: String,
@@ -157,6 +157,8 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
         ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
+        ("apps/v1", "DaemonSet") => Object::DaemonSet(decode::<DaemonSet>(document, value)?),
+        ("batch/v1", "Job") => Object::Job(decode::<Job>(document, value)?),
         ("v1", "Namespace") => Object::Namespace(decode::<Namespace>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {

@@ -78,6 +78,10 @@ pub struct ObjectMeta {
     pub deletion_grace_period_seconds: Option<i64>,
     #[serde(default)]
     pub owner_references: Vec<OwnerReference>,
+    /// What must happen before a deleted object leaves the store (`foregroundDeletion`:
+    /// its blocking dependents are gone).
+    #[serde(default)]
+    pub finalizers: Vec<String>,
 }
 
 impl ObjectMeta {

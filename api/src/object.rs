@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::configdata::{ConfigMap, Secret};
+use crate::daemonset::DaemonSet;
 use crate::deployment::Deployment;
+use crate::job::Job;
 use crate::meta::{ListMeta, ObjectMeta};
 use crate::namespace::Namespace;
 use crate::node::Node;
@@ -71,6 +73,8 @@ resource!(Deployment, "Deployment", "apps/v1", "deployments", true);
 resource!(Node, "Node", "v1", "nodes", false);
 resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
 resource!(Secret, "Secret", "v1", "secrets", true);
+resource!(DaemonSet, "DaemonSet", "apps/v1", "daemonsets", true);
+resource!(Job, "Job", "batch/v1", "jobs", true);
 resource!(Namespace, "Namespace", "v1", "namespaces", false);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
@@ -81,6 +85,8 @@ pub enum Object {
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    DaemonSet(DaemonSet),
+    Job(Job),
     Namespace(Namespace),
 }
 
@@ -92,6 +98,8 @@ impl Object {
             Object::Node(_) => Node::KIND,
             Object::ConfigMap(_) => ConfigMap::KIND,
             Object::Secret(_) => Secret::KIND,
+            Object::DaemonSet(_) => DaemonSet::KIND,
+            Object::Job(_) => Job::KIND,
             Object::Namespace(_) => Namespace::KIND,
         }
     }
@@ -103,6 +111,8 @@ impl Object {
             Object::Node(o) => o.meta(),
             Object::ConfigMap(o) => o.meta(),
             Object::Secret(o) => o.meta(),
+            Object::DaemonSet(o) => o.meta(),
+            Object::Job(o) => o.meta(),
             Object::Namespace(o) => o.meta(),
         }
     }
@@ -114,6 +124,8 @@ impl Object {
             Object::Node(o) => o.meta_mut(),
             Object::ConfigMap(o) => o.meta_mut(),
             Object::Secret(o) => o.meta_mut(),
+            Object::DaemonSet(o) => o.meta_mut(),
+            Object::Job(o) => o.meta_mut(),
             Object::Namespace(o) => o.meta_mut(),
         }
     }
@@ -130,6 +142,8 @@ impl Object {
             Object::Node(o) => to_json(o),
             Object::ConfigMap(o) => to_json(o),
             Object::Secret(o) => to_json(o),
+            Object::DaemonSet(o) => to_json(o),
+            Object::Job(o) => to_json(o),
             Object::Namespace(o) => to_json(o),
         }
     }

@@ -48,6 +48,9 @@ pub struct PodSpec {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     #[serde(default)]
     pub security_context: Option<PodSecurityContext>,
+    /// Only `nodeAffinity`: see `affinity` for the matching.
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
     /// Taints of nodes this Pod may be placed on or stay on (see `taint`).
     #[serde(default)]
     pub tolerations: Vec<crate::taint::Toleration>,
@@ -782,6 +785,63 @@ fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::E
             })
         }
     }
+}
+
+/// Where a Pod may run, by node labels. Kubernetes' `podAffinity` and
+/// `podAntiAffinity` are not supported: they are unknown fields, refused by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    #[serde(default)]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAffinity {
+    /// The Pod runs only on a node matching one of the terms.
+    #[serde(default)]
+    pub required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+    /// Nodes matching a term get its weight added to their score.
+    #[serde(default)]
+    pub preferred_during_scheduling_ignored_during_execution: Vec<PreferredSchedulingTerm>,
+}
+
+/// Terms are ORed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelector {
+    #[serde(default)]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+/// Requirements are ANDed; an empty term matches no node, as in Kubernetes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTerm {
+    #[serde(default)]
+    pub match_expressions: Vec<NodeSelectorRequirement>,
+    /// Only the field `metadata.name` (with `In` / `NotIn`), as in Kubernetes.
+    #[serde(default)]
+    pub match_fields: Vec<NodeSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredSchedulingTerm {
+    /// 1 to 100.
+    pub weight: i32,
+    pub preference: NodeSelectorTerm,
 }
 
 #[cfg(test)]

@@ -43,17 +43,17 @@ impl fmt::Display for ValidationError {
 impl std::error::Error for ValidationError {}
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    fn finish(self, object: String) -> Result<(), ValidationError> {
+    pub(crate) fn finish(self, object: String) -> Result<(), ValidationError> {
         if self.0.is_empty() {
             Ok(())
         } else {
@@ -72,6 +72,8 @@ pub fn validate(obj: &Object) -> Result<(), ValidationError> {
         Object::Node(n) => validate_node(n),
         Object::ConfigMap(c) => validate_config_map(c),
         Object::Secret(s) => validate_secret(s),
+        Object::DaemonSet(d) => crate::daemonset::validate_daemon_set(d),
+        Object::Job(j) => crate::job::validate_job(j),
         Object::Namespace(n) => crate::namespace::validate_namespace(n),
     }
 }
@@ -213,7 +215,7 @@ pub fn validate_node(n: &Node) -> Result<(), ValidationError> {
     errs.finish(n.describe())
 }
 
-fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
+pub(crate) fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
     if m.name.is_empty() {
         errs.add("metadata.name", "must not be empty");
     } else if let Err(e) = dns_subdomain(&m.name) {
@@ -232,7 +234,7 @@ fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
     labels(errs, "metadata.labels", &m.labels);
 }
 
-fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
+pub(crate) fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
     for (k, v) in labels {
         if let Err(e) = label_key(k) {
             errs.add(format!("{field}[{k:?}]"), e);
@@ -243,7 +245,7 @@ fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
     }
 }
 
-fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
+pub(crate) fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
     labels(errs, &format!("{field}.matchLabels"), &sel.match_labels);
     for (i, e) in sel.match_expressions.iter().enumerate() {
         let f = format!("{field}.matchExpressions[{i}]");
@@ -264,7 +266,7 @@ fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
     }
 }
 
-fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
+pub(crate) fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
         errs.add(
             format!("{field}.containers"),
@@ -293,6 +295,7 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
         }
     }
     labels(errs, &format!("{field}.nodeSelector"), &spec.node_selector);
+    node_affinity(errs, field, spec);
     for (f, m) in
         crate::taint::validate_tolerations(&format!("{field}.tolerations"), &spec.tolerations)
     {
@@ -350,6 +353,41 @@ fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
         );
         if let Some(p) = &sc.seccomp_profile {
             seccomp(errs, &format!("{field}.securityContext.seccompProfile"), p);
+        }
+    }
+}
+
+fn node_affinity(errs: &mut Errors, field: &str, spec: &PodSpec) {
+    let Some(na) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+    else {
+        return;
+    };
+    let f = format!("{field}.affinity.nodeAffinity");
+    if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
+        let rf = format!("{f}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms");
+        if req.node_selector_terms.is_empty() {
+            errs.add(&rf, "must have at least one term");
+        }
+        for (i, t) in req.node_selector_terms.iter().enumerate() {
+            for (sub, m) in crate::affinity::check_term(t) {
+                errs.add(format!("{rf}[{i}].{sub}"), m);
+            }
+        }
+    }
+    let pf = format!("{f}.preferredDuringSchedulingIgnoredDuringExecution");
+    for (i, p) in na
+        .preferred_during_scheduling_ignored_during_execution
+        .iter()
+        .enumerate()
+    {
+        if !(1..=100).contains(&p.weight) {
+            errs.add(format!("{pf}[{i}].weight"), "must be between 1 and 100");
+        }
+        for (sub, m) in crate::affinity::check_term(&p.preference) {
+            errs.add(format!("{pf}[{i}].preference.{sub}"), m);
         }
     }
 }

@@ -151,6 +151,11 @@ pub struct DeleteArgs {
     /// to stop (with --grace-period=0, which it implies).
     #[arg(long)]
     pub force: bool,
+    /// What happens to the objects' dependents (a DaemonSet's or Job's Pods):
+    /// `background` (default: deleted after the owner), `foreground` (the owner is
+    /// gone only once they are) or `orphan` (they stay, without the owner).
+    #[arg(long, value_name = "MODE", default_value = "background", num_args = 0..=1, default_missing_value = "background")]
+    pub cascade: String,
 }
 
 /// A duration as kubectl takes it: a number with `ms`, `s`, `m` or `h` (plain seconds

@@ -2,8 +2,10 @@
 //! reported as kubectl does (`deployment.apps "web" deleted`), then, by default, a wait
 //! until each object is gone: a Pod that runs somewhere is only `Terminating` until its
 //! node has stopped its containers. `--grace-period`, `--now` and `--force` pass the
-//! grace period on as `gracePeriodSeconds`. The server deletes a Deployment's Pods
-//! afterwards (in the background, as kubectl's default); the CLI does not wait for them.
+//! grace period on as `gracePeriodSeconds`. `--cascade=background|foreground|orphan`
+//! becomes `propagationPolicy`: by default the server deletes the owner's Pods after it
+//! (the CLI does not wait for them); with `foreground` the owner, and so the wait,
+//! lasts until they are gone; with `orphan` they stay.
 
 use std::io::Write;
 use std::time::Duration;
@@ -81,9 +83,14 @@ pub async fn delete(
     if args.force {
         writeln!(err, "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.")?;
     }
-    let query: Vec<(&str, String)> = grace
+    let mut query: Vec<(&str, String)> = grace
         .map(|g| vec![("gracePeriodSeconds", g.to_string())])
         .unwrap_or_default();
+    // Background is the server's default: sent only when something else is asked.
+    match propagation_policy(&args.cascade)? {
+        "Background" => {}
+        policy => query.push(("propagationPolicy", policy.into())),
+    }
 
     // Like kubectl, a missing object does not stop the others.
     let mut failed = false;
@@ -167,6 +174,19 @@ pub fn grace_period(args: &DeleteArgs) -> Result<Option<i64>> {
     })
 }
 
+/// The `propagationPolicy` for kubectl's `--cascade` values (`true` and `false` are
+/// its deprecated spellings of background and orphan).
+pub fn propagation_policy(cascade: &str) -> Result<&'static str> {
+    match cascade {
+        "background" | "true" => Ok("Background"),
+        "foreground" => Ok("Foreground"),
+        "orphan" | "false" => Ok("Orphan"),
+        other => Err(Error::Usage(format!(
+            "invalid cascade value ({other}). Must be \"background\", \"foreground\", or \"orphan\""
+        ))),
+    }
+}
+
 /// How often the wait looks again.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -199,4 +219,21 @@ async fn wait_gone(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cascade_values_as_kubectl_takes_them() {
+        assert_eq!(propagation_policy("background").unwrap(), "Background");
+        assert_eq!(propagation_policy("true").unwrap(), "Background");
+        assert_eq!(propagation_policy("foreground").unwrap(), "Foreground");
+        assert_eq!(propagation_policy("false").unwrap(), "Orphan");
+        assert_eq!(
+            propagation_policy("sometimes").unwrap_err().to_string(),
+            "invalid cascade value (sometimes). Must be \"background\", \"foreground\", or \"orphan\""
+        );
+    }
 }

@@ -77,6 +77,8 @@ pub async fn describe(
             Kind::Deployment => describe_deployment(&typed(*kind, v)?),
             Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
             Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
+            Kind::DaemonSet => describe_daemon_set(&typed(*kind, v)?),
+            Kind::Job => describe_job(&typed(*kind, v)?),
             Kind::Namespace => namespace::describe_namespace(&typed(*kind, v)?),
             Kind::Node => {
                 if all_pods.is_none() {
@@ -875,5 +877,7 @@ mod namespace;
 mod node;
 #[cfg(test)]
 mod tests;
+mod workloads;
 
 pub use configdata::{describe_config_map, describe_secret};
+pub use workloads::{describe_daemon_set, describe_job};

@@ -187,6 +187,18 @@ fn print(
                     Kind::Secret => {
                         secret_table(&decode_all(*kind, &of_kind)?, show_namespace, now)
                     }
+                    Kind::DaemonSet => crate::workloads::daemon_set_table(
+                        &decode_all(*kind, &of_kind)?,
+                        wide,
+                        show_namespace,
+                        now,
+                    ),
+                    Kind::Job => crate::workloads::job_table(
+                        &decode_all(*kind, &of_kind)?,
+                        wide,
+                        show_namespace,
+                        now,
+                    ),
                     Kind::Namespace => namespace_table(&decode_all(*kind, &of_kind)?, now),
                 };
                 if i > 0 {

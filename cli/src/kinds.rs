@@ -2,7 +2,9 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{ConfigMap, Deployment, Namespace, Node, Object, Pod, Resource, Secret};
+use punnet_api::{
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, Resource, Secret,
+};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -14,6 +16,8 @@ pub enum Kind {
     Node,
     ConfigMap,
     Secret,
+    DaemonSet,
+    Job,
     Namespace,
 }
 
@@ -27,6 +31,9 @@ impl Kind {
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
             "secrets" | "secret" => Ok(Kind::Secret),
+            "daemonsets" | "daemonset" | "ds" | "daemonsets.apps" | "daemonset.apps"
+            | "ds.apps" => Ok(Kind::DaemonSet),
+            "jobs" | "job" | "jobs.batch" | "job.batch" => Ok(Kind::Job),
             "namespaces" | "namespace" | "ns" => Ok(Kind::Namespace),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
@@ -41,6 +48,8 @@ impl Kind {
             Object::Node(_) => Kind::Node,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::DaemonSet(_) => Kind::DaemonSet,
+            Object::Job(_) => Kind::Job,
             Object::Namespace(_) => Kind::Namespace,
         }
     }
@@ -52,6 +61,8 @@ impl Kind {
             Kind::Node => Node::KIND,
             Kind::ConfigMap => ConfigMap::KIND,
             Kind::Secret => Secret::KIND,
+            Kind::DaemonSet => DaemonSet::KIND,
+            Kind::Job => Job::KIND,
             Kind::Namespace => Namespace::KIND,
         }
     }
@@ -63,6 +74,8 @@ impl Kind {
             Kind::Node => Node::API_VERSION,
             Kind::ConfigMap => ConfigMap::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
+            Kind::DaemonSet => DaemonSet::API_VERSION,
+            Kind::Job => Job::API_VERSION,
             Kind::Namespace => Namespace::API_VERSION,
         }
     }
@@ -74,6 +87,8 @@ impl Kind {
             Kind::Node => Node::PLURAL,
             Kind::ConfigMap => ConfigMap::PLURAL,
             Kind::Secret => Secret::PLURAL,
+            Kind::DaemonSet => DaemonSet::PLURAL,
+            Kind::Job => Job::PLURAL,
             Kind::Namespace => Namespace::PLURAL,
         }
     }
@@ -85,6 +100,8 @@ impl Kind {
             Kind::Node => Node::NAMESPACED,
             Kind::ConfigMap => ConfigMap::NAMESPACED,
             Kind::Secret => Secret::NAMESPACED,
+            Kind::DaemonSet => DaemonSet::NAMESPACED,
+            Kind::Job => Job::NAMESPACED,
             Kind::Namespace => Namespace::NAMESPACED,
         }
     }

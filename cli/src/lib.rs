@@ -21,6 +21,7 @@ pub mod scale;
 pub mod table;
 pub mod top;
 pub mod version;
+pub mod workloads;
 
 use std::io::{ErrorKind, Write};
 

@@ -25,7 +25,15 @@ pub async fn logs(
         match parse_reference(&args.target)? {
             (Kind::Pod, name) => name,
             (Kind::Deployment, name) => first_pod(ctx, &name, err).await?,
-            (kind @ (Kind::Node | Kind::ConfigMap | Kind::Secret | Kind::Namespace), _) => {
+            (
+                kind @ (Kind::Node
+                | Kind::ConfigMap
+                | Kind::Secret
+                | Kind::Namespace
+                | Kind::DaemonSet
+                | Kind::Job),
+                _,
+            ) => {
                 return Err(Error::Usage(format!(
                     "cannot get logs from a {}: name a pod or a deployment",
                     kind.kind().to_ascii_lowercase()

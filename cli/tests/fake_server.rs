@@ -601,6 +601,25 @@ async fn delete_passes_the_grace_period_and_waits_for_the_object_to_go() {
         .result
         .unwrap();
     assert_eq!(last_delete(&fake).query, "");
+    // --cascade becomes propagationPolicy.
+    apply().await;
+    punnet(
+        &server,
+        &[
+            "delete",
+            "deploy",
+            "web",
+            "--cascade=orphan",
+            "--wait=false",
+        ],
+    )
+    .await
+    .result
+    .unwrap();
+    assert_eq!(
+        query_param(&last_delete(&fake).query, "propagationPolicy").as_deref(),
+        Some("Orphan")
+    );
 
     let run = punnet(
         &server,

@@ -257,6 +257,10 @@ pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), Deplo
         }
     }
     let Some(d) = deployment else { return Ok(()) };
+    // Being deleted (foreground or orphan): the garbage collector owns its Pods now.
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
 
     let hash = pod_template_hash(&d.spec.template);
     // Terminating Pods are on their way out: they are not replicas any more, so their
@@ -381,7 +385,11 @@ fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
                 owner.name.clone(),
             ))
         }
-        Object::Node(_) | Object::ConfigMap(_) | Object::Secret(_) => None,
+        Object::Node(_)
+        | Object::ConfigMap(_)
+        | Object::Secret(_)
+        | Object::DaemonSet(_)
+        | Object::Job(_) => None,
         Object::Namespace(_) => None,
     }
 }

@@ -4,15 +4,17 @@
 //! Filters, in Kubernetes' order: the node is Ready, not cordoned, has no `NoSchedule`
 //! taint the Pod does not tolerate, matches the Pod's
 //! `nodeSelector`, can enforce memory limits if the Pod sets any, has room for one more Pod and for the Pod's cpu/memory requests.
-//! Scores: fewest untolerated `PreferNoSchedule` taints, then spread Pods of one owner
-//! over nodes, then prefer the least loaded node.
+//! Required node affinity (`affinity.nodeAffinity`) filters like `nodeSelector`.
+//! Scores: fewest untolerated `PreferNoSchedule` taints, then nodes matching more weight
+//! of the Pod's preferred node affinity, then spread Pods of one owner over nodes, then
+//! prefer the least loaded node.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use punnet_api::quantity::{parse_bytes, parse_cpu_millis};
 use punnet_api::taint::{self, Toleration};
-use punnet_api::{phase, Container, Node, Pod};
+use punnet_api::{affinity, phase, Container, Node, Pod};
 
 use crate::nodesync::facts::lacks_memory_cgroup;
 
@@ -243,6 +245,28 @@ pub fn intolerable_preferences(node: &Node, tolerations: &[Toleration]) -> usize
         .count()
 }
 
+/// Adds the Pod's required node affinity to `filter`'s verdict: a node it rules out
+/// fails with the selector's reason (Kubernetes' NodeAffinity plugin words both alike),
+/// which, as there, wins over the resource reasons checked after it.
+pub fn node_affinity_filter(pod: &Pod, c: &Candidate<'_>, reasons: Vec<Reason>) -> Vec<Reason> {
+    let earlier = [
+        Reason::NotReady,
+        Reason::Unschedulable,
+        Reason::SelectorMismatch,
+    ];
+    // TaintToleration runs before NodeAffinity in Kubernetes too.
+    let tainted = reasons
+        .iter()
+        .any(|r| matches!(r, Reason::UntoleratedTaint(..)));
+    if tainted
+        || reasons.iter().any(|r| earlier.contains(r))
+        || affinity::node_matches(&pod.spec, c.node)
+    {
+        return reasons;
+    }
+    vec![Reason::SelectorMismatch]
+}
+
 /// The fraction of the node that would be requested after placing the Pod, averaged over
 /// cpu and memory (0.0 = empty). A resource the node does not report counts as empty.
 fn load_after(c: &Candidate<'_>, requests: Requests) -> f64 {
@@ -281,7 +305,7 @@ pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
     let mut failures: BTreeMap<Reason, usize> = BTreeMap::new();
     let mut fitting = Vec::new();
     for c in candidates {
-        let reasons = filter(c, selector, requests, &tolerations);
+        let reasons = node_affinity_filter(pod, c, filter(c, selector, requests, &tolerations));
         if reasons.is_empty() {
             fitting.push(c);
         }
@@ -290,8 +314,10 @@ pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
         }
     }
     let best = fitting.into_iter().min_by(|a, b| {
+        let preferred = |c: &Candidate<'_>| affinity::preferred_score(&pod.spec, c.node);
         intolerable_preferences(a.node, &tolerations)
             .cmp(&intolerable_preferences(b.node, &tolerations))
+            .then_with(|| preferred(b).cmp(&preferred(a)))
             .then_with(|| a.same_owner.cmp(&b.same_owner))
             .then_with(|| load_after(a, requests).total_cmp(&load_after(b, requests)))
             .then_with(|| a.node.metadata.name.cmp(&b.node.metadata.name))
@@ -445,6 +471,86 @@ mod tests {
             run(&p, &nodes, &[]),
             Decision::Unschedulable(
                 "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+    }
+
+    fn with_affinity(
+        mut p: Pod,
+        required: Option<(&str, &str, &[&str])>,
+        preferred: &[(i32, &str, &str)],
+    ) -> Pod {
+        use punnet_api::{
+            Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+            PreferredSchedulingTerm,
+        };
+        let term = |key: &str, op: &str, values: &[&str]| NodeSelectorTerm {
+            match_expressions: vec![NodeSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: values.iter().map(|v| v.to_string()).collect(),
+            }],
+            match_fields: vec![],
+        };
+        p.spec.affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: required.map(|(k, op, vs)| {
+                    NodeSelector {
+                        node_selector_terms: vec![term(k, op, vs)],
+                    }
+                }),
+                preferred_during_scheduling_ignored_during_execution: preferred
+                    .iter()
+                    .map(|(w, k, v)| PreferredSchedulingTerm {
+                        weight: *w,
+                        preference: term(k, "In", &[v]),
+                    })
+                    .collect(),
+            }),
+        });
+        p
+    }
+
+    #[test]
+    fn required_node_affinity_filters_and_preferred_scores() {
+        let mut busy = node("pi4-busy", "4", "1Gi", "arm64");
+        busy.metadata.labels.insert("ssd".into(), "yes".into());
+        let nodes = [
+            node("pi3", "4", "1Gi", "arm"),
+            node("pi4", "4", "1Gi", "arm64"),
+            busy,
+        ];
+        let load = bound(pod("x", Some("2"), Some("512Mi")), "pi4-busy");
+        let p = with_affinity(
+            pod("a", Some("100m"), None),
+            Some(("kubernetes.io/arch", "NotIn", &["arm"])),
+            &[],
+        );
+        assert_eq!(
+            run(&p, &nodes, std::slice::from_ref(&load)),
+            Decision::Bind("pi4".into())
+        );
+        // A preference outweighs the load.
+        let p = with_affinity(
+            p,
+            Some(("kubernetes.io/arch", "NotIn", &["arm"])),
+            &[(10, "ssd", "yes")],
+        );
+        assert_eq!(
+            run(&p, &nodes, std::slice::from_ref(&load)),
+            Decision::Bind("pi4-busy".into())
+        );
+        // Nothing matches: reported like a nodeSelector mismatch, before resources.
+        let p = with_affinity(
+            pod("b", Some("8"), None),
+            Some(("kubernetes.io/arch", "In", &["riscv64"])),
+            &[],
+        );
+        assert_eq!(
+            run(&p, &nodes, &[]),
+            Decision::Unschedulable(
+                "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
                     .into()
             )
         );

@@ -19,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
 use crate::{
-    auth_token, broker, deployment, namespaces, nodeipam, nodelifecycle, nodesync, scheduling,
+    auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
+    nodesync, scheduling,
 };
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
@@ -121,6 +122,21 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         scheduling::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        daemonset::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        job::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        gc::run(s, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());

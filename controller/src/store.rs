@@ -26,7 +26,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use punnet_api::{
-    ConfigMap, Deployment, Namespace, Node, Object, Pod, Resource, Secret, Time, DEFAULT_NAMESPACE,
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, Resource, Secret, Time,
+    DEFAULT_NAMESPACE,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -167,6 +168,8 @@ impl Store {
             Node::PLURAL,
             ConfigMap::PLURAL,
             Secret::PLURAL,
+            DaemonSet::PLURAL,
+            Job::PLURAL,
             Namespace::PLURAL,
         ] {
             trees.insert(plural, db.open_tree(plural)?);

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
-use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Resource, Secret};
 use serde_json::{json, Value};
 
 /// The verbs every served kind supports (no watch yet).
@@ -46,7 +46,7 @@ pub async fn groups() -> Json<Value> {
     Json(json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [apps_group_value(), metrics_group_value()],
+        "groups": [apps_group_value(), metrics_group_value(), batch_group_value()],
     }))
 }
 
@@ -112,7 +112,33 @@ pub async fn core_v1() -> Json<Value> {
 pub async fn apps_v1() -> Json<Value> {
     Json(resource_list(
         "apps/v1",
-        vec![resource::<Deployment>("deployment", "deploy", true)],
+        vec![
+            resource::<Deployment>("deployment", "deploy", true),
+            resource::<DaemonSet>("daemonset", "ds", true),
+        ],
+    ))
+}
+
+pub async fn batch_group() -> Json<Value> {
+    let mut group = batch_group_value();
+    group["kind"] = json!("APIGroup");
+    group["apiVersion"] = json!("v1");
+    Json(group)
+}
+
+fn batch_group_value() -> Value {
+    let version = json!({"groupVersion": "batch/v1", "version": "v1"});
+    json!({
+        "name": "batch",
+        "versions": [version.clone()],
+        "preferredVersion": version,
+    })
+}
+
+pub async fn batch_v1() -> Json<Value> {
+    Json(resource_list(
+        "batch/v1",
+        vec![resource::<Job>("job", "", true)],
     ))
 }
 

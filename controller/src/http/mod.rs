@@ -12,6 +12,7 @@ pub mod error;
 mod eviction;
 mod extract;
 mod kinds;
+mod kinds_workloads;
 pub mod logs;
 mod metrics;
 mod objects;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Secret};
+use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +150,26 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/namespaces/{namespace}/secrets/{name}",
             item::<Secret>(),
+        )
+        .route("/apis/apps/v1/daemonsets", get(objects::list::<DaemonSet>))
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/daemonsets",
+            collection::<DaemonSet>(),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}",
+            item::<DaemonSet>(),
+        )
+        .route("/apis/batch", get(discovery::batch_group))
+        .route("/apis/batch/v1", get(discovery::batch_v1))
+        .route("/apis/batch/v1/jobs", get(objects::list::<Job>))
+        .route(
+            "/apis/batch/v1/namespaces/{namespace}/jobs",
+            collection::<Job>(),
+        )
+        .route(
+            "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            item::<Job>(),
         )
         .route("/api/v1/namespaces", collection::<Namespace>())
         .route("/api/v1/namespaces/{name}", item::<Namespace>())

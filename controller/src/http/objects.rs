@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use punnet_api::manifest;
 use punnet_api::object::to_json;
-use punnet_api::List;
+use punnet_api::{List, Namespace, Pod, Resource, Time};
 use serde_json::Value;
 
 use super::apply;
@@ -18,6 +18,7 @@ use super::extract::{content_type, parse_body, Body, Params, Target};
 use super::kinds::{requested_version, ApiResource};
 use super::query::{DeleteParams, ListFilter, ListParams, WriteParams};
 use super::ApiState;
+use crate::gc::{self, Propagation};
 use crate::store::{Store, StoreError};
 
 /// An object (or list) as the response body, in Kubernetes' JSON form.
@@ -125,12 +126,16 @@ pub async fn delete<T: ApiResource>(
     State(state): State<ApiState>,
     target: Target,
     Params(params): Params<DeleteParams>,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
+    let params = params.with_body(&body)?;
     let grace = params.grace()?;
+    let propagation = params.propagation()?;
     let ns = target.namespace.as_deref();
     // A Pod that runs somewhere comes back terminating (with deletionTimestamp), as
-    // Kubernetes answers a graceful delete; everything else comes back as it was.
-    let deleted = T::delete_from(&state.store, ns, target.name(), grace)?
+    // Kubernetes answers a graceful delete; an object deleted in the foreground comes
+    // back with deletionTimestamp and its finalizer; everything else as it was.
+    let deleted = cascade::<T>(&state.store, ns, target.name(), grace, propagation)?
         .ok_or_else(|| ApiError::object_not_found::<T>(ns, target.name()))?;
     state.store.sync().await?;
     if deleted.meta().deletion_timestamp.is_some() {
@@ -139,6 +144,44 @@ pub async fn delete<T: ApiResource>(
         tracing::info!("deleted {}", deleted.describe());
     }
     Ok(respond(StatusCode::OK, &deleted))
+}
+
+/// Deletes with the requested propagation (see `gc`). Pods own nothing and Namespaces
+/// are emptied by their own controller, so for them every policy is their plain
+/// delete.
+fn cascade<T: ApiResource>(
+    store: &Store,
+    ns: Option<&str>,
+    name: &str,
+    grace: Option<i64>,
+    propagation: Propagation,
+) -> Result<Option<T>, StoreError> {
+    if T::KIND == Pod::KIND || T::KIND == Namespace::KIND {
+        return T::delete_from(store, ns, name, grace);
+    }
+    match propagation {
+        Propagation::Background => T::delete_from(store, ns, name, grace),
+        Propagation::Foreground => gc::start_foreground::<T>(store, ns, name),
+        Propagation::Orphan => {
+            // Marked deleted first, so its controller stops replacing what it no
+            // longer sees as its own while the references are removed.
+            let Some(marked) = store.modify::<T>(ns, name, |o| {
+                let m = o.meta_mut();
+                if m.deletion_timestamp.is_none() {
+                    m.deletion_timestamp = Some(Time::now());
+                    m.deletion_grace_period_seconds = Some(0);
+                }
+            })?
+            else {
+                return Ok(None);
+            };
+            if let Some(uid) = marked.meta().uid.as_deref() {
+                let released = gc::orphan_dependents(store, uid)?;
+                tracing::info!("{}: orphaned {released} dependents", marked.describe());
+            }
+            T::delete_from(store, ns, name, grace)
+        }
+    }
 }
 
 /// Decodes a request body as `T`: a body of another kind, or with fields `T` does not

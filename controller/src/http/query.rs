@@ -34,15 +34,63 @@ impl WriteParams {
     }
 }
 
-/// Query parameters of `DELETE`: `dryRun` as for writes, and `gracePeriodSeconds` (for
-/// Pods: how long their containers get to stop; 0 removes the Pod at once).
-/// `propagationPolicy` is accepted and ignored: dependents are always deleted in the
-/// background.
+/// Query parameters of `DELETE`: `dryRun` as for writes, `gracePeriodSeconds` (for
+/// Pods: how long their containers get to stop; 0 removes the Pod at once) and
+/// `propagationPolicy` (`Background`, `Foreground`, `Orphan`: see `gc`). A
+/// `DeleteOptions` body may carry the same fields; where both do, the body wins.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteParams {
     pub dry_run: Option<String>,
     pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+}
+
+/// The `DeleteOptions` body kubectl and client libraries send with `DELETE`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteOptions {
+    #[serde(default)]
+    pub grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    pub propagation_policy: Option<String>,
+    /// The old form of `propagationPolicy: Orphan`.
+    #[serde(default)]
+    pub orphan_dependents: Option<bool>,
+    #[serde(default)]
+    pub dry_run: Vec<String>,
+}
+
+impl DeleteParams {
+    /// Folds a `DeleteOptions` body (possibly empty) into the query's parameters.
+    pub fn with_body(mut self, body: &[u8]) -> Result<DeleteParams, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(self);
+        }
+        let opts: DeleteOptions = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the DELETE body is not a valid DeleteOptions: {e}"))
+        })?;
+        if let Some(g) = opts.grace_period_seconds {
+            self.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = opts.propagation_policy {
+            self.propagation_policy = Some(p);
+        } else if opts.orphan_dependents == Some(true) {
+            self.propagation_policy = Some("Orphan".into());
+        }
+        if let Some(d) = opts.dry_run.first() {
+            self.dry_run = Some(d.clone());
+        }
+        Ok(self)
+    }
+
+    /// The requested propagation, checked; Background when unset.
+    pub fn propagation(&self) -> Result<crate::gc::Propagation, ApiError> {
+        match self.propagation_policy.as_deref() {
+            None | Some("") => Ok(crate::gc::Propagation::Background),
+            Some(p) => crate::gc::Propagation::parse(p).map_err(ApiError::bad_request),
+        }
+    }
 }
 
 impl DeleteParams {

@@ -200,7 +200,7 @@ impl DesiredIndex {
                     self.dirty_referencing(&key, true);
                 }
             }
-            Object::Deployment(_) => {}
+            Object::Deployment(_) | Object::DaemonSet(_) | Object::Job(_) => {}
             Object::Namespace(_) => {}
         }
     }
