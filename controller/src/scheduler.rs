@@ -4,11 +4,10 @@
 //! Filters, in Kubernetes' order: the node is Ready, not cordoned, has no `NoSchedule`
 //! taint the Pod does not tolerate, matches the Pod's
 //! `nodeSelector`, can enforce memory limits if the Pod sets any, has room for one more Pod and for the Pod's cpu/memory requests.
-//! Required node affinity (`affinity.nodeAffinity`) filters like `nodeSelector`;
-//! untolerated `NoSchedule`/`NoExecute` taints rule a node out.
-//! Scores: nodes matching more weight of the Pod's preferred node affinity first, then
-//! fewest untolerated `PreferNoSchedule` taints, then spread Pods of one owner over
-//! nodes, then prefer the least loaded node.
+//! Required node affinity (`affinity.nodeAffinity`) filters like `nodeSelector`.
+//! Scores: fewest untolerated `PreferNoSchedule` taints, then nodes matching more weight
+//! of the Pod's preferred node affinity, then spread Pods of one owner over nodes, then
+//! prefer the least loaded node.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -218,21 +217,6 @@ pub fn filter(
     reasons
 }
 
-/// Adds the Pod's required node affinity to `filter`'s verdict: a node it rules out
-/// fails with the selector's reason (Kubernetes' NodeAffinity plugin words both alike),
-/// which, as there, wins over the resource reasons checked after it.
-pub fn node_affinity_filter(pod: &Pod, c: &Candidate<'_>, reasons: Vec<Reason>) -> Vec<Reason> {
-    let earlier = [
-        Reason::NotReady,
-        Reason::Unschedulable,
-        Reason::SelectorMismatch,
-    ];
-    if reasons.iter().any(|r| earlier.contains(r)) || affinity::node_matches(&pod.spec, c.node) {
-        return reasons;
-    }
-    vec![Reason::SelectorMismatch]
-}
-
 /// Kubernetes' NodeUnschedulable filter: a cordoned node still takes Pods that tolerate
 /// its `node.kubernetes.io/unschedulable:NoSchedule` taint (DaemonSet Pods do).
 fn tolerates_cordon(tolerations: &[Toleration]) -> bool {
@@ -259,6 +243,28 @@ pub fn intolerable_preferences(node: &Node, tolerations: &[Toleration]) -> usize
         .iter()
         .filter(|t| t.effect == taint::PREFER_NO_SCHEDULE && !taint::tolerated(tolerations, t))
         .count()
+}
+
+/// Adds the Pod's required node affinity to `filter`'s verdict: a node it rules out
+/// fails with the selector's reason (Kubernetes' NodeAffinity plugin words both alike),
+/// which, as there, wins over the resource reasons checked after it.
+pub fn node_affinity_filter(pod: &Pod, c: &Candidate<'_>, reasons: Vec<Reason>) -> Vec<Reason> {
+    let earlier = [
+        Reason::NotReady,
+        Reason::Unschedulable,
+        Reason::SelectorMismatch,
+    ];
+    // TaintToleration runs before NodeAffinity in Kubernetes too.
+    let tainted = reasons
+        .iter()
+        .any(|r| matches!(r, Reason::UntoleratedTaint(..)));
+    if tainted
+        || reasons.iter().any(|r| earlier.contains(r))
+        || affinity::node_matches(&pod.spec, c.node)
+    {
+        return reasons;
+    }
+    vec![Reason::SelectorMismatch]
 }
 
 /// The fraction of the node that would be requested after placing the Pod, averaged over
@@ -309,12 +315,9 @@ pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
     }
     let best = fitting.into_iter().min_by(|a, b| {
         let preferred = |c: &Candidate<'_>| affinity::preferred_score(&pod.spec, c.node);
-        preferred(b)
-            .cmp(&preferred(a))
-            .then_with(|| {
-                intolerable_preferences(a.node, &tolerations)
-                    .cmp(&intolerable_preferences(b.node, &tolerations))
-            })
+        intolerable_preferences(a.node, &tolerations)
+            .cmp(&intolerable_preferences(b.node, &tolerations))
+            .then_with(|| preferred(b).cmp(&preferred(a)))
             .then_with(|| a.same_owner.cmp(&b.same_owner))
             .then_with(|| load_after(a, requests).total_cmp(&load_after(b, requests)))
             .then_with(|| a.node.metadata.name.cmp(&b.node.metadata.name))
