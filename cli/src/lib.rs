@@ -11,6 +11,7 @@ pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod error;
+pub mod events;
 pub mod get;
 pub mod kinds;
 pub mod labels;
@@ -20,6 +21,7 @@ pub mod scale;
 pub mod table;
 pub mod top;
 pub mod version;
+pub mod watch;
 
 use std::io::{ErrorKind, Write};
 
