@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(
             table(&events, false, now).render(),
             "LAST SEEN   TYPE      REASON      OBJECT    MESSAGE\n\
-             120s        Normal    Scheduled   pod/web   Scheduled happened\n\
+             2m          Normal    Scheduled   pod/web   Scheduled happened\n\
              10s         Warning   BackOff     pod/web   BackOff happened\n"
         );
         assert!(table(&events, true, now)
@@ -276,9 +276,9 @@ mod tests {
         assert_eq!(
             section(&events, at(240).0),
             "Events:\n\
-             \x20 Type     Reason     Age                From          Message\n\
-             \x20 ----     ------     ----               ----          -------\n\
-             \x20 Normal   Scheduled  4m                 punnet-agent  Scheduled happened\n\
+             \x20 Type     Reason     Age                 From          Message\n\
+             \x20 ----     ------     ----                ----          -------\n\
+             \x20 Normal   Scheduled  4m                  punnet-agent  Scheduled happened\n\
              \x20 Warning  BackOff    2m10s (x3 over 4m)  punnet-agent  BackOff happened\n"
         );
         assert_eq!(section(&[], at(0).0), "Events:  <none>\n");
