@@ -377,6 +377,73 @@ async fn events_are_aggregated_listed_filtered_and_watched() {
     assert_eq!(second["object"]["count"], 2);
 }
 
+/// An agent's events go over the wire in its status report and come out of the API as
+/// Events from `punnet-agent` on that node.
+#[tokio::test]
+async fn agent_events_travel_in_the_status_report() {
+    use punnet_api::wire::{decode, encode, NodeFacts, NodeStatusReport};
+    let s = start().await;
+    let report = NodeStatusReport {
+        node: "pi-1".into(),
+        generation_seen: 0,
+        sent_at: punnet_api::Time::now(),
+        facts: NodeFacts {
+            arch: "arm64".into(),
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            ..Default::default()
+        },
+        pods: vec![],
+        events: vec![
+            AgentEvent {
+                namespace: "default".into(),
+                pod: "web-1".into(),
+                uid: "u-1".into(),
+                container: Some("app".into()),
+                warning: false,
+                reason: "Pulling".into(),
+                message: "Pulling image \"busybox:1.36\"".into(),
+                count: 1,
+            },
+            AgentEvent {
+                namespace: "default".into(),
+                pod: "web-1".into(),
+                uid: "u-1".into(),
+                container: Some("app".into()),
+                warning: true,
+                reason: "Failed".into(),
+                message: "Error: ErrImagePull".into(),
+                count: 2,
+            },
+        ],
+    };
+    let received: NodeStatusReport = decode(&encode(&report)).unwrap();
+    assert_eq!(received, report);
+    punnet_controller::nodesync::status::ingest(
+        &s.store,
+        "pi-1",
+        &received,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let (_, list) = s
+        .get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb-1")
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let failed = items.iter().find(|e| e["reason"] == "Failed").unwrap();
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["count"], 2);
+    assert_eq!(failed["source"]["host"], "pi-1");
+    assert_eq!(failed["involvedObject"]["uid"], "u-1");
+    let text = s.text("/metrics").await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("punnet_status_reports_ingested_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn metrics_parse_and_have_every_family() {
     let s = start().await;
