@@ -966,16 +966,17 @@ impl Agent {
                         .iter()
                         .find(|c| c.config.id == id)
                         .map(|c| &c.config);
-                    // A probe's restart has said Killing already.
+                    // A probe's restart has said Killing already. The Pod may be gone
+                    // from the desired set (deleted): the container names it.
                     if let Some(c) = config.filter(|_| !self.probe_graces.contains_key(&id)) {
+                        let pod = events::PodRef {
+                            namespace: &c.pod_namespace,
+                            name: &c.pod_name,
+                            uid: &c.pod_uid,
+                        };
                         let message = format!("Stopping container {}", c.container_name);
-                        self.note(
-                            &c.pod_uid,
-                            Some(&c.container_name),
-                            false,
-                            "Killing",
-                            message,
-                        );
+                        let event = pod.event(Some(&c.container_name), false, "Killing", message);
+                        self.events.push(event);
                     }
                     if let Some(config) = config.filter(|c| c.hooks.pre_stop.is_some()) {
                         // preStop may take up to the grace period: off the loop.

@@ -111,7 +111,7 @@ pub fn decode(values: &[Value]) -> Result<Vec<Event>> {
 
 /// Oldest last seen first, as `kubectl get events` sorts them.
 pub fn sort(events: &mut [Event]) {
-    events.sort_by(|a, b| last_seen(a).cmp(&last_seen(b)));
+    events.sort_by_key(last_seen);
 }
 
 fn last_seen(e: &Event) -> Option<punnet_api::Time> {

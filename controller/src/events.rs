@@ -160,7 +160,12 @@ impl Events {
             metadata: ObjectMeta {
                 // kubectl's shape: the object's name and a unique suffix.
                 name: format!("{}.{:x}", object.name, sequence),
-                namespace: object.namespace.clone(),
+                // As in Kubernetes: Events of cluster-scoped objects (Nodes) live in
+                // `default`, so `get events` shows them.
+                namespace: object
+                    .namespace
+                    .clone()
+                    .or_else(|| Some(punnet_api::DEFAULT_NAMESPACE.to_string())),
                 creation_timestamp: Some(now),
                 ..Default::default()
             },
@@ -334,7 +339,7 @@ mod tests {
             message: "Back-off restarting failed container app".into(),
             count: 3,
         };
-        events.record_agent_events("pi-1", &[backoff.clone()]);
+        events.record_agent_events("pi-1", std::slice::from_ref(&backoff));
         events.record_agent_events("pi-1", &[backoff]);
         let list = events.list(None);
         assert_eq!(list.len(), 1);

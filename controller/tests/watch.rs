@@ -329,7 +329,7 @@ async fn events_are_aggregated_listed_filtered_and_watched() {
         message: "Back-off restarting failed container app".into(),
         count: 2,
     };
-    recorder.record_agent_events("pi-1", &[backoff.clone()]);
+    recorder.record_agent_events("pi-1", std::slice::from_ref(&backoff));
     recorder.record_agent_events("pi-1", &[backoff]);
     recorder.normal(
         pod_ref("web-2"),
