@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::AgentConfig;
+use crate::events::{self, EventBuffer};
 use crate::image::{ImageError, ImageStore};
 use crate::link::{self, Link, LinkError, LinkEvent};
 use crate::logs::{self, LogServer};
@@ -213,6 +214,7 @@ async fn run_inner(
         usage: BTreeMap::new(),
         prober: Prober::new(exec.clone()),
         probe_graces: BTreeMap::new(),
+        events: EventBuffer::default(),
         evicted: BTreeMap::new(),
         exec,
         network,
@@ -286,6 +288,8 @@ struct Agent {
     evicted: BTreeMap<String, String>,
     /// Containers a failed probe stops with its own `terminationGracePeriodSeconds`.
     probe_graces: BTreeMap<String, Duration>,
+    /// Kubernetes Events for the next status report.
+    events: EventBuffer,
     /// Pod networking through CNI; `None` when off (`--no-pod-network`).
     network: Option<Arc<PodNetwork>>,
     /// Pod uid → its network, once set up (or checked) in this agent's life.
@@ -430,9 +434,16 @@ impl Agent {
                 }
                 events = self.prober.next_events() => {
                     for e in &events {
+                        let (uid, container) = e.key.rsplit_once('/').unwrap_or(("", &e.key));
                         match &e.change {
-                            ProbeChange::Restart(r) => tracing::info!(container = %e.container_id, reason = %r.message, "{}", r.kill_message(e.key.rsplit('/').next().unwrap_or(&e.key))),
-                            ProbeChange::Unhealthy { message, .. } => tracing::debug!(container = %e.container_id, "{message}"),
+                            ProbeChange::Restart(r) => {
+                                tracing::info!(container = %e.container_id, reason = %r.message, "{}", r.kill_message(container));
+                                self.note(uid, Some(container), false, "Killing", r.kill_message(container));
+                            }
+                            ProbeChange::Unhealthy { message, .. } => {
+                                tracing::debug!(container = %e.container_id, "{message}");
+                                self.note(uid, Some(container), true, "Unhealthy", message.clone());
+                            }
                             _ => {}
                         }
                     }
@@ -955,6 +966,18 @@ impl Agent {
                         .iter()
                         .find(|c| c.config.id == id)
                         .map(|c| &c.config);
+                    // A probe's restart has said Killing already. The Pod may be gone
+                    // from the desired set (deleted): the container names it.
+                    if let Some(c) = config.filter(|_| !self.probe_graces.contains_key(&id)) {
+                        let pod = events::PodRef {
+                            namespace: &c.pod_namespace,
+                            name: &c.pod_name,
+                            uid: &c.pod_uid,
+                        };
+                        let message = format!("Stopping container {}", c.container_name);
+                        let event = pod.event(Some(&c.container_name), false, "Killing", message);
+                        self.events.push(event);
+                    }
                     if let Some(config) = config.filter(|c| c.hooks.pre_stop.is_some()) {
                         // preStop may take up to the grace period: off the loop.
                         self.spawn_pre_stop_then_stop(config.clone());
@@ -1115,6 +1138,16 @@ impl Agent {
                 evicted: self.evicted.get(&uid).map(String::as_str),
                 now,
             });
+            let pod_ref = events::PodRef {
+                namespace: pod.metadata.namespace_or_default(),
+                name: &pod.metadata.name,
+                uid: &uid,
+            };
+            self.events.extend(events::from_status_change(
+                pod_ref,
+                self.statuses.get(&uid),
+                &status,
+            ));
             reports.push(PodReport {
                 namespace: pod.metadata.namespace_or_default().to_string(),
                 name: pod.metadata.name.clone(),
@@ -1150,16 +1183,41 @@ impl Agent {
         reports
     }
 
-    fn publish_status(&self) {
+    /// Notes an Event about a container (or Pod) of a desired Pod, for the next report.
+    fn note(
+        &mut self,
+        uid: &str,
+        container: Option<&str>,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let Some(pod) = self.pods.iter().find(|p| reconcile::pod_uid(p) == uid) else {
+            return;
+        };
+        let pod_ref = events::PodRef {
+            namespace: pod.metadata.namespace_or_default(),
+            name: &pod.metadata.name,
+            uid,
+        };
+        let event = pod_ref.event(container, warning, reason, message);
+        self.events.push(event);
+    }
+
+    fn publish_status(&mut self) {
+        let events = self.events.take();
         let report = NodeStatusReport {
             node: self.config.node_name.clone(),
             generation_seen: self.applied_generation.unwrap_or(0),
             sent_at: punnet_api::Time::now(),
             facts: self.facts.clone(),
             pods: self.reports_with_usage(),
+            events,
         };
         let topic = self.link.topics().status(&self.config.node_name);
         if !self.link.try_publish(topic, wire::encode(&report)) {
+            // Kept for the next report (the buffer stays bounded).
+            self.events.extend(report.events);
             tracing::debug!("status not sent (MQTT link down or busy); the next heartbeat or reconnect repeats it");
         }
     }

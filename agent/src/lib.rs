@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod board;
 pub mod config;
+pub mod events;
 pub mod facts;
 pub mod hostpath;
 pub mod image;

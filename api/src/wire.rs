@@ -14,7 +14,7 @@ use crate::meta::Time;
 use crate::pod::{Pod, PodStatus};
 
 /// Bumped whenever any message's encoding changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageKind {
@@ -85,6 +85,30 @@ pub struct NodeStatusReport {
     pub facts: NodeFacts,
     /// One entry per desired Pod the agent knows of.
     pub pods: Vec<PodReport>,
+    /// What happened since the previous report (Pulling, Started, BackOff, …), repeats
+    /// folded into one entry with a count, at most `MAX_REPORT_EVENTS`.
+    pub events: Vec<AgentEvent>,
+}
+
+/// Events one report carries at most; the oldest beyond it are dropped (they are
+/// history, and a crash-looping Pod must not grow the status message).
+pub const MAX_REPORT_EVENTS: usize = 32;
+
+/// Something the agent did or saw, about one of its Pods (or, with `pod` empty, about
+/// the node), as a Kubernetes Event has it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    /// The container it is about, if any.
+    pub container: Option<String>,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+    /// Occurrences since the previous report (at least 1).
+    pub count: u32,
 }
 
 impl Message for NodeStatusReport {
@@ -321,6 +345,17 @@ spec:
                     memory_bytes: 3 << 20,
                 }],
             }],
+            events: vec![AgentEvent {
+                namespace: "default".into(),
+                pod: "web-1".into(),
+                uid: "u-1".into(),
+                container: Some("web".into()),
+                warning: true,
+                reason: "BackOff".into(),
+                message: "Back-off restarting failed container web in pod web-1_default(u-1)"
+                    .into(),
+                count: 3,
+            }],
         };
         assert_eq!(decode::<NodeStatusReport>(&encode(&msg)).unwrap(), msg);
         let chunk = LogChunk {
@@ -349,7 +384,9 @@ spec:
                 supported: PROTOCOL_VERSION
             }
         );
-        assert!(err.to_string().contains("newer than this program's 1"));
+        assert!(err
+            .to_string()
+            .contains(&format!("newer than this program's {PROTOCOL_VERSION}")));
     }
 
     #[test]

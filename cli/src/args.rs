@@ -107,6 +107,15 @@ pub struct GetArgs {
     pub selector: Option<String>,
     #[arg(short = 'o', long, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
+    /// After listing, watch for changes (resumes after disconnects; Ctrl-C to stop).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Watch for changes without listing first.
+    #[arg(long)]
+    pub watch_only: bool,
+    /// Events only: those of one object, e.g. `--for pod/web-1`.
+    #[arg(long = "for", value_name = "KIND/NAME")]
+    pub for_object: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! `punnet describe`: the human view of one Pod, Deployment or Node, laid out as
 //! kubectl does (key/value blocks aligned with `table::tabwrite`). The text is built by
 //! pure functions of the objects (and the current time, for ages), so it is tested as plain strings.
-//! Events come later; there is no Events section yet.
+//! Every description ends with the object's Events (see `events::section`).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -98,6 +98,10 @@ pub async fn describe(
                     now,
                 )
             }
+        };
+        let text = match crate::events::for_object(ctx, *kind, v).await {
+            Some(events) => text + &crate::events::section(&events, now),
+            None => text,
         };
         if i > 0 {
             writeln!(out)?;

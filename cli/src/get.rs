@@ -24,8 +24,34 @@ pub async fn get(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
+    if crate::events::is_events(&args.resource) {
+        return crate::events::get(ctx, args, out, err).await;
+    }
+    if args.for_object.is_some() {
+        return Err(Error::Usage("--for is only supported for events".into()));
+    }
     let targets = Targets::parse(&args.resource, &args.names)?;
-    let query = selector_query(args.selector.as_deref())?;
+    let mut query = selector_query(args.selector.as_deref())?;
+    if args.watch || args.watch_only {
+        let (kind, name) = match (&targets, targets.pairs().as_deref()) {
+            (Targets::Kind { kind, .. }, None) => (*kind, None),
+            (_, Some([(kind, name)])) => (*kind, Some(name.clone())),
+            _ => {
+                return Err(Error::Usage(
+                    "watch is only supported on individual resources and resource collections, but 2 resources were found".into(),
+                ))
+            }
+        };
+        if let Some(name) = name {
+            if ctx.all_namespaces {
+                return Err(Error::Usage(
+                    "a resource cannot be retrieved by name across all namespaces".into(),
+                ));
+            }
+            query.push(("fieldSelector", format!("metadata.name={name}")));
+        }
+        return crate::watch::watch(ctx, args, kind, query, out, err).await;
+    }
     let now = Utc::now();
     let pairs = match targets.pairs() {
         Some(pairs) => pairs,
@@ -134,7 +160,7 @@ pub fn typed<T: DeserializeOwned>(kind: Kind, v: &Value) -> Result<T> {
     serde_json::from_value(v.clone()).map_err(|e| Error::decode(kind.kind(), e))
 }
 
-fn print(
+pub fn print(
     items: &[(Kind, Value)],
     format: Option<OutputFormat>,
     single: bool,

@@ -12,6 +12,7 @@ pub mod delete;
 pub mod describe;
 pub mod drain;
 pub mod error;
+pub mod events;
 pub mod get;
 pub mod kinds;
 pub mod labels;
@@ -21,6 +22,7 @@ pub mod scale;
 pub mod table;
 pub mod top;
 pub mod version;
+pub mod watch;
 pub mod workloads;
 
 use std::io::{ErrorKind, Write};

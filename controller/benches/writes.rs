@@ -164,6 +164,7 @@ async fn agent(node: String, port: u16) {
             sent_at: Time::now(),
             facts: facts(&node, tick),
             pods: desired.lock().unwrap().clone(),
+            events: Vec::new(),
         };
         let _ = client
             .publish(

@@ -234,6 +234,7 @@ pub fn compute_status(
 /// every Pod whose controlling owner is a Deployment of that name but not of its current
 /// uid is deleted.
 pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), DeploymentError> {
+    let _timer = crate::prometheus::reconcile_timer("deployment");
     let key = format!("{namespace}/{name}");
     let err = |source| DeploymentError::Store {
         key: key.clone(),

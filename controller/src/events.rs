@@ -3,9 +3,13 @@
 //! an SD card), repeats folded into one Event with a count, bounded in number and age.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
+use punnet_api::wire::{AgentEvent, MAX_REPORT_EVENTS};
 use punnet_api::{
     Event, EventSource, ObjectMeta, ObjectReference, Time, EVENT_NORMAL, EVENT_WARNING,
 };
@@ -22,6 +26,10 @@ pub struct Events {
     inner: Mutex<Inner>,
     max_events: usize,
     max_age: Duration,
+    /// Every record as it happens, for watches of Events.
+    feed: broadcast::Sender<Event>,
+    /// Occurrences recorded since start (repeats included), for `/metrics`.
+    recorded: AtomicU64,
 }
 
 #[derive(Default)]
@@ -43,6 +51,8 @@ impl Events {
             inner: Mutex::new(Inner::default()),
             max_events: max_events.max(1),
             max_age,
+            feed: broadcast::channel(1024).0,
+            recorded: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +88,62 @@ impl Events {
         component: &str,
         host: Option<&str>,
     ) -> Event {
+        self.record_times(object, type_, reason, message, component, host, 1)
+    }
+
+    /// The Events a node's agent reported with its status (at most
+    /// `MAX_REPORT_EVENTS` are taken from one report), from `punnet-agent` on `node`.
+    pub fn record_agent_events(&self, node: &str, events: &[AgentEvent]) {
+        for e in events.iter().take(MAX_REPORT_EVENTS) {
+            let object = if e.pod.is_empty() {
+                ObjectReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: node.to_string(),
+                    ..Default::default()
+                }
+            } else {
+                let pod = ObjectReference {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    namespace: Some(e.namespace.clone()),
+                    name: e.pod.clone(),
+                    uid: Some(e.uid.clone()).filter(|u| !u.is_empty()),
+                    field_path: None,
+                };
+                match &e.container {
+                    Some(c) => pod.container(c),
+                    None => pod,
+                }
+            };
+            let type_ = if e.warning {
+                EVENT_WARNING
+            } else {
+                EVENT_NORMAL
+            };
+            self.record_times(
+                object,
+                type_,
+                &e.reason,
+                e.message.clone(),
+                "punnet-agent",
+                Some(node),
+                e.count.max(1),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_times(
+        &self,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: String,
+        component: &str,
+        host: Option<&str>,
+        times: u32,
+    ) -> Event {
         let now = Time::now();
         let mut inner = self.lock();
         inner.sequence += 1;
@@ -94,7 +160,12 @@ impl Events {
             metadata: ObjectMeta {
                 // kubectl's shape: the object's name and a unique suffix.
                 name: format!("{}.{:x}", object.name, sequence),
-                namespace: object.namespace.clone(),
+                // As in Kubernetes: Events of cluster-scoped objects (Nodes) live in
+                // `default`, so `get events` shows them.
+                namespace: object
+                    .namespace
+                    .clone()
+                    .or_else(|| Some(punnet_api::DEFAULT_NAMESPACE.to_string())),
                 creation_timestamp: Some(now),
                 ..Default::default()
             },
@@ -110,12 +181,48 @@ impl Events {
                 host: host.map(str::to_string),
             },
         });
-        event.count += 1;
+        event.count = event
+            .count
+            .saturating_add(times.min(i32::MAX as u32) as i32);
         event.last_timestamp = Some(now);
         event.metadata.resource_version = Some(sequence.to_string());
         let recorded = event.clone();
         self.prune(&mut inner);
+        // Sent under the lock, so `since` never misses or repeats one.
+        let _ = self.feed.send(recorded.clone());
+        self.recorded.fetch_add(u64::from(times), Ordering::Relaxed);
         recorded
+    }
+
+    /// Occurrences recorded since start, repeats included.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+
+    /// The newest Event's resourceVersion: what a list of Events is as new as.
+    pub fn sequence(&self) -> u64 {
+        self.lock().sequence
+    }
+
+    /// For a watch from `version`: the Events (in `namespace`, or all) recorded or
+    /// bumped after it, oldest first, and a subscription to what comes next. Events
+    /// keep only their latest state, so a resumed watch sees each one once, as it is now.
+    pub fn since(
+        &self,
+        version: u64,
+        namespace: Option<&str>,
+    ) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let mut inner = self.lock();
+        self.prune(&mut inner);
+        let mut out: Vec<Event> = inner
+            .by_key
+            .values()
+            .filter(|e| namespace.is_none() || e.metadata.namespace.as_deref() == namespace)
+            .filter(|e| version_of(e) > version)
+            .cloned()
+            .collect();
+        out.sort_by_key(version_of);
+        (out, self.feed.subscribe())
     }
 
     /// Every Event (in one namespace, or all), oldest last seen first.
@@ -179,6 +286,15 @@ impl Events {
     }
 }
 
+/// An Event's resourceVersion as a number (0 when unset).
+pub fn version_of(e: &Event) -> u64 {
+    e.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +323,53 @@ mod tests {
         assert_eq!(backoff.type_, EVENT_WARNING);
         assert!(backoff.first_timestamp <= backoff.last_timestamp);
         assert!(events.for_object(&pod("b")).is_empty());
+        assert_eq!(events.recorded(), 3);
+    }
+
+    #[test]
+    fn agent_events_name_the_container_and_the_node() {
+        let events = Events::default();
+        let backoff = AgentEvent {
+            namespace: "default".into(),
+            pod: "web".into(),
+            uid: "uid-web".into(),
+            container: Some("app".into()),
+            warning: true,
+            reason: "BackOff".into(),
+            message: "Back-off restarting failed container app".into(),
+            count: 3,
+        };
+        events.record_agent_events("pi-1", std::slice::from_ref(&backoff));
+        events.record_agent_events("pi-1", &[backoff]);
+        let list = events.list(None);
+        assert_eq!(list.len(), 1);
+        let e = &list[0];
+        assert_eq!(e.count, 6);
+        assert_eq!(e.type_, EVENT_WARNING);
+        assert_eq!(e.source.component, "punnet-agent");
+        assert_eq!(e.source.host.as_deref(), Some("pi-1"));
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            Some("spec.containers{app}")
+        );
+        assert_eq!(events.for_object(&pod("web")).len(), 1);
+    }
+
+    #[test]
+    fn since_a_version_and_live() {
+        let events = Events::default();
+        events.normal(pod("a"), "Scheduled", "assigned");
+        events.normal(pod("b"), "Scheduled", "assigned");
+        let seq = events.sequence();
+        events.warning(pod("a"), "BackOff", "again");
+        let (backlog, mut live) = events.since(seq, Some("default"));
+        assert_eq!(backlog.len(), 1);
+        assert_eq!(backlog[0].reason, "BackOff");
+        assert!(events.since(seq, Some("other")).0.is_empty());
+        events.warning(pod("a"), "BackOff", "again");
+        let next = live.try_recv().unwrap();
+        assert_eq!((next.reason.as_str(), next.count), ("BackOff", 2));
+        assert_eq!(version_of(&next), seq + 2);
     }
 
     #[test]

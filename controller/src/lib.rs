@@ -20,10 +20,12 @@ pub mod nodelifecycle;
 pub mod nodesync;
 pub mod podcidr;
 pub mod podgc;
+pub mod prometheus;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
 pub mod store;
+pub mod watchcache;
 
 pub use config::ControllerConfig;
 pub use server::{run, ControllerError};

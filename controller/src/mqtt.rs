@@ -156,6 +156,7 @@ impl MqttHandle {
                 max: MAX_PACKET_SIZE,
             });
         }
+        crate::prometheus::mqtt_message(crate::prometheus::Direction::Out, &topic);
         self.client
             .publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
             .await
@@ -234,6 +235,7 @@ async fn event_loop(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                crate::prometheus::mqtt_message(crate::prometheus::Direction::In, &p.topic);
                 let msg = MqttEvent::Message {
                     topic: p.topic,
                     payload: p.payload.to_vec(),

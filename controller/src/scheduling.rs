@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use punnet_api::{Node, Object, Pod, PodCondition, Time};
+use punnet_api::{
+    Node, Object, ObjectReference, Pod, PodCondition, Time, EVENT_NORMAL, EVENT_WARNING,
+};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -86,6 +88,7 @@ fn is_relevant(ev: &WatchEvent) -> bool {
 /// One pass: decides for every unbound Pod, oldest first, counting earlier bindings of
 /// the same pass. Returns how many Pods were bound.
 pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
+    let _timer = crate::prometheus::reconcile_timer("scheduler");
     let (nodes, _) = store.list::<Node>(None)?;
     let (mut pods, _) = store.list::<Pod>(None)?;
     let mut pending: Vec<Pod> = pods
@@ -118,6 +121,17 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
                 })?;
                 if let Some(p) = done {
                     info!("scheduler: bound Pod {} to node {node}", p.metadata.key());
+                    record(
+                        store,
+                        &p,
+                        EVENT_NORMAL,
+                        "Scheduled",
+                        format!("Successfully assigned {} to {node}", p.metadata.key()),
+                    );
+                    if let Some(created) = p.metadata.creation_timestamp {
+                        let latency = (Time::now().0 - created.0).to_std().unwrap_or_default();
+                        crate::prometheus::observe_scheduling(latency);
+                    }
                     // Later Pods of this pass see the resources this one takes.
                     if let Some(slot) = pods.iter_mut().find(|q| q.metadata.uid == uid) {
                         *slot = p;
@@ -129,6 +143,13 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
                 debug!(
                     "scheduler: Pod {} is unschedulable: {message}",
                     pod.metadata.key()
+                );
+                record(
+                    store,
+                    &pod,
+                    EVENT_WARNING,
+                    "FailedScheduling",
+                    message.clone(),
                 );
                 store.modify::<Pod>(ns, &pod.metadata.name, |p| {
                     if p.metadata.uid != uid || p.spec.node_name.is_some() {
@@ -148,6 +169,18 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
         }
     }
     Ok(bound)
+}
+
+/// An Event from the scheduler, named as Kubernetes' is.
+fn record(store: &Store, pod: &Pod, type_: &str, reason: &str, message: String) {
+    store.recorder().record(
+        ObjectReference::to(pod),
+        type_,
+        reason,
+        message,
+        "default-scheduler",
+        None,
+    );
 }
 
 fn needs_scheduling(p: &Pod) -> bool {
@@ -244,6 +277,23 @@ mod tests {
             c.message.as_deref(),
             Some("0/1 nodes are available: 1 Insufficient memory.")
         );
+        let events = s.recorder().list(None);
+        let reasons: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.involved_object.name.as_str(),
+                    e.reason.as_str(),
+                    e.message.as_str(),
+                )
+            })
+            .collect();
+        assert!(reasons.contains(&("a", "Scheduled", "Successfully assigned default/a to n1")));
+        assert!(reasons.contains(&(
+            "b",
+            "FailedScheduling",
+            "0/1 nodes are available: 1 Insufficient memory."
+        )));
         // A second pass with nothing new writes nothing.
         let rev = s.revision();
         schedule_pending(&s).unwrap();

@@ -243,6 +243,14 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// How many objects each tree holds, by resource (plural), sorted: for `/metrics`.
+    pub fn counts(&self) -> Result<Vec<(&'static str, usize)>, StoreError> {
+        let mut out: Vec<(&'static str, usize)> =
+            self.trees.iter().map(|(k, t)| (*k, t.len())).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Where every part of the controller records Kubernetes-style Events.
     pub fn recorder(&self) -> &Events {
         &self.recorder

@@ -1036,6 +1036,7 @@ async fn metrics_are_served_as_metrics_server_does() {
                     memory_bytes: 3 << 20,
                 }],
             }],
+            events: vec![],
         },
         punnet_api::Time::now(),
     );

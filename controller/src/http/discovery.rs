@@ -7,8 +7,10 @@ use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
 use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Resource, Secret};
 use serde_json::{json, Value};
 
-/// The verbs every served kind supports (no watch yet).
-const VERBS: [&str; 6] = ["create", "delete", "get", "list", "patch", "update"];
+/// The verbs every served kind supports.
+const VERBS: [&str; 7] = [
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 pub async fn healthz() -> &'static str {
     "ok"
@@ -105,6 +107,7 @@ pub async fn core_v1() -> Json<Value> {
             resource::<Secret>("secret", "", false),
             resource::<Namespace>("namespace", "ns", false),
             json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
+            json!({"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": ["list", "watch"], "shortNames": ["ev"]}),
         ],
     ))
 }

@@ -1,9 +1,10 @@
 //! `metrics.k8s.io/v1beta1`, read-only, from the in-memory `Metrics`: what
 //! `punnet top` and `kubectl top` read. Shaped as metrics-server answers.
+//! Also `/metrics`, the controller's own figures for Prometheus (see `prometheus`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use punnet_api::metrics::MetricsList;
 use punnet_api::Time;
 
@@ -52,4 +53,15 @@ pub async fn get_pod(State(state): State<ApiState>, target: Target) -> Result<Re
                 target.name()
             ))
         })
+}
+
+/// `GET /metrics` in Prometheus' text format.
+pub async fn prometheus(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let text = crate::prometheus::render(&state.store)?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }

@@ -9,6 +9,7 @@ mod apply;
 pub mod auth;
 mod discovery;
 pub mod error;
+mod events;
 mod eviction;
 mod extract;
 mod kinds;
@@ -17,6 +18,7 @@ pub mod logs;
 mod metrics;
 mod objects;
 mod query;
+mod watch;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub use self::logs::{LogError, LogItem, LogSource, LogStream};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::watchcache::WatchCache;
 
 /// Request bodies beyond this are refused with 413: the largest sane manifest is far
 /// smaller, and a Pi should not buffer a runaway upload.
@@ -56,11 +59,14 @@ pub struct ApiState {
     pub logs: Arc<dyn LogSource>,
     /// The latest usage figures node sync received.
     pub metrics: Arc<Metrics>,
+    /// Recent committed changes, for watches that start from a resourceVersion.
+    pub watch: Arc<WatchCache>,
 }
 
 impl ApiState {
     pub fn new(store: Arc<Store>, tokens: Arc<Tokens>, logs: Arc<dyn LogSource>) -> ApiState {
         ApiState {
+            watch: WatchCache::start(&store, crate::watchcache::DEFAULT_CAPACITY),
             store,
             tokens,
             logs,
@@ -110,6 +116,9 @@ pub fn router(state: ApiState) -> Router {
             "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}",
             get(metrics::get_pod),
         )
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/namespaces/{namespace}/events", get(events::list))
         .route("/api/v1/pods", get(objects::list::<Pod>))
         .route("/api/v1/namespaces/{namespace}/pods", collection::<Pod>())
         .route("/api/v1/namespaces/{namespace}/pods/{name}", item::<Pod>())

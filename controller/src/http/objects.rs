@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use punnet_api::manifest;
 use punnet_api::object::to_json;
 use punnet_api::{List, Namespace, Pod, Resource, Time};
@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::extract::{content_type, parse_body, Body, Params, Target};
 use super::kinds::{requested_version, ApiResource};
 use super::query::{DeleteParams, ListFilter, ListParams, WriteParams};
-use super::ApiState;
+use super::{ApiState, ShutdownSignal};
 use crate::gc::{self, Propagation};
 use crate::store::{Store, StoreError};
 
@@ -30,8 +30,14 @@ pub async fn list<T: ApiResource>(
     State(state): State<ApiState>,
     target: Target,
     Params(params): Params<ListParams>,
+    shutdown: Option<Extension<ShutdownSignal>>,
 ) -> Result<Response, ApiError> {
     let filter = ListFilter::from_params(&params)?;
+    if params.is_watch() {
+        let shutdown = shutdown.map(|Extension(s)| s);
+        let watch = params.watch_params()?;
+        return super::watch::watch::<T>(state, target.namespace, filter, watch, shutdown).await;
+    }
     let (items, revision) = state.store.list::<T>(target.namespace.as_deref())?;
     let items: Vec<T> = items
         .into_iter()

@@ -1,6 +1,8 @@
 //! What a list request asks for: `labelSelector`, `fieldSelector` (equality on dotted
-//! JSON paths such as `spec.nodeName=pi-1`, which `kubectl describe node` uses) and the
-//! options Punnet does not serve yet, refused rather than silently ignored.
+//! JSON paths such as `spec.nodeName=pi-1`, which `kubectl describe node` uses), and
+//! whether it is a watch (`watch=true` with `resourceVersion`, `allowWatchBookmarks`,
+//! `timeoutSeconds`; served by `http::watch`). Options Punnet does not serve are refused
+//! rather than silently ignored.
 
 use punnet_api::selector::Selector;
 use serde::Deserialize;
@@ -14,6 +16,61 @@ pub struct ListParams {
     pub label_selector: Option<String>,
     pub field_selector: Option<String>,
     pub watch: Option<String>,
+    pub resource_version: Option<String>,
+    pub allow_watch_bookmarks: Option<String>,
+    pub timeout_seconds: Option<String>,
+}
+
+/// Kubernetes' default for watches without `timeoutSeconds` is 30 to 60 minutes; the
+/// client re-lists or resumes after it, which heals anything a long stream missed.
+pub const DEFAULT_WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// How a watch starts and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchParams {
+    /// `None` (unset or "0"): send the current objects as ADDED first.
+    pub resource_version: Option<u64>,
+    pub bookmarks: bool,
+    pub timeout: std::time::Duration,
+}
+
+fn is_true(v: Option<&str>) -> bool {
+    v.is_some_and(|w| !matches!(w, "" | "false" | "0"))
+}
+
+impl ListParams {
+    pub fn is_watch(&self) -> bool {
+        is_true(self.watch.as_deref())
+    }
+
+    /// The watch options, checked.
+    pub fn watch_params(&self) -> Result<WatchParams, ApiError> {
+        let resource_version = match self.resource_version.as_deref().map(str::trim) {
+            None | Some("") | Some("0") => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid resourceVersion {v:?}: expected the resourceVersion of a list or of a watch event"
+                ))
+            })?),
+        };
+        let timeout = match self.timeout_seconds.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_WATCH_TIMEOUT,
+            Some(t) => match t.parse::<u64>() {
+                Ok(0) => DEFAULT_WATCH_TIMEOUT,
+                Ok(s) => std::time::Duration::from_secs(s),
+                Err(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid timeoutSeconds {t:?}: expected a whole number of seconds"
+                    )))
+                }
+            },
+        };
+        Ok(WatchParams {
+            resource_version,
+            bookmarks: is_true(self.allow_watch_bookmarks.as_deref()),
+            timeout,
+        })
+    }
 }
 
 /// Query parameters of writes. `fieldManager` and `force` are accepted and ignored
@@ -125,15 +182,6 @@ struct FieldRequirement {
 
 impl ListFilter {
     pub fn from_params(params: &ListParams) -> Result<ListFilter, ApiError> {
-        if params
-            .watch
-            .as_deref()
-            .is_some_and(|w| !matches!(w, "" | "false" | "0"))
-        {
-            return Err(ApiError::bad_request(
-                "watch is not supported by Punnet yet: poll the list instead",
-            ));
-        }
         let labels = match params.label_selector.as_deref() {
             Some(s) => Selector::parse(s)?,
             None => Selector::default(),
@@ -143,6 +191,12 @@ impl ListFilter {
             None => Vec::new(),
         };
         Ok(ListFilter { labels, fields })
+    }
+
+    /// Whether the request filters at all (a watch then turns objects that stop
+    /// matching into DELETED).
+    pub fn is_filtered(&self) -> bool {
+        !self.labels.is_empty() || !self.fields.is_empty()
     }
 
     /// Whether an object (its labels and its JSON form) passes every filter.
@@ -217,7 +271,7 @@ mod tests {
         ListFilter::from_params(&ListParams {
             label_selector: labels.map(str::to_string),
             field_selector: fields.map(str::to_string),
-            watch: None,
+            ..Default::default()
         })
     }
 
@@ -254,11 +308,32 @@ mod tests {
         );
         let watch = ListParams {
             watch: Some("true".into()),
+            resource_version: Some("12".into()),
+            allow_watch_bookmarks: Some("true".into()),
+            timeout_seconds: Some("5".into()),
             ..Default::default()
         };
+        assert!(watch.is_watch());
         assert_eq!(
-            ListFilter::from_params(&watch).unwrap_err().status.code,
-            400
+            watch.watch_params().unwrap(),
+            WatchParams {
+                resource_version: Some(12),
+                bookmarks: true,
+                timeout: std::time::Duration::from_secs(5)
+            }
+        );
+        let bad = ListParams {
+            resource_version: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad.watch_params().unwrap_err().status.code, 400);
+        assert!(!ListParams::default().is_watch());
+        assert_eq!(
+            ListParams::default()
+                .watch_params()
+                .unwrap()
+                .resource_version,
+            None
         );
         assert!(WriteParams {
             dry_run: Some("All".into())

@@ -315,6 +315,8 @@ pub fn ingest(
     // left on the node, so its graceful deletion is done.
     let reported: BTreeSet<&str> = report.pods.iter().map(|p| p.uid.as_str()).collect();
     podgc::finalize_reported(store, name, &reported).map_err(err)?;
+    store.recorder().record_agent_events(name, &report.events);
+    crate::prometheus::status_report_ingested();
     Ok(created)
 }
 
@@ -344,6 +346,7 @@ mod tests {
                 ..NodeFacts::default()
             },
             pods: vec![],
+            events: vec![],
         }
     }
 

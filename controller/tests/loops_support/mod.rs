@@ -263,6 +263,7 @@ impl FakeAgent {
                         sent_at: Time::now(),
                         facts: facts(&node),
                         pods: pods.lock().unwrap().clone(),
+                        events: Vec::new(),
                     };
                     let _ = client
                         .publish(
