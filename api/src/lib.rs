@@ -13,6 +13,7 @@ pub mod node;
 pub mod object;
 pub mod pod;
 pub mod quantity;
+pub mod replicaset;
 pub mod selector;
 pub mod topics;
 pub mod validate;
@@ -25,6 +26,7 @@ pub use meta::*;
 pub use node::*;
 pub use object::{List, Object, Resource};
 pub use pod::*;
+pub use replicaset::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
 
 /// Label every node carries with its CPU architecture in Go's naming (`arm64`, `arm`, `amd64`).
 pub const LABEL_ARCH: &str = "kubernetes.io/arch";

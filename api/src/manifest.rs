@@ -8,7 +8,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::object::{Object, Resource};
-use crate::{ConfigMap, Deployment, Node, Pod, Secret};
+use crate::{ConfigMap, Deployment, Node, Pod, ReplicaSet, Secret};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ManifestError {
@@ -19,7 +19,7 @@ pub enum ManifestError {
         document: usize,
         field: &'static str,
     },
-    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret)")]
+    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret, apps/v1 ReplicaSet)")]
     UnsupportedKind {
         document: usize,
         api_version: String,
@@ -156,6 +156,7 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("v1", "ConfigMap") => Object::ConfigMap(decode::<ConfigMap>(document, value)?),
         ("v1", "Secret") => Object::Secret(decode::<Secret>(document, value)?),
         ("v1", "Node") => Object::Node(decode::<Node>(document, value)?),
+        ("apps/v1", "ReplicaSet") => Object::ReplicaSet(decode::<ReplicaSet>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

@@ -10,6 +10,7 @@ use crate::deployment::Deployment;
 use crate::meta::{ListMeta, ObjectMeta};
 use crate::node::Node;
 use crate::pod::Pod;
+use crate::replicaset::ReplicaSet;
 
 /// A kind stored and served by the controller.
 pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -70,6 +71,7 @@ resource!(Deployment, "Deployment", "apps/v1", "deployments", true);
 resource!(Node, "Node", "v1", "nodes", false);
 resource!(ConfigMap, "ConfigMap", "v1", "configmaps", true);
 resource!(Secret, "Secret", "v1", "secrets", true);
+resource!(ReplicaSet, "ReplicaSet", "apps/v1", "replicasets", true);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,7 @@ pub enum Object {
     Node(Node),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    ReplicaSet(ReplicaSet),
 }
 
 impl Object {
@@ -89,6 +92,7 @@ impl Object {
             Object::Node(_) => Node::KIND,
             Object::ConfigMap(_) => ConfigMap::KIND,
             Object::Secret(_) => Secret::KIND,
+            Object::ReplicaSet(_) => ReplicaSet::KIND,
         }
     }
 
@@ -99,6 +103,7 @@ impl Object {
             Object::Node(o) => o.meta(),
             Object::ConfigMap(o) => o.meta(),
             Object::Secret(o) => o.meta(),
+            Object::ReplicaSet(o) => o.meta(),
         }
     }
 
@@ -109,6 +114,7 @@ impl Object {
             Object::Node(o) => o.meta_mut(),
             Object::ConfigMap(o) => o.meta_mut(),
             Object::Secret(o) => o.meta_mut(),
+            Object::ReplicaSet(o) => o.meta_mut(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Object {
             Object::Node(o) => to_json(o),
             Object::ConfigMap(o) => to_json(o),
             Object::Secret(o) => to_json(o),
+            Object::ReplicaSet(o) => to_json(o),
         }
     }
 }

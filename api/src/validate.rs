@@ -43,17 +43,17 @@ impl fmt::Display for ValidationError {
 impl std::error::Error for ValidationError {}
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    fn finish(self, object: String) -> Result<(), ValidationError> {
+    pub(crate) fn finish(self, object: String) -> Result<(), ValidationError> {
         if self.0.is_empty() {
             Ok(())
         } else {
@@ -72,6 +72,7 @@ pub fn validate(obj: &Object) -> Result<(), ValidationError> {
         Object::Node(n) => validate_node(n),
         Object::ConfigMap(c) => validate_config_map(c),
         Object::Secret(s) => validate_secret(s),
+        Object::ReplicaSet(r) => crate::replicaset::validate_replica_set(r),
     }
 }
 
@@ -200,6 +201,7 @@ pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationError> {
             );
         }
     }
+    crate::deployment::validate_rollout(&mut errs, &d.spec);
     errs.finish(d.describe())
 }
 
@@ -209,7 +211,7 @@ pub fn validate_node(n: &Node) -> Result<(), ValidationError> {
     errs.finish(n.describe())
 }
 
-fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
+pub(crate) fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
     if m.name.is_empty() {
         errs.add("metadata.name", "must not be empty");
     } else if let Err(e) = dns_subdomain(&m.name) {
@@ -228,7 +230,7 @@ fn meta(errs: &mut Errors, m: &ObjectMeta, namespaced: bool) {
     labels(errs, "metadata.labels", &m.labels);
 }
 
-fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
+pub(crate) fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
     for (k, v) in labels {
         if let Err(e) = label_key(k) {
             errs.add(format!("{field}[{k:?}]"), e);
@@ -239,7 +241,7 @@ fn labels(errs: &mut Errors, field: &str, labels: &BTreeMap<String, String>) {
     }
 }
 
-fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
+pub(crate) fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
     labels(errs, &format!("{field}.matchLabels"), &sel.match_labels);
     for (i, e) in sel.match_expressions.iter().enumerate() {
         let f = format!("{field}.matchExpressions[{i}]");
@@ -260,7 +262,7 @@ fn label_selector(errs: &mut Errors, field: &str, sel: &LabelSelector) {
     }
 }
 
-fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
+pub(crate) fn pod_spec(errs: &mut Errors, field: &str, spec: &PodSpec) {
     if spec.containers.is_empty() {
         errs.add(
             format!("{field}.containers"),

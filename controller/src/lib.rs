@@ -14,10 +14,12 @@ pub mod nodeipam;
 pub mod nodesync;
 pub mod podcidr;
 pub mod podgc;
+pub mod replicaset;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
 pub mod store;
+pub mod workqueue;
 
 pub use config::ControllerConfig;
 pub use server::{run, ControllerError};

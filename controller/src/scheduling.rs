@@ -75,6 +75,7 @@ fn is_relevant(ev: &WatchEvent) -> bool {
             ev.change != Change::Modified || p.spec.node_name.is_none() || scheduler::is_terminal(p)
         }
         Object::Deployment(_) | Object::ConfigMap(_) | Object::Secret(_) => false,
+        Object::ReplicaSet(_) => false,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
-use crate::{auth_token, broker, deployment, nodeipam, nodesync, scheduling};
+use crate::{auth_token, broker, deployment, nodeipam, nodesync, replicaset, scheduling};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -111,6 +111,11 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         deployment::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        replicaset::run(s, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());

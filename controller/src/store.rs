@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret, Time};
+use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, ReplicaSet, Resource, Secret, Time};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use thiserror::Error;
@@ -104,6 +104,7 @@ impl Store {
             Node::PLURAL,
             ConfigMap::PLURAL,
             Secret::PLURAL,
+            ReplicaSet::PLURAL,
         ] {
             trees.insert(plural, db.open_tree(plural)?);
         }

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
-use punnet_api::{ConfigMap, Deployment, Node, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, ReplicaSet, Resource, Secret};
 use serde_json::{json, Value};
 
 /// The verbs every served kind supports (no watch yet).
@@ -110,7 +110,10 @@ pub async fn core_v1() -> Json<Value> {
 pub async fn apps_v1() -> Json<Value> {
     Json(resource_list(
         "apps/v1",
-        vec![resource::<Deployment>("deployment", "deploy", true)],
+        vec![
+            resource::<Deployment>("deployment", "deploy", true),
+            resource::<ReplicaSet>("replicaset", "rs", true),
+        ],
     ))
 }
 

@@ -201,6 +201,7 @@ impl DesiredIndex {
                 }
             }
             Object::Deployment(_) => {}
+            Object::ReplicaSet(_) => {}
         }
     }
 
