@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use punnet_api::{ConfigMap, Deployment, Node, Pod, Secret};
+use punnet_api::{ConfigMap, Deployment, Node, Pod, ReplicaSet, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -187,6 +187,12 @@ fn print(
                     Kind::Secret => {
                         secret_table(&decode_all(*kind, &of_kind)?, show_namespace, now)
                     }
+                    Kind::ReplicaSet => crate::rollout::replica_set_table(
+                        &decode_all::<ReplicaSet>(*kind, &of_kind)?,
+                        wide,
+                        show_namespace,
+                        now,
+                    ),
                 };
                 if i > 0 {
                     writeln!(out)?;

@@ -2,7 +2,7 @@
 //! `deploy`, `deployment.apps`, …), their REST paths, and the `KIND NAME…` /
 //! `KIND/NAME…` argument forms.
 
-use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, Resource, Secret};
+use punnet_api::{ConfigMap, Deployment, Node, Object, Pod, ReplicaSet, Resource, Secret};
 
 use crate::client::Segments;
 use crate::error::{Error, Result};
@@ -14,6 +14,7 @@ pub enum Kind {
     Node,
     ConfigMap,
     Secret,
+    ReplicaSet,
 }
 
 impl Kind {
@@ -26,6 +27,8 @@ impl Kind {
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
             "secrets" | "secret" => Ok(Kind::Secret),
+            "replicasets" | "replicaset" | "rs" | "replicasets.apps" | "replicaset.apps"
+            | "rs.apps" => Ok(Kind::ReplicaSet),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -39,6 +42,7 @@ impl Kind {
             Object::Node(_) => Kind::Node,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
         }
     }
 
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Node => Node::KIND,
             Kind::ConfigMap => ConfigMap::KIND,
             Kind::Secret => Secret::KIND,
+            Kind::ReplicaSet => ReplicaSet::KIND,
         }
     }
 
@@ -59,6 +64,7 @@ impl Kind {
             Kind::Node => Node::API_VERSION,
             Kind::ConfigMap => ConfigMap::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
+            Kind::ReplicaSet => ReplicaSet::API_VERSION,
         }
     }
 
@@ -69,6 +75,7 @@ impl Kind {
             Kind::Node => Node::PLURAL,
             Kind::ConfigMap => ConfigMap::PLURAL,
             Kind::Secret => Secret::PLURAL,
+            Kind::ReplicaSet => ReplicaSet::PLURAL,
         }
     }
 
@@ -79,6 +86,7 @@ impl Kind {
             Kind::Node => Node::NAMESPACED,
             Kind::ConfigMap => ConfigMap::NAMESPACED,
             Kind::Secret => Secret::NAMESPACED,
+            Kind::ReplicaSet => ReplicaSet::NAMESPACED,
         }
     }
 

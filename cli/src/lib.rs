@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod labels;
 pub mod logs;
 pub mod manifests;
+pub mod rollout;
 pub mod scale;
 pub mod table;
 pub mod top;
@@ -91,5 +92,6 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Logs(a) => logs::logs(&Ctx::new(&cli)?, a, out, err).await,
         Command::Top(a) => top::top(&Ctx::new(&cli)?, a, out).await,
         Command::Create(a) => create::create(&Ctx::new(&cli)?, a, out).await,
+        Command::Rollout(a) => rollout::rollout(&Ctx::new(&cli)?, a, out, err).await,
     }
 }
