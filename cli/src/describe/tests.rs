@@ -229,7 +229,8 @@ fn deployment_replicas_and_template() {
         "StrategyType:           RollingUpdate\nMinReadySeconds:        0\nRollingUpdateStrategy:  25% max unavailable, 25% max surge\n",
         "OldReplicaSets:  <none>\nNewReplicaSet:   <none>\n",
         "Pod Template:\n  Labels:  app=web\n  Containers:\n    web:\n      Image:        busybox:1.36\n",
-        "  Type       Status  Reason\n  ----       ------  ------\n  Available  True    MinimumReplicasAvailable\n",
+        // Aligned with the OldReplicaSets block below it, as kubectl's tabwriter does.
+        "  Type           Status  Reason\n  ----           ------  ------\n  Available      True    MinimumReplicasAvailable\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
