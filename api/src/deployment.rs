@@ -200,7 +200,11 @@ pub(crate) fn validate_rollout(errs: &mut crate::validate::Errors, spec: &Deploy
         }
     };
     non_negative(errs, "spec.minReadySeconds", spec.min_ready_seconds);
-    non_negative(errs, "spec.revisionHistoryLimit", spec.revision_history_limit);
+    non_negative(
+        errs,
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit,
+    );
     if let Some(p) = spec.progress_deadline_seconds {
         if p <= spec.min_ready_seconds() {
             errs.add(
@@ -286,16 +290,28 @@ mod tests {
         };
         let mut errs = crate::validate::Errors::default();
         validate_rollout(&mut errs, &spec);
-        let msg = errs.finish("Deployment default/web".into()).unwrap_err().to_string();
-        assert!(msg.contains("spec.progressDeadlineSeconds: must be greater than minReadySeconds"), "{msg}");
-        assert!(msg.contains("maxUnavailable: may not be 0 when `maxSurge` is 0"), "{msg}");
+        let msg = errs
+            .finish("Deployment default/web".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("spec.progressDeadlineSeconds: must be greater than minReadySeconds"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("maxUnavailable: may not be 0 when `maxSurge` is 0"),
+            "{msg}"
+        );
 
         spec.strategy.type_ = Some("Recreate".into());
         spec.progress_deadline_seconds = None;
         let mut errs = crate::validate::Errors::default();
         validate_rollout(&mut errs, &spec);
         let msg = errs.finish("d".into()).unwrap_err().to_string();
-        assert!(msg.contains("may not be specified when strategy `type` is 'Recreate'"), "{msg}");
+        assert!(
+            msg.contains("may not be specified when strategy `type` is 'Recreate'"),
+            "{msg}"
+        );
 
         spec.strategy.rolling_update = None;
         let mut errs = crate::validate::Errors::default();

@@ -79,8 +79,7 @@ pub fn validate_replica_set(rs: &ReplicaSet) -> Result<(), ValidationError> {
         errs.add("spec.minReadySeconds", "must be greater than or equal to 0");
     }
     label_selector(&mut errs, "spec.selector", &rs.spec.selector);
-    if rs.spec.selector.match_labels.is_empty() && rs.spec.selector.match_expressions.is_empty()
-    {
+    if rs.spec.selector.match_labels.is_empty() && rs.spec.selector.match_expressions.is_empty() {
         errs.add(
             "spec.selector",
             "must not be empty: add matchLabels that the template's labels carry",

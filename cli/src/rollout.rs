@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use punnet_api::{
-    Deployment, PodTemplateSpec, ReplicaSet, ANNOTATION_RESTARTED_AT,
-    ANNOTATION_REVISION, LABEL_POD_TEMPLATE_HASH,
+    Deployment, PodTemplateSpec, ReplicaSet, ANNOTATION_RESTARTED_AT, ANNOTATION_REVISION,
+    LABEL_POD_TEMPLATE_HASH,
 };
 use serde_json::{json, Map, Value};
 
@@ -103,8 +103,7 @@ fn target(t: &RolloutTarget) -> Result<String> {
         (r, Some(name)) => (Kind::parse(r)?, name.clone()),
         (_, None) => {
             return Err(Error::Usage(
-                "required resource not specified: name a deployment, e.g. `deployment/web`"
-                    .into(),
+                "required resource not specified: name a deployment, e.g. `deployment/web`".into(),
             ))
         }
     };
@@ -196,7 +195,10 @@ pub fn status_line(d: &Deployment) -> Result<(String, bool)> {
     let name = &d.metadata.name;
     let s = &d.status;
     if d.metadata.generation.unwrap_or(0) > s.observed_generation.unwrap_or(0) {
-        return Ok(("Waiting for deployment spec update to be observed...".into(), false));
+        return Ok((
+            "Waiting for deployment spec update to be observed...".into(),
+            false,
+        ));
     }
     let progressing = s.conditions.iter().find(|c| c.type_ == "Progressing");
     if progressing.and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded") {
@@ -289,7 +291,11 @@ pub fn revision_detail(d: &Deployment, sets: &[ReplicaSet], rev: i64) -> Result<
             body.push_str(&format!("  {key}:\t<none>\n"));
         }
         for (i, (k, v)) in m.iter().enumerate() {
-            let head = if i == 0 { format!("{key}:") } else { String::new() };
+            let head = if i == 0 {
+                format!("{key}:")
+            } else {
+                String::new()
+            };
             body.push_str(&format!("  {head}\t{k}={v}\n"));
         }
     };
@@ -304,9 +310,19 @@ pub fn revision_detail(d: &Deployment, sets: &[ReplicaSet], rev: i64) -> Result<
         let ports: Vec<String> = c
             .ports
             .iter()
-            .map(|p| format!("{}/{}", p.container_port, p.protocol.as_deref().unwrap_or("TCP")))
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.container_port,
+                    p.protocol.as_deref().unwrap_or("TCP")
+                )
+            })
             .collect();
-        let ports = if ports.is_empty() { "<none>".into() } else { ports.join(", ") };
+        let ports = if ports.is_empty() {
+            "<none>".into()
+        } else {
+            ports.join(", ")
+        };
         containers.push_str(&format!("    Port:\t{ports}\n"));
         let env: Vec<String> = c
             .env
@@ -315,7 +331,11 @@ pub fn revision_detail(d: &Deployment, sets: &[ReplicaSet], rev: i64) -> Result<
             .collect();
         containers.push_str(&format!(
             "    Environment:\t{}\n",
-            if env.is_empty() { "<none>".into() } else { env.join(", ") }
+            if env.is_empty() {
+                "<none>".into()
+            } else {
+                env.join(", ")
+            }
         ));
     }
     doc.push_str(&tabwrite(&containers, 2));
@@ -338,13 +358,17 @@ pub fn undo_patch(d: &Deployment, sets: &[ReplicaSet], to_revision: i64) -> Resu
         let mut revs: Vec<&ReplicaSet> = sets.iter().filter(|r| revision(r) > 0).collect();
         revs.sort_by_key(|r| std::cmp::Reverse(revision(r)));
         revs.get(1).copied().ok_or_else(|| {
-            Error::Rollout("no rollout history found for deployment; nothing to roll back to".into())
+            Error::Rollout(
+                "no rollout history found for deployment; nothing to roll back to".into(),
+            )
         })?
     } else {
         sets.iter()
             .find(|r| revision(r) == to_revision)
             .ok_or_else(|| {
-                Error::Rollout(format!("unable to find specified revision {to_revision} in history"))
+                Error::Rollout(format!(
+                    "unable to find specified revision {to_revision} in history"
+                ))
             })?
     };
     let target = template_of(rs);
@@ -353,7 +377,9 @@ pub fn undo_patch(d: &Deployment, sets: &[ReplicaSet], to_revision: i64) -> Resu
     }
     let from = punnet_api::object::to_json(&d.spec.template);
     let to = punnet_api::object::to_json(&target);
-    Ok(Undo::Patch(json!({"spec": {"template": merge_diff(&from, &to)}})))
+    Ok(Undo::Patch(
+        json!({"spec": {"template": merge_diff(&from, &to)}}),
+    ))
 }
 
 /// The RFC 7386 merge patch that turns `from` into `to`.
@@ -415,7 +441,11 @@ pub fn old_and_new(d: &Deployment, sets: &[ReplicaSet]) -> (String, String) {
         .collect();
     let new = sets.iter().find(|rs| is_new(rs)).map(show);
     (
-        if old.is_empty() { "<none>".into() } else { old.join(", ") },
+        if old.is_empty() {
+            "<none>".into()
+        } else {
+            old.join(", ")
+        },
         new.unwrap_or_else(|| "<none>".into()),
     )
 }
@@ -448,8 +478,18 @@ pub fn replica_set_table(
         ];
         if wide {
             let c = &rs.spec.template.spec.containers;
-            row.push(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(","));
-            row.push(c.iter().map(|c| c.image.as_str()).collect::<Vec<_>>().join(","));
+            row.push(
+                c.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            row.push(
+                c.iter()
+                    .map(|c| c.image.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             row.push(selector_string(&rs.spec.selector));
         }
         if show_namespace {
@@ -464,7 +504,8 @@ pub fn replica_set_table(
 pub fn describe_replica_set(rs: &ReplicaSet) -> String {
     let m = &rs.metadata;
     let mut text = String::new();
-    let mut field = |k: &str, v: String| text.push_str(&format!("{k}:\t{}\n", v.replace('\t', " ")));
+    let mut field =
+        |k: &str, v: String| text.push_str(&format!("{k}:\t{}\n", v.replace('\t', " ")));
     field("Name", m.name.clone());
     field("Namespace", m.namespace_or_default().to_string());
     field("Selector", selector_string(&rs.spec.selector));
@@ -472,7 +513,10 @@ pub fn describe_replica_set(rs: &ReplicaSet) -> String {
         if map.is_empty() {
             "<none>".to_string()
         } else {
-            map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     field("Labels", pairs(&m.labels));
@@ -485,7 +529,11 @@ pub fn describe_replica_set(rs: &ReplicaSet) -> String {
     );
     field(
         "Replicas",
-        format!("{} current / {} desired", rs.status.replicas, rs.spec.replicas()),
+        format!(
+            "{} current / {} desired",
+            rs.status.replicas,
+            rs.spec.replicas()
+        ),
     );
     field(
         "Pods Status",
@@ -494,7 +542,10 @@ pub fn describe_replica_set(rs: &ReplicaSet) -> String {
             rs.status.ready_replicas, rs.status.available_replicas
         ),
     );
-    field("Pod Template Labels", pairs(&rs.spec.template.metadata.labels));
+    field(
+        "Pod Template Labels",
+        pairs(&rs.spec.template.metadata.labels),
+    );
     field(
         "Images",
         rs.spec

@@ -10,7 +10,11 @@ fn deployment(image: &str) -> Deployment {
     d.metadata.generation = Some(2);
     d.status.observed_generation = Some(2);
     d.spec.replicas = Some(3);
-    d.spec.template.metadata.labels.insert("app".into(), "web".into());
+    d.spec
+        .template
+        .metadata
+        .labels
+        .insert("app".into(), "web".into());
     d.spec.template.spec.containers.push(Container {
         name: "web".into(),
         image: image.into(),
@@ -51,14 +55,23 @@ fn status_lines_are_kubectls() {
         )
     );
     d.status.updated_replicas = 3;
-    assert!(status_line(&d).unwrap().0.ends_with("1 old replicas are pending termination..."));
+    assert!(status_line(&d)
+        .unwrap()
+        .0
+        .ends_with("1 old replicas are pending termination..."));
     d.status.replicas = 3;
     d.status.available_replicas = 2;
-    assert!(status_line(&d).unwrap().0.ends_with("2 of 3 updated replicas are available..."));
+    assert!(status_line(&d)
+        .unwrap()
+        .0
+        .ends_with("2 of 3 updated replicas are available..."));
     d.status.available_replicas = 3;
     assert_eq!(
         status_line(&d).unwrap(),
-        ("deployment \"web\" successfully rolled out".to_string(), true)
+        (
+            "deployment \"web\" successfully rolled out".to_string(),
+            true
+        )
     );
     d.metadata.generation = Some(3);
     assert_eq!(
@@ -89,12 +102,21 @@ fn undo_goes_to_the_previous_revision_by_default() {
     let Undo::Patch(p) = undo_patch(&d, &sets, 0).unwrap() else {
         panic!("expected a patch")
     };
-    assert_eq!(p["spec"]["template"]["spec"]["containers"][0]["image"], "v2");
-    assert!(p["spec"]["template"]["metadata"].is_null(), "labels unchanged: {p}");
+    assert_eq!(
+        p["spec"]["template"]["spec"]["containers"][0]["image"],
+        "v2"
+    );
+    assert!(
+        p["spec"]["template"]["metadata"].is_null(),
+        "labels unchanged: {p}"
+    );
     let Undo::Patch(p) = undo_patch(&d, &sets, 1).unwrap() else {
         panic!("expected a patch")
     };
-    assert_eq!(p["spec"]["template"]["spec"]["containers"][0]["image"], "v1");
+    assert_eq!(
+        p["spec"]["template"]["spec"]["containers"][0]["image"],
+        "v1"
+    );
     assert_eq!(undo_patch(&d, &sets, 3).unwrap(), Undo::Skip(3));
     assert_eq!(
         undo_patch(&d, &sets, 7).unwrap_err().to_string(),
@@ -126,7 +148,10 @@ fn history_and_describe_lines() {
         "deployment.apps/web\nREVISION  CHANGE-CAUSE\n1         punnet apply -f web.yaml\n2         <none>\n"
     );
     let detail = revision_detail(&d, &sets, 2).unwrap();
-    assert!(detail.starts_with("deployment.apps/web with revision #2\nPod Template:\n"), "{detail}");
+    assert!(
+        detail.starts_with("deployment.apps/web with revision #2\nPod Template:\n"),
+        "{detail}"
+    );
     assert!(detail.contains("    Image:        v2\n"), "{detail}");
     assert_eq!(
         old_and_new(&d, &sets),

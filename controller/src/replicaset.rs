@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punnet_api::{
-    phase, Deployment, Object, ObjectReference, OwnerReference, Pod, ReplicaSet,
-    ReplicaSetStatus, Resource, Time, LABEL_POD_TEMPLATE_HASH,
+    phase, Deployment, Object, ObjectReference, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus,
+    Resource, Time, LABEL_POD_TEMPLATE_HASH,
 };
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +87,9 @@ pub fn available_since(pod: &Pod, min_ready: i32) -> Option<Time> {
         return Some(Time(chrono::DateTime::<chrono::Utc>::MIN_UTC));
     }
     let since = ready.last_transition_time?;
-    Some(Time(since.0 + chrono::Duration::seconds(i64::from(min_ready))))
+    Some(Time(
+        since.0 + chrono::Duration::seconds(i64::from(min_ready)),
+    ))
 }
 
 pub fn is_available(pod: &Pod, min_ready: i32, now: Time) -> bool {
@@ -281,12 +283,15 @@ pub fn reconcile(
 /// Makes `rs` the controlling owner of `pod` (only the incarnation looked at).
 fn adopt(store: &Store, pod: &Pod, rs: &ReplicaSet) -> Result<Option<Pod>, StoreError> {
     let owner = controller_ref(rs);
-    let adopted = store.modify::<Pod>(pod.metadata.namespace.as_deref(), &pod.metadata.name, |p| {
-        if p.metadata.uid == pod.metadata.uid {
-            p.metadata.owner_references.retain(|r| r.controller != Some(true));
-            p.metadata.owner_references.push(owner);
-        }
-    })?;
+    let adopted =
+        store.modify::<Pod>(pod.metadata.namespace.as_deref(), &pod.metadata.name, |p| {
+            if p.metadata.uid == pod.metadata.uid {
+                p.metadata
+                    .owner_references
+                    .retain(|r| r.controller != Some(true));
+                p.metadata.owner_references.push(owner);
+            }
+        })?;
     info!(
         "replicaset {}: adopted Pod {} from its Deployment",
         rs.metadata.key(),
@@ -354,7 +359,12 @@ impl Reconciler for Controller {
             )],
             // Status changes matter too: they move readyReplicas.
             Object::Pod(p) => controlled_by::<ReplicaSet>(&p.metadata)
-                .map(|o| (p.metadata.namespace_or_default().to_string(), o.name.clone()))
+                .map(|o| {
+                    (
+                        p.metadata.namespace_or_default().to_string(),
+                        o.name.clone(),
+                    )
+                })
                 .into_iter()
                 .collect(),
             _ => Vec::new(),

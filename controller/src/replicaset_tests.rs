@@ -30,7 +30,10 @@ fn replica_set(replicas: i32) -> ReplicaSet {
     rs.metadata.name = "web-abc".into();
     rs.metadata.namespace = Some("default".into());
     rs.spec.replicas = Some(replicas);
-    rs.spec.selector.match_labels.insert("app".into(), "web".into());
+    rs.spec
+        .selector
+        .match_labels
+        .insert("app".into(), "web".into());
     rs.spec
         .template
         .metadata
@@ -57,14 +60,23 @@ fn deletion_order_is_kubernetes() {
         restart_count: 3,
         ..Default::default()
     });
-    let all = [&ready_old, &restarted, &ready_new, &unready, &pending, &unbound];
+    let all = [
+        &ready_old, &restarted, &ready_new, &unready, &pending, &unbound,
+    ];
     let names: Vec<&str> = pods_to_delete(&all, 6)
         .iter()
         .map(|p| p.metadata.name.as_str())
         .collect();
     assert_eq!(
         names,
-        ["unbound", "pending", "unready", "ready-new", "restarted", "ready-old"]
+        [
+            "unbound",
+            "pending",
+            "unready",
+            "ready-new",
+            "restarted",
+            "ready-old"
+        ]
     );
     assert_eq!(pods_to_delete(&all, 1).len(), 1);
 }
@@ -123,7 +135,10 @@ fn reconcile_keeps_replicas_and_records_events() {
         assert!(p.metadata.name.starts_with("web-abc-"));
         assert_eq!(p.metadata.name.len(), "web-abc-".len() + 5);
         assert_eq!(p.metadata.labels["app"], "web");
-        assert_eq!(p.metadata.controller().unwrap().uid, rs.metadata.uid.clone().unwrap());
+        assert_eq!(
+            p.metadata.controller().unwrap().uid,
+            rs.metadata.uid.clone().unwrap()
+        );
     }
     let got: ReplicaSet = store.get(Some("default"), "web-abc").unwrap().unwrap();
     assert_eq!(got.status.replicas, 3);
@@ -145,9 +160,7 @@ fn reconcile_keeps_replicas_and_records_events() {
     reconcile(&store, "default", "web-abc").unwrap();
     assert_eq!(store.list::<Pod>(None).unwrap().0.len(), 1);
     let events = store.recorder().for_object(&ObjectReference::to(&got));
-    assert!(events
-        .iter()
-        .any(|e| e.reason == "SuccessfulDelete"));
+    assert!(events.iter().any(|e| e.reason == "SuccessfulDelete"));
 
     // Gone: its Pods go too.
     store

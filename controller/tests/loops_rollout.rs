@@ -103,7 +103,11 @@ async fn run_until(
     }
 }
 
-fn rolled_out(name: &'static str, replicas: i32, image_now: &'static str) -> impl Fn(&Store) -> bool {
+fn rolled_out(
+    name: &'static str,
+    replicas: i32,
+    image_now: &'static str,
+) -> impl Fn(&Store) -> bool {
     move |store| {
         let d = get(store, name);
         let ps = pods(store);
@@ -126,7 +130,14 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_every_replica_ready() 
         max_unavailable: Some(IntOrString::Int(0)),
     });
     store.create(d).unwrap();
-    run_until(&agent, &store, "3 ready Pods", |_| {}, rolled_out("web", 3, "busybox:1.36")).await;
+    run_until(
+        &agent,
+        &store,
+        "3 ready Pods",
+        |_| {},
+        rolled_out("web", 3, "busybox:1.36"),
+    )
+    .await;
     let first_rs: Vec<ReplicaSet> = store.list(None).unwrap().0;
     assert_eq!(first_rs.len(), 1);
     let pod = &pods(&store)[0];
@@ -135,7 +146,10 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_every_replica_ready() 
         first_rs[0].metadata.name,
         "Pods belong to the ReplicaSet"
     );
-    assert!(pod.metadata.name.starts_with(&format!("{}-", first_rs[0].metadata.name)));
+    assert!(pod
+        .metadata
+        .name
+        .starts_with(&format!("{}-", first_rs[0].metadata.name)));
 
     store
         .modify::<Deployment>(Some("default"), "web", |d| {
@@ -156,7 +170,10 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_every_replica_ready() 
             let ready = live.iter().filter(|p| p.is_ready()).count() as i32;
             least_ready = least_ready.min(ready);
             most = most.max(live.len());
-            assert!(ready >= 3, "only {ready} ready Pods during the rollout: {ps:#?}");
+            assert!(
+                ready >= 3,
+                "only {ready} ready Pods during the rollout: {ps:#?}"
+            );
             assert!(live.len() <= 4, "more than replicas + maxSurge Pods");
         },
         rolled_out("web", 3, "busybox:1.37"),
@@ -165,7 +182,10 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_every_replica_ready() 
     assert_eq!(most, 4, "the rollout surged by one Pod");
     let got = get(&store, "web");
     assert_eq!(got.metadata.annotations[ANNOTATION_REVISION], "2");
-    assert_eq!(progressing_reason(&got).as_deref(), Some("NewReplicaSetAvailable"));
+    assert_eq!(
+        progressing_reason(&got).as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
     let sets: Vec<ReplicaSet> = store.list(None).unwrap().0;
     assert_eq!(sets.len(), 2, "the old ReplicaSet is kept for undo");
     let old = sets
@@ -186,9 +206,13 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_every_replica_ready() 
     store
         .delete::<Deployment>(Some("default"), "web", None)
         .unwrap();
-    run_until(&agent, &store, "no ReplicaSets and no Pods", |_| {}, |s| {
-        s.list::<ReplicaSet>(None).unwrap().0.is_empty() && pods(s).is_empty()
-    })
+    run_until(
+        &agent,
+        &store,
+        "no ReplicaSets and no Pods",
+        |_| {},
+        |s| s.list::<ReplicaSet>(None).unwrap().0.is_empty() && pods(s).is_empty(),
+    )
     .await;
     drop(agent);
     ctl.stop().await;
@@ -201,7 +225,14 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
     let mut d = deployment("db", 2);
     d.spec.strategy.type_ = Some("Recreate".into());
     store.create(d).unwrap();
-    run_until(&agent, &store, "2 ready Pods", |_| {}, rolled_out("db", 2, "busybox:1.36")).await;
+    run_until(
+        &agent,
+        &store,
+        "2 ready Pods",
+        |_| {},
+        rolled_out("db", 2, "busybox:1.36"),
+    )
+    .await;
     store
         .modify::<Deployment>(Some("default"), "db", |d| {
             d.spec.template.spec.containers[0].image = "busybox:1.37".into()
@@ -231,13 +262,27 @@ async fn undo_brings_back_the_previous_template_and_its_replica_set() {
     let (ctl, agent) = fleet().await;
     let store = ctl.store.clone();
     store.create(deployment("web", 2)).unwrap();
-    run_until(&agent, &store, "v1 ready", |_| {}, rolled_out("web", 2, "busybox:1.36")).await;
+    run_until(
+        &agent,
+        &store,
+        "v1 ready",
+        |_| {},
+        rolled_out("web", 2, "busybox:1.36"),
+    )
+    .await;
     store
         .modify::<Deployment>(Some("default"), "web", |d| {
             d.spec.template.spec.containers[0].image = "busybox:1.37".into()
         })
         .unwrap();
-    run_until(&agent, &store, "v2 ready", |_| {}, rolled_out("web", 2, "busybox:1.37")).await;
+    run_until(
+        &agent,
+        &store,
+        "v2 ready",
+        |_| {},
+        rolled_out("web", 2, "busybox:1.37"),
+    )
+    .await;
 
     // What `punnet rollout undo` does: copy revision 1's template back.
     let sets: Vec<ReplicaSet> = store.list(None).unwrap().0;
@@ -251,9 +296,20 @@ async fn undo_brings_back_the_previous_template_and_its_replica_set() {
     store
         .modify::<Deployment>(Some("default"), "web", |d| d.spec.template = template)
         .unwrap();
-    run_until(&agent, &store, "v1 again", |_| {}, rolled_out("web", 2, "busybox:1.36")).await;
+    run_until(
+        &agent,
+        &store,
+        "v1 again",
+        |_| {},
+        rolled_out("web", 2, "busybox:1.36"),
+    )
+    .await;
     let sets: Vec<ReplicaSet> = store.list(None).unwrap().0;
-    assert_eq!(sets.len(), 2, "the old ReplicaSet is reused, not a third one");
+    assert_eq!(
+        sets.len(),
+        2,
+        "the old ReplicaSet is reused, not a third one"
+    );
     let reused = sets
         .iter()
         .find(|r| r.metadata.uid == first.metadata.uid)
@@ -276,7 +332,14 @@ async fn a_rollout_whose_pods_never_get_ready_exceeds_its_progress_deadline() {
     let mut d = deployment("web", 2);
     d.spec.progress_deadline_seconds = Some(2);
     store.create(d).unwrap();
-    run_until(&agent, &store, "v1 ready", |_| {}, rolled_out("web", 2, "busybox:1.36")).await;
+    run_until(
+        &agent,
+        &store,
+        "v1 ready",
+        |_| {},
+        rolled_out("web", 2, "busybox:1.36"),
+    )
+    .await;
     store
         .modify::<Deployment>(Some("default"), "web", |d| {
             d.spec.template.spec.containers[0].image = "busybox:broken".into()
@@ -309,7 +372,12 @@ async fn a_rollout_whose_pods_never_get_ready_exceeds_its_progress_deadline() {
         .unwrap()
         .ends_with("has timed out progressing."));
     // The old Pods still serve: maxUnavailable (25% of 2) is 0.
-    let available = d.status.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    let available = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
     assert_eq!(available.status, "True");
     let ready_old = pods(&store)
         .iter()

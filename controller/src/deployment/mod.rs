@@ -394,8 +394,10 @@ fn adopt_legacy(
     for pod in legacy {
         match pod.metadata.labels.get(LABEL_POD_TEMPLATE_HASH) {
             Some(h) => by_hash.entry(h.as_str()).or_default().push(pod),
-            None => replicaset::delete_pod(store, pod, "made by its Deployment without a template hash")
-                .map_err(err)?,
+            None => {
+                replicaset::delete_pod(store, pod, "made by its Deployment without a template hash")
+                    .map_err(err)?
+            }
         }
     }
     let mut revision = owned.iter().map(revision_of).max().unwrap_or(0);
@@ -455,17 +457,23 @@ fn create_replica_set(
 
 /// Sets a ReplicaSet's `spec.replicas` (only the incarnation looked at) and records
 /// Kubernetes' `ScalingReplicaSet` event on the Deployment.
-fn scale(store: &Store, d: &Deployment, rs: &mut ReplicaSet, replicas: i32) -> Result<(), StoreError> {
+fn scale(
+    store: &Store,
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    replicas: i32,
+) -> Result<(), StoreError> {
     let from = rs.spec.replicas();
     if from == replicas {
         return Ok(());
     }
     let uid = rs.metadata.uid.clone();
-    let updated = store.modify::<ReplicaSet>(rs.metadata.namespace.as_deref(), &rs.metadata.name, |r| {
-        if r.metadata.uid == uid {
-            r.spec.replicas = Some(replicas);
-        }
-    })?;
+    let updated =
+        store.modify::<ReplicaSet>(rs.metadata.namespace.as_deref(), &rs.metadata.name, |r| {
+            if r.metadata.uid == uid {
+                r.spec.replicas = Some(replicas);
+            }
+        })?;
     if let Some(updated) = updated {
         *rs = updated;
     }
@@ -552,10 +560,7 @@ impl Reconciler for Controller {
             .chain(pods.iter().map(|p| &p.metadata));
         for meta in metas {
             if let Some(owner) = controlled_by::<Deployment>(meta) {
-                keys.insert((
-                    meta.namespace_or_default().to_string(),
-                    owner.name.clone(),
-                ));
+                keys.insert((meta.namespace_or_default().to_string(), owner.name.clone()));
             }
         }
         Ok(keys)

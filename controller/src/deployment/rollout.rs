@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(fenceposts(&d, 10), (3, 2));
         assert_eq!(fenceposts(&d, 1), (1, 0));
         assert_eq!(fenceposts(&spec(3, Int(0), Int(0)), 3), (0, 1));
-        assert_eq!(fenceposts(&spec(3, Pct("0%".into()), Pct("10%".into())), 3), (0, 1));
+        assert_eq!(
+            fenceposts(&spec(3, Pct("0%".into()), Pct("10%".into())), 3),
+            (0, 1)
+        );
     }
 
     /// A whole rolling update with maxUnavailable 0, simulated step by step: Pods
@@ -310,7 +313,10 @@ mod tests {
         assert!(!step.create_new);
         let mut stopping = rs("old", 0, 0, 1);
         stopping.existing = 1;
-        assert_eq!(recreate_step(&s, None, &[stopping]), RecreateStep::default());
+        assert_eq!(
+            recreate_step(&s, None, &[stopping]),
+            RecreateStep::default()
+        );
         let gone = rs("old", 0, 0, 1);
         assert!(recreate_step(&s, None, &[gone.clone()]).create_new);
         assert_eq!(

@@ -121,12 +121,22 @@ pub fn compute(d: &Deployment, counts: Counts, new_rs: NewRs, now: Time) -> Depl
     set(&mut s.conditions, available, now);
 
     if d.spec.paused {
-        let c = condition(PROGRESSING, "Unknown", PAUSED, "Deployment is paused".into());
+        let c = condition(
+            PROGRESSING,
+            "Unknown",
+            PAUSED,
+            "Deployment is paused".into(),
+        );
         set(&mut s.conditions, c, now);
         return sorted(s);
     }
     if get(prev, PROGRESSING).and_then(|c| c.reason.as_deref()) == Some(PAUSED) {
-        let c = condition(PROGRESSING, "Unknown", RESUMED, "Deployment is resumed".into());
+        let c = condition(
+            PROGRESSING,
+            "Unknown",
+            RESUMED,
+            "Deployment is resumed".into(),
+        );
         set(&mut s.conditions, c, now);
     }
     match new_rs {
@@ -237,8 +247,8 @@ pub fn until_deadline(d: &Deployment, s: &DeploymentStatus, now: Time) -> Option
     if c.status != "True" || c.reason.as_deref() == Some(NEW_RS_AVAILABLE) || d.spec.paused {
         return None;
     }
-    let deadline =
-        c.last_update_time?.0 + chrono::Duration::seconds(i64::from(d.spec.progress_deadline_seconds()));
+    let deadline = c.last_update_time?.0
+        + chrono::Duration::seconds(i64::from(d.spec.progress_deadline_seconds()));
     // Timed out only strictly after the deadline, in whole seconds as stored.
     let left = (deadline - now.0).to_std().unwrap_or_default();
     Some(left + Duration::from_millis(1100))
@@ -289,14 +299,20 @@ mod tests {
         let s = compute(&d, counts(3, 1, 2), NewRs::Found("web-abc"), at(5));
         assert_eq!(progressing(&s), ("True".into(), RS_UPDATED.into()));
         assert_eq!(get(&s, PROGRESSING).unwrap().last_update_time, Some(at(5)));
-        assert_eq!(get(&s, PROGRESSING).unwrap().last_transition_time, Some(at(0)));
+        assert_eq!(
+            get(&s, PROGRESSING).unwrap().last_transition_time,
+            Some(at(0))
+        );
         d.status = s;
         let s = compute(&d, counts(2, 2, 2), NewRs::Found("web-abc"), at(9));
         assert_eq!(progressing(&s), ("True".into(), NEW_RS_AVAILABLE.into()));
         assert_eq!(s.conditions[0].type_, AVAILABLE);
         d.status = s.clone();
         // Nothing changes: the same status, nothing to write.
-        assert_eq!(compute(&d, counts(2, 2, 2), NewRs::Found("web-abc"), at(99)), s);
+        assert_eq!(
+            compute(&d, counts(2, 2, 2), NewRs::Found("web-abc"), at(99)),
+            s
+        );
     }
 
     #[test]

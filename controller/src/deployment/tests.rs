@@ -99,7 +99,10 @@ fn template_hash_is_stable_short_and_safe() {
         pod_template_hash(&deployment(1, "busybox:1.37").spec.template)
     );
     // Pinned: the hash names ReplicaSets and Pods, and must not change between versions.
-    assert_eq!(h, "njr95zwccb", "the template hash of a fixed template changed");
+    assert_eq!(
+        h, "njr95zwccb",
+        "the template hash of a fixed template changed"
+    );
 }
 
 #[test]
@@ -108,13 +111,22 @@ fn replica_sets_carry_hash_owner_and_revision() {
     d.metadata.uid = Some("uid-1".into());
     let rs = replica_set_for(&d, &d.spec.template, "abc", 3, 7);
     assert_eq!(rs.metadata.name, "web-abc");
-    assert_eq!(rs.spec.template.metadata.labels[LABEL_POD_TEMPLATE_HASH], "abc");
-    assert_eq!(rs.spec.selector.match_labels[LABEL_POD_TEMPLATE_HASH], "abc");
+    assert_eq!(
+        rs.spec.template.metadata.labels[LABEL_POD_TEMPLATE_HASH],
+        "abc"
+    );
+    assert_eq!(
+        rs.spec.selector.match_labels[LABEL_POD_TEMPLATE_HASH],
+        "abc"
+    );
     assert_eq!(rs.spec.selector.match_labels["app"], "web");
     assert_eq!(revision_of(&rs), 7);
     assert_eq!(hash_of(&rs), Some("abc"));
     let owner = rs.metadata.controller().unwrap();
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Deployment", "uid-1"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("Deployment", "uid-1")
+    );
     punnet_api::replicaset::validate_replica_set(&rs).unwrap();
 }
 
@@ -146,7 +158,10 @@ fn a_rollout_against_the_store() {
     let got = get(&store);
     assert_eq!(got.status.available_replicas, 2);
     let progressing = status::get(&got.status, status::PROGRESSING).unwrap();
-    assert_eq!(progressing.reason.as_deref(), Some(status::NEW_RS_AVAILABLE));
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some(status::NEW_RS_AVAILABLE)
+    );
 
     // Idempotent: another pass writes nothing.
     let rev = store.revision();
@@ -161,14 +176,20 @@ fn a_rollout_against_the_store() {
         .unwrap();
     settle(&store);
     assert_eq!(sets(&store).len(), 2);
-    assert_eq!(pods(&store).len(), 3, "2 old + 1 surge (25% of 2, rounded up)");
+    assert_eq!(
+        pods(&store).len(),
+        3,
+        "2 old + 1 surge (25% of 2, rounded up)"
+    );
     for _ in 0..10 {
         make_ready(&store);
         settle(&store);
     }
     let now = pods(&store);
     assert_eq!(now.len(), 2);
-    assert!(now.iter().all(|p| p.spec.containers[0].image == "busybox:2"));
+    assert!(now
+        .iter()
+        .all(|p| p.spec.containers[0].image == "busybox:2"));
     let got = get(&store);
     assert_eq!(got.metadata.annotations[ANNOTATION_REVISION], "2");
     assert_eq!(
@@ -177,10 +198,8 @@ fn a_rollout_against_the_store() {
     );
     let events = store.recorder().for_object(&ObjectReference::to(&got));
     assert!(
-        events
-            .iter()
-            .any(|e| e.reason == "ScalingReplicaSet"
-                && e.message.starts_with("Scaled down replica set web-")),
+        events.iter().any(|e| e.reason == "ScalingReplicaSet"
+            && e.message.starts_with("Scaled down replica set web-")),
         "{events:?}"
     );
 
@@ -225,7 +244,9 @@ fn recreate_deletes_old_pods_before_making_new_ones() {
     settle(&store);
     let now = pods(&store);
     assert_eq!(now.len(), 2);
-    assert!(now.iter().all(|p| p.spec.containers[0].image == "busybox:2"));
+    assert!(now
+        .iter()
+        .all(|p| p.spec.containers[0].image == "busybox:2"));
 }
 
 #[test]
@@ -247,11 +268,15 @@ fn pods_made_before_replica_sets_are_adopted_not_restarted() {
         p.spec = d.spec.template.spec.clone();
         store.create(p).unwrap();
     }
-    let before: BTreeSet<Option<String>> = pods(&store).into_iter().map(|p| p.metadata.uid).collect();
+    let before: BTreeSet<Option<String>> =
+        pods(&store).into_iter().map(|p| p.metadata.uid).collect();
     settle(&store);
     let after = pods(&store);
     assert_eq!(
-        after.iter().map(|p| p.metadata.uid.clone()).collect::<BTreeSet<_>>(),
+        after
+            .iter()
+            .map(|p| p.metadata.uid.clone())
+            .collect::<BTreeSet<_>>(),
         before,
         "the same Pods, none replaced"
     );
@@ -297,7 +322,9 @@ fn a_paused_deployment_scales_but_does_not_roll_out() {
     let now = pods(&store);
     assert_eq!(now.len(), 3);
     assert!(now.iter().all(|p| p.spec.containers[0].image == "busybox"));
-    let c = status::get(&get(&store).status, status::PROGRESSING).cloned().unwrap();
+    let c = status::get(&get(&store).status, status::PROGRESSING)
+        .cloned()
+        .unwrap();
     assert_eq!(c.reason.as_deref(), Some(status::PAUSED));
     store
         .modify::<Deployment>(Some("default"), "web", |d| d.spec.paused = false)
