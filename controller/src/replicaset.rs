@@ -60,9 +60,7 @@ pub(crate) fn controller_ref<T: Resource>(owner: &T) -> OwnerReference {
 }
 
 /// The controlling owner of `meta`'s object, if it is of kind `T`.
-pub(crate) fn controlled_by<'a, T: Resource>(
-    meta: &'a punnet_api::ObjectMeta,
-) -> Option<&'a OwnerReference> {
+pub(crate) fn controlled_by<T: Resource>(meta: &punnet_api::ObjectMeta) -> Option<&OwnerReference> {
     meta.controller().filter(|r| r.kind == T::KIND)
 }
 

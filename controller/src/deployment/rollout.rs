@@ -94,12 +94,12 @@ pub fn rolling_step(spec: &DeploymentSpec, new: &RsView, old: &[RsView]) -> Scal
     let available: i32 = new.available + old.iter().map(|r| r.available).sum::<i32>();
     if available > min_available {
         let mut budget = available - min_available;
-        for i in 0..old.len() {
+        for r in replicas.iter_mut() {
             if budget == 0 {
                 break;
             }
-            let down = replicas[i].min(budget);
-            replicas[i] -= down;
+            let down = (*r).min(budget);
+            *r -= down;
             budget -= down;
         }
     }
@@ -318,7 +318,7 @@ mod tests {
             RecreateStep::default()
         );
         let gone = rs("old", 0, 0, 1);
-        assert!(recreate_step(&s, None, &[gone.clone()]).create_new);
+        assert!(recreate_step(&s, None, std::slice::from_ref(&gone)).create_new);
         assert_eq!(
             recreate_step(&s, Some(&rs("new", 0, 0, 2)), &[gone]).scaling,
             vec![("new".to_string(), 2)]
