@@ -387,3 +387,71 @@ async fn a_rollout_whose_pods_never_get_ready_exceeds_its_progress_deadline() {
     drop(agent);
     ctl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_counts_as_available_only_after_min_ready_seconds() {
+    use std::collections::HashMap;
+    let (ctl, agent) = fleet().await;
+    let store = ctl.store.clone();
+    let mut d = deployment("web", 1);
+    d.spec.min_ready_seconds = Some(3);
+    store.create(d).unwrap();
+    // The agent reports each Pod Ready since the first time it saw it, as real agents
+    // report the Ready condition's lastTransitionTime.
+    let mut since: HashMap<String, punnet_api::Time> = HashMap::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut first_ready: Option<Deployment> = None;
+    loop {
+        if let Some(desired) = agent.desired.borrow().clone() {
+            let reports = desired
+                .pods
+                .iter()
+                .map(|p| {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let t = *since
+                        .entry(uid.clone())
+                        .or_insert_with(punnet_api::Time::now);
+                    let mut status = running();
+                    for c in &mut status.conditions {
+                        c.last_transition_time = Some(t);
+                    }
+                    PodReport {
+                        namespace: "default".into(),
+                        name: p.metadata.name.clone(),
+                        uid,
+                        status,
+                        usage: Vec::new(),
+                    }
+                })
+                .collect();
+            *agent.pods.lock().unwrap() = reports;
+        }
+        let d = get(&store, "web");
+        if d.status.ready_replicas == 1 && first_ready.is_none() {
+            first_ready = Some(d.clone());
+        }
+        if d.status.available_replicas == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never available: {:#?}",
+            d.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first_ready.expect("a status with the Pod Ready");
+    assert_eq!(
+        first.status.available_replicas, 0,
+        "Ready, but not yet for minReadySeconds: {:#?}",
+        first.status
+    );
+    let rs: ReplicaSet = eventually("the ReplicaSet's Pod available", WAIT, || {
+        let rs: Vec<ReplicaSet> = store.list(None).unwrap().0;
+        rs.into_iter().find(|r| r.status.available_replicas == 1)
+    })
+    .await;
+    assert_eq!(rs.spec.min_ready_seconds, Some(3));
+    drop(agent);
+    ctl.stop().await;
+}

@@ -36,6 +36,9 @@ use crate::store::{Store, StoreError, WatchEvent};
 use crate::workqueue::{self, Key, LoopConfig, Reconciler};
 use status::NewRs;
 
+/// Why a revision was made; copied from the Deployment to its new ReplicaSet.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+
 /// The loop's timing (kept under this name for the tests and the server).
 pub type DeploymentConfig = LoopConfig;
 
@@ -106,6 +109,12 @@ pub fn replica_set_for(
     rs.metadata
         .annotations
         .insert(ANNOTATION_REVISION.into(), revision.to_string());
+    // What `rollout history` shows as CHANGE-CAUSE, as Kubernetes copies it.
+    if let Some(cause) = d.metadata.annotations.get(CHANGE_CAUSE) {
+        rs.metadata
+            .annotations
+            .insert(CHANGE_CAUSE.into(), cause.clone());
+    }
     rs.metadata.owner_references = vec![controller_ref(d)];
     rs.spec.replicas = Some(replicas);
     rs.spec.min_ready_seconds = d.spec.min_ready_seconds;

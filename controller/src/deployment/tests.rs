@@ -109,7 +109,11 @@ fn template_hash_is_stable_short_and_safe() {
 fn replica_sets_carry_hash_owner_and_revision() {
     let mut d = deployment(1, "busybox");
     d.metadata.uid = Some("uid-1".into());
+    d.metadata
+        .annotations
+        .insert(CHANGE_CAUSE.into(), "image 1.37".into());
     let rs = replica_set_for(&d, &d.spec.template, "abc", 3, 7);
+    assert_eq!(rs.metadata.annotations[CHANGE_CAUSE], "image 1.37");
     assert_eq!(rs.metadata.name, "web-abc");
     assert_eq!(
         rs.spec.template.metadata.labels[LABEL_POD_TEMPLATE_HASH],
