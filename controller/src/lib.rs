@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod nodeipam;
 pub mod nodesync;
+pub mod owned;
 pub mod podcidr;
 pub mod podgc;
 pub mod replicaset;

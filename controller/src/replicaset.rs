@@ -19,10 +19,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::owned::{self, Snapshot};
 use crate::podgc;
 use crate::scheduler::is_terminal;
 use crate::store::{Store, StoreError, WatchEvent};
-use crate::workqueue::{self, Key, LoopConfig, Reconciler};
+use crate::workqueue::{self, Key, LoopConfig, Outcome, Reconciler};
 
 /// Kubernetes' "safe" alphabet for generated names: no vowels (no words), no look-alikes.
 pub(crate) const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -203,14 +204,41 @@ pub fn reconcile(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Duration>, ReplicaSetError> {
+    let snap = Snapshot::read(store, namespace).map_err(|source| ReplicaSetError::Store {
+        key: format!("{namespace}/{name}"),
+        source,
+    })?;
+    reconcile_with(store, namespace, name, &snap)
+}
+
+/// `reconcile` over Pods read once for the pass.
+pub fn reconcile_with(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    snap: &Snapshot,
+) -> Result<Option<Duration>, ReplicaSetError> {
     let key = format!("{namespace}/{name}");
     let err = |source| ReplicaSetError::Store {
         key: key.clone(),
         source,
     };
     let rs: Option<ReplicaSet> = store.get(Some(namespace), name).map_err(err)?;
-    let (pods, _) = store.list::<Pod>(Some(namespace)).map_err(err)?;
     let uid = rs.as_ref().and_then(|r| r.metadata.uid.clone());
+    // Its own Pods, and those its Deployment made before ReplicaSets (to adopt).
+    let legacy: &[Pod] = match rs
+        .as_ref()
+        .and_then(|r| controlled_by::<Deployment>(&r.metadata))
+    {
+        Some(owner) => snap.pods.of::<Deployment>(&owner.name),
+        None => &[],
+    };
+    let pods = snap
+        .pods
+        .of::<ReplicaSet>(name)
+        .iter()
+        .chain(legacy)
+        .cloned();
     let mut owned: Vec<Pod> = Vec::new();
     for pod in pods {
         if let Some(owner) = controlled_by::<ReplicaSet>(&pod.metadata) {
@@ -401,6 +429,15 @@ impl Reconciler for Controller {
         name: &str,
     ) -> Result<Option<Duration>, ReplicaSetError> {
         reconcile(store, namespace, name)
+    }
+
+    fn reconcile_pass(&self, store: &Store, keys: BTreeSet<Key>) -> Vec<(Key, Outcome<Self>)> {
+        owned::by_namespace(
+            store,
+            keys,
+            |ns, name, snap| reconcile_with(store, ns, name, snap),
+            |ns, name| reconcile(store, ns, name),
+        )
     }
 }
 

@@ -55,7 +55,21 @@ pub trait Reconciler {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Duration>, Self::Error>;
+
+    /// Reconciles one pass's keys; a controller may override this to read the store
+    /// once for all of them.
+    fn reconcile_pass(&self, store: &Store, keys: BTreeSet<Key>) -> Vec<(Key, Outcome<Self>)> {
+        keys.into_iter()
+            .map(|k| {
+                let r = self.reconcile(store, &k.0, &k.1);
+                (k, r)
+            })
+            .collect()
+    }
 }
+
+/// What one reconcile returned.
+pub type Outcome<R> = Result<Option<Duration>, <R as Reconciler>::Error>;
 
 /// Runs `r` until `cancel` fires.
 pub async fn run<R: Reconciler>(
@@ -113,8 +127,8 @@ pub async fn run<R: Reconciler>(
             }
             full = false;
         }
-        for key in std::mem::take(&mut queue) {
-            match r.reconcile(&store, &key.0, &key.1) {
+        for (key, outcome) in r.reconcile_pass(&store, std::mem::take(&mut queue)) {
+            match outcome {
                 Ok(Some(after)) => {
                     let at = Instant::now() + after;
                     let slot = due.entry(key).or_insert(at);

@@ -29,11 +29,12 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::owned::{self, Snapshot};
 use crate::podgc;
 use crate::replicaset::{self, controlled_by, controller_ref, is_active, SAFE_ALPHABET};
 use crate::scheduler::is_terminal;
 use crate::store::{Store, StoreError, WatchEvent};
-use crate::workqueue::{self, Key, LoopConfig, Reconciler};
+use crate::workqueue::{self, Key, LoopConfig, Outcome, Reconciler};
 use status::NewRs;
 
 /// Why a revision was made; copied from the Deployment to its new ReplicaSet.
@@ -151,8 +152,10 @@ struct Observed {
     ready: i32,
 }
 
-fn observe(rs: ReplicaSet, pods: &[Pod], min_ready: i32, now: Time) -> Observed {
-    let mine: Vec<&Pod> = pods
+fn observe(rs: ReplicaSet, snap: &Snapshot, min_ready: i32, now: Time) -> Observed {
+    let mine: Vec<&Pod> = snap
+        .pods
+        .of::<ReplicaSet>(&rs.metadata.name)
         .iter()
         .filter(|p| {
             controlled_by::<ReplicaSet>(&p.metadata).map(|o| Some(&o.uid))
@@ -187,14 +190,27 @@ pub fn reconcile(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Duration>, DeploymentError> {
+    let snap = Snapshot::read(store, namespace).map_err(|source| DeploymentError::Store {
+        key: format!("{namespace}/{name}"),
+        source,
+    })?;
+    reconcile_with(store, namespace, name, &snap)
+}
+
+/// `reconcile` over ReplicaSets and Pods read once for the pass.
+pub fn reconcile_with(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    snap: &Snapshot,
+) -> Result<Option<Duration>, DeploymentError> {
     let key = format!("{namespace}/{name}");
     let err = |source| DeploymentError::Store {
         key: key.clone(),
         source,
     };
     let deployment: Option<Deployment> = store.get(Some(namespace), name).map_err(err)?;
-    let (sets, _) = store.list::<ReplicaSet>(Some(namespace)).map_err(err)?;
-    let (pods, _) = store.list::<Pod>(Some(namespace)).map_err(err)?;
+    let sets = snap.sets.of::<Deployment>(name).to_vec();
     let uid = deployment.as_ref().and_then(|d| d.metadata.uid.clone());
     let mine = |meta: &punnet_api::ObjectMeta| {
         controlled_by::<Deployment>(meta)
@@ -205,12 +221,12 @@ pub fn reconcile(
     for rs in sets {
         match mine(&rs.metadata) {
             Some(true) => owned.push(rs),
-            Some(false) => delete_replica_set(store, &rs, &pods).map_err(err)?,
+            Some(false) => delete_replica_set(store, &rs, snap).map_err(err)?,
             None => {}
         }
     }
     let mut legacy: Vec<&Pod> = Vec::new();
-    for pod in &pods {
+    for pod in snap.pods.of::<Deployment>(name) {
         match mine(&pod.metadata) {
             Some(true) if is_active(pod) => legacy.push(pod),
             Some(false) if !podgc::is_terminating(pod) => {
@@ -233,7 +249,7 @@ pub fn reconcile(
     let min_ready = d.spec.min_ready_seconds();
     let mut observed: Vec<Observed> = owned
         .into_iter()
-        .map(|rs| observe(rs, &pods, min_ready, now))
+        .map(|rs| observe(rs, snap, min_ready, now))
         .collect();
     let new_idx = observed
         .iter()
@@ -287,7 +303,7 @@ pub fn reconcile(
         new_name = rs.metadata.name.clone();
         let created = create_replica_set(store, &d, rs)?;
         new_rs = NewRs::Created(&new_name);
-        observed.push(observe(created, &pods, min_ready, now));
+        observed.push(observe(created, snap, min_ready, now));
     } else if let Some(i) = new_idx {
         new_name = observed[i].rs.metadata.name.clone();
         new_rs = NewRs::Found(&new_name);
@@ -327,7 +343,7 @@ pub fn reconcile(
             .collect();
         for victim in rollout::history_to_prune(d.spec.revision_history_limit(), &old_now) {
             if let Some(o) = observed.iter().find(|o| o.rs.metadata.name == victim) {
-                delete_replica_set(store, &o.rs, &pods).map_err(err)?;
+                delete_replica_set(store, &o.rs, snap).map_err(err)?;
                 info!(
                     "deployment {key}: removed ReplicaSet {victim} (beyond revisionHistoryLimit)"
                 );
@@ -366,13 +382,18 @@ pub fn reconcile(
             })
             .map_err(err)?;
     }
-    let active: Vec<&Pod> = pods
+    let active: Vec<&Pod> = observed
         .iter()
-        .filter(|p| is_active(p) && controlled_by::<ReplicaSet>(&p.metadata).is_some())
-        .filter(|p| {
-            let owner = controlled_by::<ReplicaSet>(&p.metadata).map(|o| &o.uid);
-            observed.iter().any(|o| o.rs.metadata.uid.as_ref() == owner)
+        .flat_map(|o| {
+            snap.pods
+                .of::<ReplicaSet>(&o.rs.metadata.name)
+                .iter()
+                .filter(|p| {
+                    controlled_by::<ReplicaSet>(&p.metadata).map(|r| &r.uid)
+                        == o.rs.metadata.uid.as_ref()
+                })
         })
+        .filter(|p| is_active(p))
         .collect();
     let requeue = [
         replicaset::next_available(&active, min_ready, now),
@@ -499,7 +520,7 @@ fn scale(
 }
 
 /// Deletes a ReplicaSet and its Pods (until a garbage collector does it by owner).
-fn delete_replica_set(store: &Store, rs: &ReplicaSet, pods: &[Pod]) -> Result<(), StoreError> {
+fn delete_replica_set(store: &Store, rs: &ReplicaSet, snap: &Snapshot) -> Result<(), StoreError> {
     let uid = rs.metadata.uid.as_deref();
     if store
         .delete::<ReplicaSet>(rs.metadata.namespace.as_deref(), &rs.metadata.name, uid)?
@@ -507,7 +528,7 @@ fn delete_replica_set(store: &Store, rs: &ReplicaSet, pods: &[Pod]) -> Result<()
     {
         info!("deleted ReplicaSet {}", rs.metadata.key());
     }
-    for pod in pods {
+    for pod in snap.pods.of::<ReplicaSet>(&rs.metadata.name) {
         let owner = controlled_by::<ReplicaSet>(&pod.metadata).map(|o| o.uid.as_str());
         if owner.is_some() && owner == uid && !podgc::is_terminating(pod) {
             replicaset::delete_pod(store, pod, "its ReplicaSet was deleted")?;
@@ -582,6 +603,15 @@ impl Reconciler for Controller {
         name: &str,
     ) -> Result<Option<Duration>, DeploymentError> {
         reconcile(store, namespace, name)
+    }
+
+    fn reconcile_pass(&self, store: &Store, keys: BTreeSet<Key>) -> Vec<(Key, Outcome<Self>)> {
+        owned::by_namespace(
+            store,
+            keys,
+            |ns, name, snap| reconcile_with(store, ns, name, snap),
+            |ns, name| reconcile(store, ns, name),
+        )
     }
 }
 
