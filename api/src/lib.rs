@@ -17,6 +17,7 @@ pub mod node;
 pub mod object;
 pub mod pod;
 pub mod quantity;
+pub mod replicaset;
 pub mod selector;
 pub mod taint;
 pub mod topics;
@@ -33,6 +34,7 @@ pub use namespace::{Namespace, DEFAULT_NAMESPACE};
 pub use node::*;
 pub use object::{List, Object, Resource};
 pub use pod::*;
+pub use replicaset::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
 pub use taint::{Taint, Toleration};
 
 /// Label every node carries with its CPU architecture in Go's naming (`arm64`, `arm`, `amd64`).

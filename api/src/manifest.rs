@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::namespace::Namespace;
 use crate::object::{Object, Resource};
-use crate::{ConfigMap, DaemonSet, Deployment, Job, Node, Pod, Secret};
+use crate::{ConfigMap, DaemonSet, Deployment, Job, Node, Pod, ReplicaSet, Secret};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ManifestError {
@@ -20,7 +20,7 @@ pub enum ManifestError {
         document: usize,
         field: &'static str,
     },
-    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, v1 Node, v1 ConfigMap, v1 Secret, apps/v1 DaemonSet, batch/v1 Job)")]
+    #[error("document {document}: Punnet does not support kind {kind:?} with apiVersion {api_version:?} (supported: v1 Pod, apps/v1 Deployment, apps/v1 ReplicaSet, apps/v1 DaemonSet, batch/v1 Job, v1 Node, v1 Namespace, v1 ConfigMap, v1 Secret)")]
     UnsupportedKind {
         document: usize,
         api_version: String,
@@ -160,6 +160,7 @@ fn collect(document: usize, value: Value, out: &mut Vec<Object>) -> Result<(), M
         ("apps/v1", "DaemonSet") => Object::DaemonSet(decode::<DaemonSet>(document, value)?),
         ("batch/v1", "Job") => Object::Job(decode::<Job>(document, value)?),
         ("v1", "Namespace") => Object::Namespace(decode::<Namespace>(document, value)?),
+        ("apps/v1", "ReplicaSet") => Object::ReplicaSet(decode::<ReplicaSet>(document, value)?),
         _ => {
             return Err(ManifestError::UnsupportedKind {
                 document,

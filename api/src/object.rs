@@ -13,6 +13,7 @@ use crate::meta::{ListMeta, ObjectMeta};
 use crate::namespace::Namespace;
 use crate::node::Node;
 use crate::pod::Pod;
+use crate::replicaset::ReplicaSet;
 
 /// A kind stored and served by the controller.
 pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -76,6 +77,7 @@ resource!(Secret, "Secret", "v1", "secrets", true);
 resource!(DaemonSet, "DaemonSet", "apps/v1", "daemonsets", true);
 resource!(Job, "Job", "batch/v1", "jobs", true);
 resource!(Namespace, "Namespace", "v1", "namespaces", false);
+resource!(ReplicaSet, "ReplicaSet", "apps/v1", "replicasets", true);
 
 /// Any object of a kind Punnet knows, as read from a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +90,7 @@ pub enum Object {
     DaemonSet(DaemonSet),
     Job(Job),
     Namespace(Namespace),
+    ReplicaSet(ReplicaSet),
 }
 
 impl Object {
@@ -101,6 +104,7 @@ impl Object {
             Object::DaemonSet(_) => DaemonSet::KIND,
             Object::Job(_) => Job::KIND,
             Object::Namespace(_) => Namespace::KIND,
+            Object::ReplicaSet(_) => ReplicaSet::KIND,
         }
     }
 
@@ -114,6 +118,7 @@ impl Object {
             Object::DaemonSet(o) => o.meta(),
             Object::Job(o) => o.meta(),
             Object::Namespace(o) => o.meta(),
+            Object::ReplicaSet(o) => o.meta(),
         }
     }
 
@@ -127,6 +132,7 @@ impl Object {
             Object::DaemonSet(o) => o.meta_mut(),
             Object::Job(o) => o.meta_mut(),
             Object::Namespace(o) => o.meta_mut(),
+            Object::ReplicaSet(o) => o.meta_mut(),
         }
     }
 
@@ -145,6 +151,7 @@ impl Object {
             Object::DaemonSet(o) => to_json(o),
             Object::Job(o) => to_json(o),
             Object::Namespace(o) => to_json(o),
+            Object::ReplicaSet(o) => to_json(o),
         }
     }
 }

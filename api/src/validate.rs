@@ -75,6 +75,7 @@ pub fn validate(obj: &Object) -> Result<(), ValidationError> {
         Object::DaemonSet(d) => crate::daemonset::validate_daemon_set(d),
         Object::Job(j) => crate::job::validate_job(j),
         Object::Namespace(n) => crate::namespace::validate_namespace(n),
+        Object::ReplicaSet(r) => crate::replicaset::validate_replica_set(r),
     }
 }
 
@@ -203,6 +204,7 @@ pub fn validate_deployment(d: &Deployment) -> Result<(), ValidationError> {
             );
         }
     }
+    crate::deployment::validate_rollout(&mut errs, &d.spec);
     errs.finish(d.describe())
 }
 

@@ -45,6 +45,9 @@ pub enum Command {
     /// Create a Secret or ConfigMap from literals and files.
     #[command(subcommand)]
     Create(CreateCommand),
+    /// Manage the rollout of a Deployment: status, history, undo, restart, pause, resume.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Print the client and server versions.
     Version,
     /// Mark a node unschedulable: no new Pods are placed on it.
@@ -79,6 +82,59 @@ pub struct DrainArgs {
     /// Give up after this long (`60s`, `5m`); 0 or unset waits for ever.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Watch a rollout until it finishes (exits 1 if it exceeds its progress deadline).
+    Status(RolloutStatusArgs),
+    /// List the revisions of a Deployment, or show one with --revision.
+    History(RolloutHistoryArgs),
+    /// Go back to the previous revision, or to --to-revision.
+    Undo(RolloutUndoArgs),
+    /// Restart every Pod by rolling out the same template again.
+    Restart(RolloutTarget),
+    /// Stop rolling out template changes (scaling goes on).
+    Pause(RolloutTarget),
+    /// Roll out template changes again.
+    Resume(RolloutTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutTarget {
+    /// `deployment` (then NAME) or `deployment/NAME`.
+    pub resource: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// Give up after this long (`0s`: wait for ever): `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print the state once instead of watching.
+    #[arg(short = 'w', long, value_name = "BOOL", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutHistoryArgs {
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// Show the Pod template of this revision.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutUndoArgs {
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// The revision to go back to (0: the previous one).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub to_revision: i64,
 }
 
 #[derive(Debug, Args)]

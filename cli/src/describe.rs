@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use punnet_api::metrics::NodeMetrics;
 use punnet_api::quantity::{format_bytes, format_cpu_millis, parse_bytes, parse_cpu_millis};
 use punnet_api::{
-    phase, Container, ContainerState, ContainerStatus, Deployment, Node, Pod, PodSpec, Probe, Time,
+    phase, Container, ContainerState, ContainerStatus, Deployment, Node, Pod, PodSpec, Probe,
+    ReplicaSet, Time,
 };
 use serde_json::Value;
 
@@ -74,7 +75,12 @@ pub async fn describe(
     for (i, (kind, v)) in objects.iter().enumerate() {
         let text = match kind {
             Kind::Pod => describe_pod(&typed(*kind, v)?),
-            Kind::Deployment => describe_deployment(&typed(*kind, v)?),
+            Kind::Deployment => {
+                let d: Deployment = typed(*kind, v)?;
+                let sets = crate::rollout::replica_sets_of(ctx, &d).await?;
+                describe_deployment(&d, &sets)
+            }
+            Kind::ReplicaSet => crate::rollout::describe_replica_set(&typed(*kind, v)?),
             Kind::ConfigMap => configdata::describe_config_map(&typed(*kind, v)?),
             Kind::Secret => configdata::describe_secret(&typed(*kind, v)?),
             Kind::DaemonSet => describe_daemon_set(&typed(*kind, v)?),
@@ -563,7 +569,8 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
     }
 }
 
-pub fn describe_deployment(dep: &Deployment) -> String {
+/// `sets` are the Deployment's ReplicaSets (for OldReplicaSets and NewReplicaSet).
+pub fn describe_deployment(dep: &Deployment, sets: &[ReplicaSet]) -> String {
     let mut d = Doc::default();
     let m = &dep.metadata;
     d.field(0, "Name", &m.name);
@@ -596,6 +603,12 @@ pub fn describe_deployment(dep: &Deployment) -> String {
             s.unavailable_replicas
         ),
     );
+    let (strategy, rolling) = crate::rollout::strategy_lines(dep);
+    d.field(0, "StrategyType", strategy);
+    d.field(0, "MinReadySeconds", dep.spec.min_ready_seconds());
+    if let Some(rolling) = rolling {
+        d.field(0, "RollingUpdateStrategy", rolling);
+    }
     d.line(0, "Pod Template:");
     let template = &dep.spec.template;
     d.map(1, "Labels", &template.metadata.labels);
@@ -638,6 +651,9 @@ pub fn describe_deployment(dep: &Deployment) -> String {
         }
         d.rows(1, &rows);
     }
+    let (old, new) = crate::rollout::old_and_new(dep, sets);
+    d.field(0, "OldReplicaSets", old);
+    d.field(0, "NewReplicaSet", new);
     d.finish()
 }
 

@@ -37,6 +37,9 @@ pub enum Error {
     Stream { pod: String, message: String },
     #[error("timed out after {after} waiting for {what} to be deleted (it is still terminating; --timeout waits longer, --wait=false does not wait)")]
     DeleteTimeout { what: String, after: String },
+    /// A rollout that failed or cannot be done (`rollout status`, `undo`, `pause`).
+    #[error("{0}")]
+    Rollout(String),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
     /// Commands that go on after one object fails print each failure as it happens and

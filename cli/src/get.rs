@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, Secret};
+use punnet_api::{ConfigMap, Deployment, Namespace, Node, Pod, ReplicaSet, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -215,6 +215,12 @@ pub fn print(
                     }
                     Kind::DaemonSet => crate::workloads::daemon_set_table(
                         &decode_all(*kind, &of_kind)?,
+                        wide,
+                        show_namespace,
+                        now,
+                    ),
+                    Kind::ReplicaSet => crate::rollout::replica_set_table(
+                        &decode_all::<ReplicaSet>(*kind, &of_kind)?,
                         wide,
                         show_namespace,
                         now,

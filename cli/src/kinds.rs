@@ -3,7 +3,8 @@
 //! `KIND/NAME…` argument forms.
 
 use punnet_api::{
-    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, Resource, Secret,
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, ReplicaSet, Resource,
+    Secret,
 };
 
 use crate::client::Segments;
@@ -19,6 +20,7 @@ pub enum Kind {
     DaemonSet,
     Job,
     Namespace,
+    ReplicaSet,
 }
 
 impl Kind {
@@ -35,6 +37,8 @@ impl Kind {
             | "ds.apps" => Ok(Kind::DaemonSet),
             "jobs" | "job" | "jobs.batch" | "job.batch" => Ok(Kind::Job),
             "namespaces" | "namespace" | "ns" => Ok(Kind::Namespace),
+            "replicasets" | "replicaset" | "rs" | "replicasets.apps" | "replicaset.apps"
+            | "rs.apps" => Ok(Kind::ReplicaSet),
             _ => Err(Error::Usage(format!(
                 "the server doesn't have a resource type {name:?}"
             ))),
@@ -51,6 +55,7 @@ impl Kind {
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Job(_) => Kind::Job,
             Object::Namespace(_) => Kind::Namespace,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
         }
     }
 
@@ -64,6 +69,7 @@ impl Kind {
             Kind::DaemonSet => DaemonSet::KIND,
             Kind::Job => Job::KIND,
             Kind::Namespace => Namespace::KIND,
+            Kind::ReplicaSet => ReplicaSet::KIND,
         }
     }
 
@@ -77,6 +83,7 @@ impl Kind {
             Kind::DaemonSet => DaemonSet::API_VERSION,
             Kind::Job => Job::API_VERSION,
             Kind::Namespace => Namespace::API_VERSION,
+            Kind::ReplicaSet => ReplicaSet::API_VERSION,
         }
     }
 
@@ -90,6 +97,7 @@ impl Kind {
             Kind::DaemonSet => DaemonSet::PLURAL,
             Kind::Job => Job::PLURAL,
             Kind::Namespace => Namespace::PLURAL,
+            Kind::ReplicaSet => ReplicaSet::PLURAL,
         }
     }
 
@@ -103,6 +111,7 @@ impl Kind {
             Kind::DaemonSet => DaemonSet::NAMESPACED,
             Kind::Job => Job::NAMESPACED,
             Kind::Namespace => Namespace::NAMESPACED,
+            Kind::ReplicaSet => ReplicaSet::NAMESPACED,
         }
     }
 

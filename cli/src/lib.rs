@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod labels;
 pub mod logs;
 pub mod manifests;
+pub mod rollout;
 pub mod scale;
 pub mod table;
 pub mod top;
@@ -98,5 +99,6 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Cordon(a) => drain::cordon(&Ctx::new(&cli)?, a, out).await,
         Command::Uncordon(a) => drain::uncordon(&Ctx::new(&cli)?, a, out).await,
         Command::Drain(a) => drain::drain(&Ctx::new(&cli)?, a, out, err).await,
+        Command::Rollout(a) => rollout::rollout(&Ctx::new(&cli)?, a, out, err).await,
     }
 }

@@ -25,15 +25,7 @@ pub async fn logs(
         match parse_reference(&args.target)? {
             (Kind::Pod, name) => name,
             (Kind::Deployment, name) => first_pod(ctx, &name, err).await?,
-            (
-                kind @ (Kind::Node
-                | Kind::ConfigMap
-                | Kind::Secret
-                | Kind::Namespace
-                | Kind::DaemonSet
-                | Kind::Job),
-                _,
-            ) => {
+            (kind, _) => {
                 return Err(Error::Usage(format!(
                     "cannot get logs from a {}: name a pod or a deployment",
                     kind.kind().to_ascii_lowercase()

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use punnet_api::{
-    ConfigMap, DaemonSet, Deployment, Job, Node, Object, ObjectMeta, Pod, Resource, Secret, Time,
+    ConfigMap, DaemonSet, Deployment, Job, Node, Object, ObjectMeta, Pod, ReplicaSet, Resource,
+    Secret, Time,
 };
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,7 @@ impl Propagation {
 macro_rules! for_each_kind {
     ($m:ident) => {
         $m!(Pod);
+        $m!(ReplicaSet);
         $m!(Deployment);
         $m!(DaemonSet);
         $m!(Job);

@@ -18,14 +18,17 @@ pub mod namespaces;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod nodesync;
+pub mod owned;
 pub mod podcidr;
 pub mod podgc;
 pub mod prometheus;
+pub mod replicaset;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
 pub mod store;
 pub mod watchcache;
+pub mod workqueue;
 
 pub use config::ControllerConfig;
 pub use server::{run, ControllerError};

@@ -76,12 +76,7 @@ fn is_relevant(ev: &WatchEvent) -> bool {
         Object::Pod(p) => {
             ev.change != Change::Modified || p.spec.node_name.is_none() || scheduler::is_terminal(p)
         }
-        Object::Deployment(_)
-        | Object::ConfigMap(_)
-        | Object::Secret(_)
-        | Object::DaemonSet(_)
-        | Object::Job(_) => false,
-        Object::Namespace(_) => false,
+        _ => false,
     }
 }
 

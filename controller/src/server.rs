@@ -20,7 +20,7 @@ use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
 use crate::{
     auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
-    nodesync, scheduling,
+    nodesync, replicaset, scheduling,
 };
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
@@ -117,6 +117,11 @@ pub async fn run(
     let (s, c) = (store.clone(), cancel.clone());
     tasks.spawn(async move {
         deployment::run(s, c).await;
+        Ok(())
+    });
+    let (s, c) = (store.clone(), cancel.clone());
+    tasks.spawn(async move {
+        replicaset::run(s, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());

@@ -26,8 +26,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use punnet_api::{
-    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, Resource, Secret, Time,
-    DEFAULT_NAMESPACE,
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Object, Pod, ReplicaSet, Resource,
+    Secret, Time, DEFAULT_NAMESPACE,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -171,6 +171,7 @@ impl Store {
             DaemonSet::PLURAL,
             Job::PLURAL,
             Namespace::PLURAL,
+            ReplicaSet::PLURAL,
         ] {
             trees.insert(plural, db.open_tree(plural)?);
         }

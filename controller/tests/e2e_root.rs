@@ -391,7 +391,7 @@ fn deployment_runs_scales_logs_and_cleans_up() {
             name.starts_with("web-") && name.len() == "web-".len() + 10 + 1 + 5,
             "{name}"
         );
-        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
     }
     let wide = fleet.ok(&["get", "pods", "-o", "wide"]);
     assert!(
@@ -420,6 +420,37 @@ fn deployment_runs_scales_logs_and_cleans_up() {
             .contains("3/3")
             .then_some(())
     });
+
+    // Rollouts: a restart rolls the same template out again, Pod by Pod, and undo
+    // goes back to the previous revision's ReplicaSet.
+    let out = fleet.ok(&["rollout", "restart", "deployment", "web"]);
+    assert_eq!(out.trim(), "deployment.apps/web restarted");
+    let out = fleet.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(
+        out.trim_end()
+            .ends_with("deployment \"web\" successfully rolled out"),
+        "{out}"
+    );
+    let out = fleet.ok(&["rollout", "history", "deployment", "web"]);
+    assert!(
+        out.contains("REVISION  CHANGE-CAUSE\n1 ") && out.contains("\n2 "),
+        "{out}"
+    );
+    let out = fleet.ok(&["get", "rs"]);
+    assert_eq!(out.lines().count(), 3, "two ReplicaSets: {out}");
+    let out = fleet.ok(&["rollout", "undo", "deployment", "web"]);
+    assert_eq!(out.trim(), "deployment.apps/web rolled back");
+    fleet.ok(&["rollout", "status", "deployment", "web", "--timeout", "60s"]);
+    let out = fleet.ok(&["describe", "deployment", "web"]);
+    assert!(
+        out.contains("NewReplicaSet:") && out.contains("(3/3 replicas created)"),
+        "{out}"
+    );
+    eventually(
+        "3 Running Pods after the undo",
+        Duration::from_secs(30),
+        || (fleet.running("app=web").len() == 3).then_some(()),
+    );
 
     fleet.ok(&["scale", "deployment", "web", "--replicas", "1"]);
     eventually("1 Pod and 1 container", Duration::from_secs(30), || {

@@ -223,12 +223,15 @@ fn node_with_its_pods() {
 
 #[test]
 fn deployment_replicas_and_template() {
-    let text = describe_deployment(&deployment());
+    let text = describe_deployment(&deployment(), &[]);
     for want in [
-        "Selector:           app=web\n",
-        "Replicas:           3 desired | 3 updated | 3 total | 2 available | 1 unavailable\n",
+        "Selector:               app=web\n",
+        "Replicas:               3 desired | 3 updated | 3 total | 2 available | 1 unavailable\n",
+        "StrategyType:           RollingUpdate\nMinReadySeconds:        0\nRollingUpdateStrategy:  25% max unavailable, 25% max surge\n",
+        "OldReplicaSets:  <none>\nNewReplicaSet:   <none>\n",
         "Pod Template:\n  Labels:  app=web\n  Containers:\n    web:\n      Image:        busybox:1.36\n",
-        "  Type       Status  Reason\n  ----       ------  ------\n  Available  True    MinimumReplicasAvailable\n",
+        // Aligned with the OldReplicaSets block below it, as kubectl's tabwriter does.
+        "  Type           Status  Reason\n  ----           ------  ------\n  Available      True    MinimumReplicasAvailable\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

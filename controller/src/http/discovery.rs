@@ -4,7 +4,9 @@
 
 use axum::Json;
 use punnet_api::metrics::{METRICS_API_VERSION, METRICS_GROUP};
-use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Resource, Secret};
+use punnet_api::{
+    ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, ReplicaSet, Resource, Secret,
+};
 use serde_json::{json, Value};
 
 /// The verbs every served kind supports.
@@ -118,6 +120,7 @@ pub async fn apps_v1() -> Json<Value> {
         vec![
             resource::<Deployment>("deployment", "deploy", true),
             resource::<DaemonSet>("daemonset", "ds", true),
+            resource::<ReplicaSet>("replicaset", "rs", true),
         ],
     ))
 }

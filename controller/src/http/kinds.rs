@@ -8,7 +8,9 @@ use punnet_api::validate::{
     validate_config_map, validate_deployment, validate_node, validate_pod, validate_secret,
     FieldError, ValidationError,
 };
-use punnet_api::{ConfigMap, Deployment, Node, ObjectMeta, Pod, PodSpec, Resource, Secret};
+use punnet_api::{
+    ConfigMap, Deployment, Node, ObjectMeta, Pod, PodSpec, ReplicaSet, Resource, Secret,
+};
 use serde_json::Value;
 
 use crate::podgc;
@@ -112,6 +114,14 @@ impl ApiResource for Deployment {
 
     fn keep_system_fields(&mut self, current: &Self) {
         self.status = current.status.clone();
+        // The controller numbers revisions; a manifest does not know the number.
+        let rev = punnet_api::ANNOTATION_REVISION;
+        if let Some(r) = current.metadata.annotations.get(rev) {
+            self.metadata
+                .annotations
+                .entry(rev.to_string())
+                .or_insert_with(|| r.clone());
+        }
     }
 
     fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
@@ -124,6 +134,35 @@ impl ApiResource for Deployment {
             errors: vec![FieldError {
                 field: "spec.selector".into(),
                 message: "field is immutable; delete and re-create the Deployment to change it"
+                    .into(),
+            }],
+        })
+    }
+}
+
+impl ApiResource for ReplicaSet {
+    fn validate(&self) -> Result<(), ValidationError> {
+        punnet_api::replicaset::validate_replica_set(self)
+    }
+
+    fn clear_status(&mut self) {
+        self.status = Default::default();
+    }
+
+    fn keep_system_fields(&mut self, current: &Self) {
+        self.status = current.status.clone();
+    }
+
+    fn check_update(&self, current: &Self) -> Result<(), ValidationError> {
+        // As in apps/v1: a new selector would orphan the Pods the old one selected.
+        if self.spec.selector == current.spec.selector {
+            return Ok(());
+        }
+        Err(ValidationError {
+            object: self.describe(),
+            errors: vec![FieldError {
+                field: "spec.selector".into(),
+                message: "field is immutable; delete and re-create the ReplicaSet to change it"
                     .into(),
             }],
         })

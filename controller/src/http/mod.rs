@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Router};
-use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, Secret};
+use punnet_api::{ConfigMap, DaemonSet, Deployment, Job, Namespace, Node, Pod, ReplicaSet, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -141,6 +141,18 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             item::<Deployment>(),
+        )
+        .route(
+            "/apis/apps/v1/replicasets",
+            get(objects::list::<ReplicaSet>),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/replicasets",
+            collection::<ReplicaSet>(),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{namespace}/replicasets/{name}",
+            item::<ReplicaSet>(),
         )
         .route("/api/v1/configmaps", get(objects::list::<ConfigMap>))
         .route(

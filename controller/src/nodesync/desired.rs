@@ -200,8 +200,7 @@ impl DesiredIndex {
                     self.dirty_referencing(&key, true);
                 }
             }
-            Object::Deployment(_) | Object::DaemonSet(_) | Object::Job(_) => {}
-            Object::Namespace(_) => {}
+            _ => {}
         }
     }
 

@@ -19,6 +19,7 @@ use punnet_controller::mqtt::MqttSettings;
 use punnet_controller::nodeipam;
 use punnet_controller::nodesync::{self, NodeSyncConfig};
 use punnet_controller::podcidr::PodCidrs;
+use punnet_controller::replicaset;
 use punnet_controller::scheduling::{self, SchedulingConfig};
 use punnet_controller::store::Store;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -110,6 +111,14 @@ impl Controller {
         };
         let tasks = vec![
             tokio::spawn(deployment::run_with(
+                store.clone(),
+                DeploymentConfig {
+                    resync: Duration::from_secs(2),
+                    ..Default::default()
+                },
+                cancel.clone(),
+            )),
+            tokio::spawn(replicaset::run_with(
                 store.clone(),
                 DeploymentConfig {
                     resync: Duration::from_secs(2),
