@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use punnet_api::daemonset::LABEL_CONTROLLER_REVISION_HASH;
 use punnet_api::{
-    affinity, DaemonSet, DaemonSetStatus, Node, Object, ObjectReference, OwnerReference, Pod,
-    Resource,
+    affinity, taint, DaemonSet, DaemonSetStatus, Node, Object, ObjectReference, OwnerReference,
+    Pod, Resource,
 };
 use thiserror::Error;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -58,7 +58,33 @@ impl Default for DaemonSetConfig {
 /// Whether `node` should run a Pod of `ds`: its labels (and name) satisfy the
 /// template's `nodeSelector` and required node affinity. `unschedulable` is ignored.
 pub fn should_run(ds: &DaemonSet, node: &Node) -> bool {
-    affinity::node_matches(&ds.spec.template.spec, node)
+    affinity::node_matches(&ds.spec.template.spec, node) && !repelled_by_taints(ds, node)
+}
+
+/// Whether the node carries a taint the DaemonSet's Pods do not tolerate (with the
+/// tolerations every DaemonSet Pod gets: not-ready, unreachable, cordoned). Only the
+/// operator's own `NoSchedule` taints count besides `NoExecute` ones: the node-condition
+/// `NoSchedule` taints (`node.kubernetes.io/...`) keep new Pods of other kinds away, but
+/// must not take a board's daemons from it while its Wi-Fi is down.
+fn repelled_by_taints(ds: &DaemonSet, node: &Node) -> bool {
+    if node.spec.taints.is_empty() {
+        return false;
+    }
+    let mut probe = Pod {
+        spec: ds.spec.template.spec.clone(),
+        ..Pod::default()
+    };
+    probe.metadata.owner_references.push(OwnerReference {
+        kind: DaemonSet::KIND.into(),
+        controller: Some(true),
+        ..OwnerReference::default()
+    });
+    let tolerations = taint::effective_tolerations(&probe);
+    node.spec.taints.iter().any(|t| {
+        let counts = t.effect == taint::NO_EXECUTE
+            || (t.effect == taint::NO_SCHEDULE && !t.key.starts_with("node.kubernetes.io/"));
+        counts && !taint::tolerated(&tolerations, t)
+    })
 }
 
 /// The DaemonSet a Pod belongs to: its controlling owner reference, if of that kind.
@@ -361,10 +387,11 @@ fn all_keys(store: &Store) -> Result<BTreeSet<(String, String)>, StoreError> {
 }
 
 /// What a node contributes to the decisions: heartbeats change neither.
-fn node_placement(node: &Node) -> (BTreeMap<String, String>, bool) {
+fn node_placement(node: &Node) -> (BTreeMap<String, String>, bool, Vec<String>) {
     (
         node.metadata.labels.clone(),
         node.spec.unschedulable == Some(true),
+        node.spec.taints.iter().map(|t| t.to_kubectl()).collect(),
     )
 }
 
@@ -377,7 +404,7 @@ enum Wake {
 
 fn wake(
     ev: &WatchEvent,
-    nodes: &mut BTreeMap<String, (BTreeMap<String, String>, bool)>,
+    nodes: &mut BTreeMap<String, (BTreeMap<String, String>, bool, Vec<String>)>,
 ) -> Option<Wake> {
     match &ev.object {
         Object::DaemonSet(d) => Some(Wake::One(

@@ -68,6 +68,33 @@ fn which_nodes_run_a_daemon_pod() {
         &node("pi3", &[("kubernetes.io/arch", "arm")])
     ));
     assert!(should_run(&d, &cordoned), "daemons ignore unschedulable");
+
+    let tainted = |key: &str, effect: &str| {
+        let mut n = node("pi4", &[("kubernetes.io/arch", "arm64")]);
+        n.spec.taints.push(punnet_api::Taint::new(key, effect));
+        n
+    };
+    assert!(!should_run(&d, &tainted("dedicated", "NoSchedule")));
+    assert!(!should_run(&d, &tainted("dedicated", "NoExecute")));
+    assert!(should_run(&d, &tainted("dedicated", "PreferNoSchedule")));
+    for (key, effect) in [
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ] {
+        assert!(should_run(&d, &tainted(key, effect)), "{key}:{effect}");
+    }
+    d.spec
+        .template
+        .spec
+        .tolerations
+        .push(punnet_api::Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        });
+    assert!(should_run(&d, &tainted("dedicated", "NoExecute")));
 }
 
 #[test]
