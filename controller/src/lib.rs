@@ -14,6 +14,7 @@ pub mod nodeipam;
 pub mod nodesync;
 pub mod podcidr;
 pub mod podgc;
+pub mod schedcache;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
