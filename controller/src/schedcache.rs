@@ -134,8 +134,7 @@ impl SchedCache {
         let entry = PodEntry {
             requests: scheduler::Requests::of(pod),
             owner: owner_uid(pod),
-            pending: needs_scheduling(pod)
-                .then(|| (pod.metadata.creation_timestamp, key.clone())),
+            pending: needs_scheduling(pod).then(|| (pod.metadata.creation_timestamp, key.clone())),
             counted_on,
             revision,
         };
@@ -164,7 +163,11 @@ impl SchedCache {
         match &ev.object {
             Object::Pod(p) if deleted => {
                 let key = p.metadata.key();
-                if self.pods.get(&key).is_some_and(|e| e.revision <= ev.revision) {
+                if self
+                    .pods
+                    .get(&key)
+                    .is_some_and(|e| e.revision <= ev.revision)
+                {
                     self.uncount(&key);
                 }
             }
@@ -310,13 +313,27 @@ mod tests {
         let from_cache: Vec<_> = cache
             .candidates(probe)
             .iter()
-            .map(|c| (c.node.metadata.name.clone(), c.used, c.pod_count, c.same_owner))
+            .map(|c| {
+                (
+                    c.node.metadata.name.clone(),
+                    c.used,
+                    c.pod_count,
+                    c.same_owner,
+                )
+            })
             .collect();
         let mut nodes = nodes.to_vec();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let full: Vec<_> = scheduler::candidates(probe, &nodes, pods)
             .iter()
-            .map(|c| (c.node.metadata.name.clone(), c.used, c.pod_count, c.same_owner))
+            .map(|c| {
+                (
+                    c.node.metadata.name.clone(),
+                    c.used,
+                    c.pod_count,
+                    c.same_owner,
+                )
+            })
             .collect();
         assert_eq!(from_cache, full);
     }

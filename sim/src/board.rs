@@ -112,7 +112,12 @@ impl BoardState {
     /// The board's LAN address: one /16 per 65,000 boards, never `.0` or `.255`.
     pub fn address(&self) -> String {
         let n = self.index as u32;
-        format!("10.{}.{}.{}", 100 + n / 64_516, (n / 254) % 254 + 1, n % 254 + 1)
+        format!(
+            "10.{}.{}.{}",
+            100 + n / 64_516,
+            (n / 254) % 254 + 1,
+            n % 254 + 1
+        )
     }
 
     /// Moves usage and temperature a step (`running` containers add load) and returns
@@ -162,8 +167,7 @@ mod tests {
 
     #[test]
     fn the_fleet_mixes_arm64_and_arm_boards() {
-        let archs: std::collections::BTreeSet<&str> =
-            (0..10).map(|i| board_of(i).arch).collect();
+        let archs: std::collections::BTreeSet<&str> = (0..10).map(|i| board_of(i).arch).collect();
         assert_eq!(archs, ["arm", "arm64"].into());
         assert!((0..10).any(|i| board_of(i).memory_mib == 512));
     }
@@ -181,7 +185,10 @@ mod tests {
             assert!(f.memory_available_bytes < f.memory_bytes);
             temps.push(f.temperature_millicelsius.unwrap());
         }
-        assert!(temps.iter().all(|t| (30_000..85_000).contains(t)), "{temps:?}");
+        assert!(
+            temps.iter().all(|t| (30_000..85_000).contains(t)),
+            "{temps:?}"
+        );
         assert!(temps.iter().min() != temps.iter().max(), "it moves");
     }
 

@@ -172,7 +172,14 @@ fn status_of(p: &SimPod, host_ip: &str) -> PodStatus {
         p.ip.clone()
     };
     PodStatus {
-        phase: Some(if running { phase::RUNNING } else { phase::PENDING }.into()),
+        phase: Some(
+            if running {
+                phase::RUNNING
+            } else {
+                phase::PENDING
+            }
+            .into(),
+        ),
         conditions: vec![
             condition("Initialized", true, None),
             condition("Ready", running, p.started),
@@ -243,7 +250,11 @@ mod tests {
         assert!(s.set_desired(&[pod("a", "u1")], Some("10.42.3.0/24"), t0, delay));
         let r = &s.reports("10.0.0.5")[0];
         assert_eq!(r.status.phase.as_deref(), Some("Pending"));
-        let waiting = r.status.container_statuses[0].state.waiting.as_ref().unwrap();
+        let waiting = r.status.container_statuses[0]
+            .state
+            .waiting
+            .as_ref()
+            .unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
         assert_eq!(s.next_start(), Some(t0 + delay));
         assert_eq!(s.advance(t0 + Duration::from_millis(500)), 0);
@@ -251,11 +262,7 @@ mod tests {
         let r = &s.reports("10.0.0.5")[0];
         assert_eq!(r.status.phase.as_deref(), Some("Running"));
         assert_eq!(r.status.pod_ip.as_deref(), Some("10.42.3.2"));
-        assert!(r
-            .status
-            .conditions
-            .iter()
-            .all(|c| c.status == "True"));
+        assert!(r.status.conditions.iter().all(|c| c.status == "True"));
         assert!(r.status.container_statuses[0].ready);
         assert_eq!(s.running(), 1);
         assert_eq!(s.next_start(), None);
@@ -281,8 +288,14 @@ mod tests {
     #[test]
     fn addresses_stay_in_the_cidr() {
         assert_eq!(address_in("10.42.3.0/24", 0).as_deref(), Some("10.42.3.2"));
-        assert_eq!(address_in("10.42.3.0/24", 252).as_deref(), Some("10.42.3.254"));
-        assert_eq!(address_in("10.42.3.0/24", 253).as_deref(), Some("10.42.3.2"));
+        assert_eq!(
+            address_in("10.42.3.0/24", 252).as_deref(),
+            Some("10.42.3.254")
+        );
+        assert_eq!(
+            address_in("10.42.3.0/24", 253).as_deref(),
+            Some("10.42.3.2")
+        );
         assert_eq!(address_in("garbage", 0), None);
     }
 }

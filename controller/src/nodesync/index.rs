@@ -100,7 +100,11 @@ impl PodIndex {
         };
         if ev.change == Change::Deleted {
             let key = pod.metadata.key();
-            if self.pods.get(&key).is_some_and(|e| e.revision <= ev.revision) {
+            if self
+                .pods
+                .get(&key)
+                .is_some_and(|e| e.revision <= ev.revision)
+            {
                 self.remove(&key);
             }
         } else {

@@ -149,7 +149,12 @@ pub fn mark_pod_lost(pod: &mut Pod, node: &str, now: Time) -> bool {
 /// Marks `node` lost in the store (if it was Ready) and every Pod on it (`pods`: the keys
 /// of the Pods bound there, from `index::PodIndex`). Returns whether the node changed
 /// from Ready.
-pub fn node_lost(store: &Store, node: &str, why: Lost, pods: &[String]) -> Result<bool, StoreError> {
+pub fn node_lost(
+    store: &Store,
+    node: &str,
+    why: Lost,
+    pods: &[String],
+) -> Result<bool, StoreError> {
     let now = Time::now();
     let mut changed = false;
     store.modify::<Node>(None, node, |n| changed = mark_node_lost(n, why, now))?;
@@ -197,7 +202,12 @@ pub fn check(
         let name = &node.metadata.name;
         if node.is_ready() {
             if liveness.is_silent(name, now) {
-                node_lost(store, name, Lost::Silent(liveness.grace()), &index.on_node(name))?;
+                node_lost(
+                    store,
+                    name,
+                    Lost::Silent(liveness.grace()),
+                    &index.on_node(name),
+                )?;
             }
         } else if node
             .condition("Ready")

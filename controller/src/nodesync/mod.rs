@@ -225,7 +225,12 @@ impl Ingest {
                 p if p == OFFLINE.as_bytes() => {
                     self.logs.note_offline(node);
                     let lost = self.pods.current(&self.store).and_then(|index| {
-                        liveness::node_lost(&self.store, node, Lost::WentOffline, &index.on_node(node))
+                        liveness::node_lost(
+                            &self.store,
+                            node,
+                            Lost::WentOffline,
+                            &index.on_node(node),
+                        )
                     });
                     if let Err(e) = lost {
                         warn!("node sync: marking node {node} lost: {e}");

@@ -64,11 +64,9 @@ mod tests {
             store.create(n).unwrap();
         }
         let now = Time::now();
-        for (pod, node, terminating) in [
-            ("a", "up", true),
-            ("b", "down", true),
-            ("c", "down", false),
-        ] {
+        for (pod, node, terminating) in
+            [("a", "up", true), ("b", "down", true), ("c", "down", false)]
+        {
             let mut p = Pod::default();
             p.metadata.name = pod.into();
             p.metadata.namespace = Some("default".into());
