@@ -28,7 +28,7 @@ fi
 ctl_bin=$PWD/target/release/punnet-controller
 sim_bin=$PWD/target/release/punnet-sim
 # Every node is a socket on both sides.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
