@@ -82,7 +82,7 @@ wait_all_running() { # total t0 timeout simlog
             return
         fi
         if python3 -c "import sys; sys.exit(0 if $(now) - $t0 > $limit else 1)"; then
-            echo timeout
+            echo "timeout>$limit"
             return
         fi
         sleep 0.25
