@@ -387,7 +387,10 @@ fn all_keys(store: &Store) -> Result<BTreeSet<(String, String)>, StoreError> {
 }
 
 /// What a node contributes to the decisions: heartbeats change neither.
-fn node_placement(node: &Node) -> (BTreeMap<String, String>, bool, Vec<String>) {
+/// What of a Node decides where daemons run: labels, cordon, taints (as kubectl prints them).
+type Placement = (BTreeMap<String, String>, bool, Vec<String>);
+
+fn node_placement(node: &Node) -> Placement {
     (
         node.metadata.labels.clone(),
         node.spec.unschedulable == Some(true),
@@ -402,10 +405,7 @@ enum Wake {
     All,
 }
 
-fn wake(
-    ev: &WatchEvent,
-    nodes: &mut BTreeMap<String, (BTreeMap<String, String>, bool, Vec<String>)>,
-) -> Option<Wake> {
+fn wake(ev: &WatchEvent, nodes: &mut BTreeMap<String, Placement>) -> Option<Wake> {
     match &ev.object {
         Object::DaemonSet(d) => Some(Wake::One(
             d.metadata.namespace_or_default().to_string(),

@@ -23,6 +23,7 @@ pub mod podcidr;
 pub mod podgc;
 pub mod prometheus;
 pub mod replicaset;
+pub mod schedcache;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;

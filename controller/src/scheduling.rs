@@ -1,6 +1,7 @@
 //! The scheduling loop: binds Pending Pods that have no node, using the pure decisions of
 //! `scheduler`. Runs a pass when Pods or Nodes change (debounced) and on a timer, so a
-//! Pod that did not fit is retried when room appears.
+//! Pod that did not fit is retried when room appears. What it knows of Nodes and Pods is
+//! the in-memory `schedcache`, kept from the store's watch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,14 @@ use std::time::Duration;
 use punnet_api::{
     Node, Object, ObjectReference, Pod, PodCondition, Time, EVENT_NORMAL, EVENT_WARNING,
 };
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::schedcache::SchedCache;
 use crate::scheduler::{self, Decision};
 use crate::store::{Change, Store, StoreError, WatchEvent};
 
@@ -39,6 +44,16 @@ pub async fn run(store: Arc<Store>, cancel: CancellationToken) {
 
 pub async fn run_with(store: Arc<Store>, config: SchedulingConfig, cancel: CancellationToken) {
     let mut events = store.subscribe();
+    let mut cache = loop {
+        match read_cache(&store) {
+            Ok(c) => break c,
+            Err(e) => warn!("scheduler: cannot read the store: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.retry) => {}
+        }
+    };
     // An interval, not a sleep per loop: a steady stream of events must not postpone it.
     let mut retry = tokio::time::interval(config.retry);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -49,10 +64,15 @@ pub async fn run_with(store: Arc<Store>, config: SchedulingConfig, cancel: Cance
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(config.debounce) => {}
             }
+            let started = std::time::Instant::now();
             // Everything that arrived meanwhile is covered by the pass below.
-            while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
-            if let Err(e) = schedule_pending(&store) {
+            if let Err(e) = catch_up(&store, &mut events, &mut cache) {
                 warn!("scheduler: {e}");
+            }
+            match run_pass(&store, &mut cache, &mut events) {
+                Ok(0) => {}
+                Ok(n) => debug!("scheduler: bound {n} Pod(s) in {:?}", started.elapsed()),
+                Err(e) => warn!("scheduler: {e}"),
             }
         }
         // Every branch decides whether the next round runs a pass.
@@ -60,10 +80,44 @@ pub async fn run_with(store: Arc<Store>, config: SchedulingConfig, cancel: Cance
             _ = cancel.cancelled() => return,
             _ = retry.tick() => dirty = true,
             ev = events.recv() => match ev {
-                Ok(ev) => dirty = is_relevant(&ev),
-                Err(RecvError::Lagged(_)) => dirty = true,
+                Ok(ev) => {
+                    dirty = is_relevant(&ev);
+                    cache.apply(&ev);
+                }
+                Err(RecvError::Lagged(_)) => {
+                    events = events.resubscribe();
+                    match read_cache(&store) {
+                        Ok(c) => cache = c,
+                        Err(e) => warn!("scheduler: cannot read the store: {e}"),
+                    }
+                    dirty = true;
+                }
                 Err(RecvError::Closed) => return,
             },
+        }
+    }
+}
+
+fn read_cache(store: &Store) -> Result<SchedCache, StoreError> {
+    let (nodes, _) = store.list::<Node>(None)?;
+    let (pods, _) = store.list::<Pod>(None)?;
+    Ok(SchedCache::from_lists(&nodes, &pods))
+}
+
+/// Applies every change committed so far; re-reads the store after a lag.
+fn catch_up(
+    store: &Store,
+    events: &mut broadcast::Receiver<WatchEvent>,
+    cache: &mut SchedCache,
+) -> Result<(), StoreError> {
+    loop {
+        match events.try_recv() {
+            Ok(ev) => cache.apply(&ev),
+            Err(TryRecvError::Lagged(_)) => {
+                *events = events.resubscribe();
+                *cache = read_cache(store)?;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return Ok(()),
         }
     }
 }
@@ -80,42 +134,44 @@ fn is_relevant(ev: &WatchEvent) -> bool {
     }
 }
 
-/// One pass: decides for every unbound Pod, oldest first, counting earlier bindings of
-/// the same pass. Returns how many Pods were bound.
+/// One pass over the store as it is: decides for every unbound Pod, oldest first,
+/// counting earlier bindings of the same pass. Returns how many Pods were bound.
 pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
+    let mut events = store.subscribe();
+    let mut cache = read_cache(store)?;
+    run_pass(store, &mut cache, &mut events)
+}
+
+/// Binds what it can of the cache's pending Pods. Keeps following `events` as it goes,
+/// so its own writes do not overflow the watch during a pass of thousands of Pods.
+fn run_pass(
+    store: &Store,
+    cache: &mut SchedCache,
+    events: &mut broadcast::Receiver<WatchEvent>,
+) -> Result<usize, StoreError> {
     let _timer = crate::prometheus::reconcile_timer("scheduler");
-    let (nodes, _) = store.list::<Node>(None)?;
-    let (mut pods, _) = store.list::<Pod>(None)?;
-    let mut pending: Vec<Pod> = pods
-        .iter()
-        .filter(|p| needs_scheduling(p))
-        .cloned()
-        .collect();
-    pending.sort_by(|a, b| {
-        a.metadata
-            .creation_timestamp
-            .cmp(&b.metadata.creation_timestamp)
-            .then_with(|| a.metadata.key().cmp(&b.metadata.key()))
-    });
     let mut bound = 0;
-    for pod in pending {
-        let decision = scheduler::decide(&pod, &scheduler::candidates(&pod, &nodes, &pods));
+    for (i, pod) in cache.pending().into_iter().enumerate() {
+        if i % 256 == 255 {
+            catch_up(store, events, cache)?;
+        }
+        let decision = cache.decide(&pod);
         let ns = pod.metadata.namespace.as_deref();
         let uid = pod.metadata.uid.clone();
         match decision {
             Decision::Bind(node) => {
-                let mut done = None;
-                store.modify::<Pod>(ns, &pod.metadata.name, |p| {
+                let mut done = false;
+                let written = store.modify::<Pod>(ns, &pod.metadata.name, |p| {
                     // The Pod may have been replaced or bound since the list.
                     if p.metadata.uid != uid || p.spec.node_name.is_some() {
                         return;
                     }
                     p.spec.node_name = Some(node.clone());
                     set_condition(&mut p.status.conditions, "True", None, None);
-                    done = Some(p.clone());
+                    done = true;
                 })?;
-                if let Some(p) = done {
-                    info!("scheduler: bound Pod {} to node {node}", p.metadata.key());
+                if let (true, Some(p)) = (done, written) {
+                    debug!("scheduler: bound Pod {} to node {node}", p.metadata.key());
                     record(
                         store,
                         &p,
@@ -128,9 +184,13 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
                         crate::prometheus::observe_scheduling(latency);
                     }
                     // Later Pods of this pass see the resources this one takes.
-                    if let Some(slot) = pods.iter_mut().find(|q| q.metadata.uid == uid) {
-                        *slot = p;
-                    }
+                    let revision = p
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    cache.put_pod(&p, revision);
                     bound += 1;
                 }
             }
@@ -163,25 +223,10 @@ pub fn schedule_pending(store: &Store) -> Result<usize, StoreError> {
             }
         }
     }
+    if bound > 0 {
+        info!("scheduler: bound {bound} Pod(s)");
+    }
     Ok(bound)
-}
-
-/// An Event from the scheduler, named as Kubernetes' is.
-fn record(store: &Store, pod: &Pod, type_: &str, reason: &str, message: String) {
-    store.recorder().record(
-        ObjectReference::to(pod),
-        type_,
-        reason,
-        message,
-        "default-scheduler",
-        None,
-    );
-}
-
-fn needs_scheduling(p: &Pod) -> bool {
-    p.spec.node_name.is_none()
-        && p.metadata.deletion_timestamp.is_none()
-        && p.phase() == punnet_api::phase::PENDING
 }
 
 /// Sets the `PodScheduled` condition, keeping its transition time when the status stays.
@@ -210,6 +255,18 @@ fn set_condition(
             last_transition_time: Some(Time::now()),
         }),
     }
+}
+
+/// An Event from the scheduler, named as Kubernetes' is.
+fn record(store: &Store, pod: &Pod, type_: &str, reason: &str, message: String) {
+    store.recorder().record(
+        ObjectReference::to(pod),
+        type_,
+        reason,
+        message,
+        "default-scheduler",
+        None,
+    );
 }
 
 #[cfg(test)]

@@ -238,7 +238,6 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
             d.spec.template.spec.containers[0].image = "busybox:1.37".into()
         })
         .unwrap();
-    let mut saw_none = false;
     run_until(
         &agent,
         &store,
@@ -246,13 +245,12 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
         |ps| {
             let old = ps.iter().filter(|p| image(p) == "busybox:1.36").count();
             let new = ps.len() - old;
+            // The moment without Pods can be shorter than a poll, so it is not asserted.
             assert!(old == 0 || new == 0, "old and new Pods at once: {ps:#?}");
-            saw_none |= ps.is_empty();
         },
         rolled_out("db", 2, "busybox:1.37"),
     )
     .await;
-    assert!(saw_none, "there was a moment without Pods");
     drop(agent);
     ctl.stop().await;
 }

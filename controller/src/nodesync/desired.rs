@@ -27,15 +27,16 @@ use super::refs;
 use crate::mqtt::MqttHandle;
 use crate::store::{Change, Store, StoreError, WatchEvent};
 
-/// What was last published for one node (everything but the generation).
+/// What was last published for one node: its generation and a fingerprint of the rest
+/// (a copy of every node's Pods would double what the index holds).
 #[derive(Debug, Clone, PartialEq)]
 struct Published {
     generation: u64,
-    content: Content,
+    fingerprint: u64,
 }
 
 /// The part of a `DesiredState` that decides whether it changed.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 struct Content {
     pods: Vec<Pod>,
     pod_cidr: Option<String>,
@@ -67,6 +68,8 @@ impl Snapshot {
 pub struct DesiredIndex {
     /// Bound Pods by `namespace/name`, as the agent gets them (status cleared).
     pods: HashMap<String, Pod>,
+    /// The keys of `pods` by node, so one node's message never scans every Pod.
+    by_node: HashMap<String, BTreeSet<String>>,
     /// Node objects by name, with their podCIDR: they get a (possibly empty) desired
     /// set too.
     nodes: HashMap<String, Option<String>>,
@@ -105,12 +108,11 @@ impl DesiredIndex {
     /// Replaces the view of the store (after a lagged watch), keeping what was published
     /// so only real differences go out.
     pub fn reset(&mut self, snapshot: &Snapshot) {
-        self.pods = snapshot
-            .pods
-            .iter()
-            .filter(|p| is_desired(p))
-            .map(|p| (p.metadata.key(), for_agent(p)))
-            .collect();
+        self.pods.clear();
+        self.by_node.clear();
+        for p in snapshot.pods.iter().filter(|p| is_desired(p)) {
+            self.insert_pod(p.metadata.key(), for_agent(p));
+        }
         self.nodes = snapshot
             .nodes
             .iter()
@@ -137,6 +139,29 @@ impl DesiredIndex {
         all
     }
 
+    fn insert_pod(&mut self, key: String, pod: Pod) {
+        if let Some(node) = &pod.spec.node_name {
+            self.by_node
+                .entry(node.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.pods.insert(key, pod);
+    }
+
+    fn remove_pod(&mut self, key: &str) -> Option<Pod> {
+        let old = self.pods.remove(key)?;
+        if let Some(node) = &old.spec.node_name {
+            if let Some(set) = self.by_node.get_mut(node) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_node.remove(node);
+                }
+            }
+        }
+        Some(old)
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.dirty.is_empty()
     }
@@ -158,15 +183,16 @@ impl DesiredIndex {
             Object::Pod(pod) => {
                 let key = pod.metadata.key();
                 let new = (!deleted && is_desired(pod)).then(|| for_agent(pod));
-                let old = self.pods.remove(&key);
                 // Status-only changes leave the agent's view, and so the set, alone.
-                if old != new {
-                    for p in old.iter().chain(new.iter()) {
-                        self.dirty.extend(p.spec.node_name.clone());
-                    }
+                if self.pods.get(&key) == new.as_ref() {
+                    return;
+                }
+                let old = self.remove_pod(&key);
+                for p in old.iter().chain(new.iter()) {
+                    self.dirty.extend(p.spec.node_name.clone());
                 }
                 if let Some(new) = new {
-                    self.pods.insert(key, new);
+                    self.insert_pod(key, new);
                 }
             }
             Object::Node(node) => {
@@ -206,13 +232,12 @@ impl DesiredIndex {
 
     /// The Pods bound to `node`, in a stable order.
     pub fn desired_pods(&self, node: &str) -> Vec<Pod> {
-        let mut pods: Vec<(&String, &Pod)> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.spec.node_name.as_deref() == Some(node))
-            .collect();
-        pods.sort_by(|a, b| a.0.cmp(b.0));
-        pods.into_iter().map(|(_, p)| p.clone()).collect()
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.pods.get(key).cloned())
+            .collect()
     }
 
     /// Everything `node`'s message carries: its Pods, its Pod CIDR, and the existing
@@ -253,8 +278,9 @@ impl DesiredIndex {
         let mut out = Vec::new();
         for node in nodes {
             let content = self.content(&node);
+            let fingerprint = fingerprint(&content);
             let generation = match self.published.get(&node) {
-                Some(p) if p.content == content => {
+                Some(p) if p.fingerprint == fingerprint => {
                     if !all {
                         continue;
                     }
@@ -266,7 +292,7 @@ impl DesiredIndex {
                 node.clone(),
                 Published {
                     generation,
-                    content: content.clone(),
+                    fingerprint,
                 },
             );
             out.push(DesiredState {
@@ -280,6 +306,15 @@ impl DesiredIndex {
         }
         out
     }
+}
+
+/// A hash of a node's message content: equal contents, equal fingerprints.
+fn fingerprint(content: &Content) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let bytes = postcard::to_stdvec(content).expect("postcard encoding into a Vec cannot fail");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// Publishes desired state until `cancel` fires. `reconnected` is notified on every

@@ -13,6 +13,7 @@ use punnet_api::{phase, Node, NodeCondition, Pod, PodCondition, Time};
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::index::{split_key, PodIndex};
 use crate::scheduler::is_terminal;
 use crate::store::{Store, StoreError};
 
@@ -145,30 +146,40 @@ pub fn mark_pod_lost(pod: &mut Pod, node: &str, now: Time) -> bool {
     pod.status != before
 }
 
-/// Marks `node` lost in the store (if it was Ready) and every Pod on it. Returns whether
-/// the node changed from Ready.
-pub fn node_lost(store: &Store, node: &str, why: Lost) -> Result<bool, StoreError> {
+/// Marks `node` lost in the store (if it was Ready) and every Pod on it (`pods`: the keys
+/// of the Pods bound there, from `index::PodIndex`). Returns whether the node changed
+/// from Ready.
+pub fn node_lost(
+    store: &Store,
+    node: &str,
+    why: Lost,
+    pods: &[String],
+) -> Result<bool, StoreError> {
     let now = Time::now();
     let mut changed = false;
     store.modify::<Node>(None, node, |n| changed = mark_node_lost(n, why, now))?;
     if changed {
         warn!("node {node} is NotReady: {}", why.message());
     }
-    mark_pods_lost(store, node)?;
+    mark_pods_lost(store, node, pods)?;
     Ok(changed)
 }
 
-/// Marks every Pod bound to `node` lost (idempotent).
-pub fn mark_pods_lost(store: &Store, node: &str) -> Result<(), StoreError> {
-    let (pods, _) = store.list::<Pod>(None)?;
+/// Marks every Pod bound to `node` lost (idempotent). `pods` are their keys; each is
+/// read again and checked, so a key that is a moment stale does no harm.
+pub fn mark_pods_lost(store: &Store, node: &str, pods: &[String]) -> Result<(), StoreError> {
     let now = Time::now();
-    for pod in pods
-        .iter()
-        .filter(|p| p.spec.node_name.as_deref() == Some(node))
-    {
+    for key in pods {
+        let (ns, name) = split_key(key);
+        let Some(pod) = store.get::<Pod>(ns, name)? else {
+            continue;
+        };
+        if pod.spec.node_name.as_deref() != Some(node) {
+            continue;
+        }
         let mut probe = pod.clone();
         if mark_pod_lost(&mut probe, node, now) {
-            store.modify::<Pod>(pod.metadata.namespace.as_deref(), &pod.metadata.name, |p| {
+            store.modify::<Pod>(ns, name, |p| {
                 if p.metadata.uid == pod.metadata.uid && p.spec.node_name.as_deref() == Some(node) {
                     mark_pod_lost(p, node, now);
                 }
@@ -180,19 +191,29 @@ pub fn mark_pods_lost(store: &Store, node: &str) -> Result<(), StoreError> {
 
 /// The periodic check: Ready nodes silent for too long become lost, and Pods on nodes
 /// that are not Ready are marked lost (also Pods bound there later).
-pub fn check(store: &Store, liveness: &Liveness, now: Instant) -> Result<(), StoreError> {
+pub fn check(
+    store: &Store,
+    liveness: &Liveness,
+    now: Instant,
+    index: &PodIndex,
+) -> Result<(), StoreError> {
     let (nodes, _) = store.list::<Node>(None)?;
     for node in &nodes {
         let name = &node.metadata.name;
         if node.is_ready() {
             if liveness.is_silent(name, now) {
-                node_lost(store, name, Lost::Silent(liveness.grace()))?;
+                node_lost(
+                    store,
+                    name,
+                    Lost::Silent(liveness.grace()),
+                    &index.on_node(name),
+                )?;
             }
         } else if node
             .condition("Ready")
             .is_some_and(|c| c.reason.as_deref() == Some("NodeStatusUnknown"))
         {
-            mark_pods_lost(store, name)?;
+            mark_pods_lost(store, name, &index.on_node(name))?;
         }
     }
     Ok(())

@@ -8,9 +8,11 @@
 
 pub mod desired;
 pub mod facts;
+pub mod index;
 pub mod liveness;
 pub mod refs;
 pub mod status;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +27,8 @@ use tracing::{debug, warn};
 use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttEvent, MqttSettings};
-use crate::podgc;
 use crate::store::Store;
+use index::PodIndexFollower;
 use liveness::{Liveness, Lost};
 
 #[derive(Debug, Clone)]
@@ -91,8 +93,16 @@ pub async fn run_with(
         config.debounce,
         cancel.clone(),
     ));
+    let pods = match PodIndexFollower::new(&store) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("node sync: cannot read the store: {e}");
+            return;
+        }
+    };
     let mut ingest = Ingest {
         store: store.clone(),
+        pods,
         topics: config.mqtt.topics(),
         liveness: Liveness::new(config.node_grace, Instant::now()),
         heartbeat_every: config.heartbeat_every,
@@ -111,12 +121,18 @@ pub async fn run_with(
             _ = cancel.cancelled() => break,
             // In this task, so a sweep never races the liveness check or status ingest.
             _ = sweep.tick() => {
-                if let Err(e) = podgc::sweep(&store, punnet_api::Time::now()) {
+                let done = ingest.pods.current(&store).and_then(|index| {
+                    sweep::sweep(&store, index, punnet_api::Time::now())
+                });
+                if let Err(e) = done {
                     warn!("node sync: sweeping terminating Pods: {e}");
                 }
             }
             _ = check.tick() => {
-                if let Err(e) = liveness::check(&store, &ingest.liveness, Instant::now()) {
+                let done = ingest.pods.current(&store).and_then(|index| {
+                    liveness::check(&store, &ingest.liveness, Instant::now(), index)
+                });
+                if let Err(e) = done {
                     warn!("node sync: liveness check: {e}");
                 }
             }
@@ -156,6 +172,8 @@ pub fn classify<'a>(topics: &Topics, topic: &'a str) -> Option<Incoming<'a>> {
 
 struct Ingest {
     store: Arc<Store>,
+    /// Which Pods are on which node (so a report or a will reads only that node's).
+    pods: PodIndexFollower,
     topics: Topics,
     liveness: Liveness,
     heartbeat_every: Duration,
@@ -170,7 +188,21 @@ impl Ingest {
         match classify(&self.topics, topic) {
             Some(Incoming::Status(node)) => match decode::<NodeStatusReport>(payload) {
                 Ok(report) => {
-                    match status::ingest(&self.store, node, &report, self.heartbeat_every) {
+                    let terminating = match self.pods.current(&self.store) {
+                        Ok(index) => index.terminating_on(node),
+                        Err(e) => {
+                            warn!("node sync: {e}");
+                            return;
+                        }
+                    };
+                    let ingested = status::ingest_with(
+                        &self.store,
+                        node,
+                        &report,
+                        self.heartbeat_every,
+                        &terminating,
+                    );
+                    match ingested {
                         Ok(_) => {
                             self.liveness.heard(node, Instant::now());
                             self.logs.note_heard(node);
@@ -192,7 +224,15 @@ impl Ingest {
             Some(Incoming::Online(node)) => match payload {
                 p if p == OFFLINE.as_bytes() => {
                     self.logs.note_offline(node);
-                    if let Err(e) = liveness::node_lost(&self.store, node, Lost::WentOffline) {
+                    let lost = self.pods.current(&self.store).and_then(|index| {
+                        liveness::node_lost(
+                            &self.store,
+                            node,
+                            Lost::WentOffline,
+                            &index.on_node(node),
+                        )
+                    });
+                    if let Err(e) = lost {
                         warn!("node sync: marking node {node} lost: {e}");
                     }
                 }
@@ -251,6 +291,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut ingest = Ingest {
             store: store.clone(),
+            pods: PodIndexFollower::new(&store).unwrap(),
             topics: Topics::default(),
             liveness: Liveness::new(Duration::from_secs(40), Instant::now()),
             heartbeat_every: Duration::from_secs(60),

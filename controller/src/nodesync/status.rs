@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::facts;
+use super::index::split_key;
 use crate::podgc;
 use crate::store::{Store, StoreError};
 
@@ -233,12 +234,37 @@ fn as_stored(status: &PodStatus) -> PodStatus {
         .unwrap_or_else(|_| status.clone())
 }
 
-/// Applies one report to the store. Returns whether the Node was created.
+/// Applies one report to the store. Returns whether the Node was created. Finds the
+/// node's terminating Pods by listing every Pod: node sync's loop uses `ingest_with`
+/// and its index instead.
 pub fn ingest(
     store: &Store,
     topic_node: &str,
     report: &NodeStatusReport,
     heartbeat_every: Duration,
+) -> Result<bool, IngestError> {
+    let err = |source| IngestError::Store {
+        node: topic_node.to_string(),
+        source,
+    };
+    let (pods, _) = store.list::<Pod>(None).map_err(err)?;
+    let terminating: Vec<String> = pods
+        .iter()
+        .filter(|p| p.spec.node_name.as_deref() == Some(topic_node) && podgc::is_terminating(p))
+        .map(|p| p.metadata.key())
+        .collect();
+    ingest_with(store, topic_node, report, heartbeat_every, &terminating)
+}
+
+/// `ingest`, given the keys of the terminating Pods bound to the node (a report that no
+/// longer lists one of them completes its deletion). Reads only the Node and the Pods
+/// the report and `terminating` name.
+pub fn ingest_with(
+    store: &Store,
+    topic_node: &str,
+    report: &NodeStatusReport,
+    heartbeat_every: Duration,
+    terminating: &[String],
 ) -> Result<bool, IngestError> {
     if report.node != topic_node {
         return Err(IngestError::WrongNode {
@@ -314,7 +340,20 @@ pub fn ingest(
     // Reports are full: a terminating Pod the agent no longer lists has no containers
     // left on the node, so its graceful deletion is done.
     let reported: BTreeSet<&str> = report.pods.iter().map(|p| p.uid.as_str()).collect();
-    podgc::finalize_reported(store, name, &reported).map_err(err)?;
+    for key in terminating {
+        let (ns, pod_name) = split_key(key);
+        let Some(pod) = store.get::<Pod>(ns, pod_name).map_err(err)? else {
+            continue;
+        };
+        if podgc::gone_from_report(&pod, name, &reported) {
+            let gone = store
+                .delete::<Pod>(ns, pod_name, pod.metadata.uid.as_deref())
+                .map_err(err)?;
+            if gone.is_some() {
+                info!("pod {key}: deleted (its node confirmed its containers are gone)");
+            }
+        }
+    }
     store.recorder().record_agent_events(name, &report.events);
     crate::prometheus::status_report_ingested();
     Ok(created)

@@ -1,0 +1,285 @@
+//! punnet-sim: a fleet of simulated agents for measuring the controller. Each node is a
+//! real MQTT client with its own connection, client id and last will, speaking the wire
+//! protocol of `punnet_api::wire` on the agent's topics, with a fake runtime that starts
+//! every desired Pod after a short delay. Nodes can be killed part-way (a power cut or a
+//! dropped connection) to measure how fast the controller moves their Pods.
+
+pub mod board;
+pub mod node;
+pub mod pods;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use punnet_api::topics::Topics;
+use thiserror::Error;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use node::{Counters, KillMode};
+use node::{NodeSettings, SimNode};
+
+#[derive(Debug, Error, PartialEq)]
+pub enum SimError {
+    #[error("broker URL {url:?}: {reason} (expected mqtt://HOST:PORT)")]
+    BrokerUrl { url: String, reason: String },
+    #[error("--kill {0}: a percentage must be between 0 and 100")]
+    KillPercent(f64),
+    #[error("--nodes must be at least 1")]
+    NoNodes,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub nodes: usize,
+    /// Nodes are `<prefix><index>`: `sim-0`, `sim-1`, …
+    pub name_prefix: String,
+    /// Index of the first node (several simulators can share one controller).
+    pub first_index: usize,
+    /// `mqtt://HOST:PORT`.
+    pub broker: String,
+    /// MQTT topic prefix, as the agent's `--prefix`.
+    pub prefix: String,
+    /// A status report at least this often (the agent's heartbeat).
+    pub report_interval: Duration,
+    pub keep_alive: Duration,
+    /// How long a Pod stays ContainerCreating before it is Running.
+    pub start_delay: Duration,
+    /// New connections per second while the fleet comes up.
+    pub connect_rate: u32,
+    /// Kill this share of the nodes (0–100)…
+    pub kill_percent: Option<f64>,
+    /// …this long after every node was started, or when `kill_now` is notified.
+    pub kill_after: Option<Duration>,
+    pub kill_now: Option<Arc<Notify>>,
+    pub kill_mode: KillMode,
+    /// How often the progress line is printed (zero: never).
+    pub progress_every: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 10,
+            name_prefix: "sim-".into(),
+            first_index: 0,
+            broker: "mqtt://127.0.0.1:1883".into(),
+            prefix: punnet_api::topics::DEFAULT_PREFIX.into(),
+            report_interval: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(10),
+            start_delay: Duration::from_millis(500),
+            connect_rate: 500,
+            kill_percent: None,
+            kill_after: None,
+            kill_now: None,
+            kill_mode: KillMode::Silent,
+            progress_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `mqtt://HOST:PORT` (or `HOST:PORT`) as host and port.
+pub fn parse_broker(url: &str) -> Result<(String, u16), SimError> {
+    let bad = |reason: &str| SimError::BrokerUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .unwrap_or(url);
+    if rest.contains("://") {
+        return Err(bad("only mqtt:// is supported"));
+    }
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| bad("no port"))?;
+    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Which nodes (by position, `0..nodes`) a kill of `percent` takes: spread evenly over
+/// the fleet, so every board kind and every part of the name range loses some.
+pub fn victims(nodes: usize, percent: f64) -> Vec<usize> {
+    let count = ((nodes as f64) * percent / 100.0).round() as usize;
+    let count = count.min(nodes);
+    (0..count).map(|k| k * nodes / count.max(1)).collect()
+}
+
+/// Runs the fleet until `shutdown` resolves; the nodes then go offline cleanly.
+pub async fn run(
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SimError> {
+    if config.nodes == 0 {
+        return Err(SimError::NoNodes);
+    }
+    if let Some(p) = config.kill_percent {
+        if !(0.0..=100.0).contains(&p) {
+            return Err(SimError::KillPercent(p));
+        }
+    }
+    let (host, port) = parse_broker(&config.broker)?;
+    let settings = Arc::new(NodeSettings {
+        host,
+        port,
+        topics: Topics::new(&config.prefix),
+        report_interval: config.report_interval,
+        keep_alive: config.keep_alive,
+        start_delay: config.start_delay,
+    });
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let progress = tokio::spawn(print_progress(
+        counters.clone(),
+        config.nodes,
+        config.progress_every,
+        started,
+        stop.clone(),
+    ));
+
+    let mut nodes = JoinSet::new();
+    let mut kills = Vec::with_capacity(config.nodes);
+    let fleet = async {
+        let per_tick = (config.connect_rate.max(1) as usize).div_ceil(100);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for pos in 0..config.nodes {
+            if pos % per_tick == 0 {
+                tick.tick().await;
+            }
+            let index = config.first_index + pos;
+            let name = format!("{}{index}", config.name_prefix);
+            let node = SimNode::new(index, name, settings.clone(), counters.clone());
+            let kill = CancellationToken::new();
+            kills.push(kill.clone());
+            nodes.spawn(node.run(kill, config.kill_mode, stop.clone()));
+        }
+        println!(
+            "sim: started {} nodes in {:.1}s",
+            config.nodes,
+            started.elapsed().as_secs_f64()
+        );
+        let Some(percent) = config.kill_percent else {
+            return std::future::pending().await;
+        };
+        let after = async {
+            match config.kill_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let signalled = async {
+            match &config.kill_now {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = after => {}
+            _ = signalled => {}
+        }
+        let chosen = victims(config.nodes, percent);
+        for &pos in &chosen {
+            kills[pos].cancel();
+        }
+        println!(
+            "sim: killed {} of {} nodes ({:?}) at {:.1}s",
+            chosen.len(),
+            config.nodes,
+            config.kill_mode,
+            started.elapsed().as_secs_f64()
+        );
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = fleet => {}
+    }
+    stop.cancel();
+    // Killed nodes hand back their (silent) event loops; keeping them until here is
+    // what holds their sockets open.
+    let mut silent = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(done) = nodes.join_next().await {
+            if let Ok(Some(eventloop)) = done {
+                silent.push(eventloop);
+            }
+        }
+    })
+    .await;
+    nodes.abort_all();
+    let _ = progress.await;
+    Ok(())
+}
+
+async fn print_progress(
+    counters: Arc<Counters>,
+    nodes: usize,
+    every: Duration,
+    started: Instant,
+    stop: CancellationToken,
+) {
+    if every.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        println!(
+            "sim: t={:.1}s connected={}/{nodes} pods running={}/{} reports={} desired={} bad={}",
+            started.elapsed().as_secs_f64(),
+            counters.connected.load(Ordering::Relaxed),
+            counters.running_pods.load(Ordering::Relaxed),
+            counters.desired_pods.load(Ordering::Relaxed),
+            counters.reports.load(Ordering::Relaxed),
+            counters.desired_messages.load(Ordering::Relaxed),
+            counters.bad_messages.load(Ordering::Relaxed),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker("broker.lan:8883").unwrap(),
+            ("broker.lan".into(), 8883)
+        );
+        assert_eq!(parse_broker("mqtt://[::1]:1").unwrap(), ("::1".into(), 1));
+        assert!(parse_broker("mqtts://x:1").is_err());
+        assert!(parse_broker("mqtt://x").is_err());
+        assert!(parse_broker("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn victims_are_spread_over_the_fleet() {
+        let v = victims(100, 10.0);
+        assert_eq!(v, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+        assert_eq!(victims(5000, 10.0).len(), 500);
+        assert_eq!(victims(3, 100.0), vec![0, 1, 2]);
+        assert!(victims(10, 0.0).is_empty());
+        let v = victims(7, 50.0);
+        assert_eq!(v.len(), 4);
+        assert!(v.windows(2).all(|w| w[0] < w[1]) && v.iter().all(|&i| i < 7));
+    }
+}
