@@ -12,6 +12,7 @@ use punnet_controller::deployment::{self, DeploymentConfig};
 use punnet_controller::gc::{self, GcConfig};
 use punnet_controller::http::{serve, ApiState, Tokens};
 use punnet_controller::logproxy::LogProxy;
+use punnet_controller::replicaset;
 use punnet_controller::store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -71,6 +72,14 @@ async fn start() -> Api {
         cancel.clone(),
     ));
     tokio::spawn(deployment::run_with(
+        store.clone(),
+        DeploymentConfig {
+            resync: fast,
+            ..Default::default()
+        },
+        cancel.clone(),
+    ));
+    tokio::spawn(replicaset::run_with(
         store.clone(),
         DeploymentConfig {
             resync: fast,
