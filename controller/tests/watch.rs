@@ -183,6 +183,9 @@ async fn list_then_watch_then_resume_without_loss_or_duplicates() {
     set_phase(&s.store, "a", "Running");
     s.store.delete::<Pod>(Some("default"), "b", None).unwrap();
     // Another namespace and another kind are not in this watch.
+    let mut ns = punnet_api::namespace::Namespace::default();
+    ns.metadata.name = "other".into();
+    s.store.create(ns).unwrap();
     let mut other = pod("x", "web");
     other.metadata.namespace = Some("other".into());
     s.store.create(other).unwrap();
