@@ -162,8 +162,9 @@ pub fn delete_pod(
     }
 }
 
-/// Removes a terminating Pod for `why`, only the incarnation `pod` is.
-fn finalize(store: &Store, pod: &Pod, why: &str) -> Result<(), StoreError> {
+/// Removes a terminating Pod for `why`, only the incarnation `pod` is. Whether it was
+/// still there to remove.
+pub fn finalize(store: &Store, pod: &Pod, why: &str) -> Result<bool, StoreError> {
     let gone = store.delete::<Pod>(
         pod.metadata.namespace.as_deref(),
         &pod.metadata.name,
@@ -172,7 +173,7 @@ fn finalize(store: &Store, pod: &Pod, why: &str) -> Result<(), StoreError> {
     if gone.is_some() {
         info!("pod {}: deleted ({why})", pod.metadata.key());
     }
-    Ok(())
+    Ok(gone.is_some())
 }
 
 /// The status-ingest rule: terminating Pods of `node` that its report no longer lists

@@ -346,12 +346,8 @@ pub fn ingest_with(
             continue;
         };
         if podgc::gone_from_report(&pod, name, &reported) {
-            let gone = store
-                .delete::<Pod>(ns, pod_name, pod.metadata.uid.as_deref())
+            podgc::finalize(store, &pod, "its node confirmed its containers are gone")
                 .map_err(err)?;
-            if gone.is_some() {
-                info!("pod {key}: deleted (its node confirmed its containers are gone)");
-            }
         }
     }
     store.recorder().record_agent_events(name, &report.events);

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use punnet_api::{Node, Pod, Time};
-use tracing::info;
 
 use super::index::{split_key, PodIndex};
 use crate::podgc;
@@ -32,11 +31,7 @@ pub fn sweep(store: &Store, index: &PodIndex, now: Time) -> Result<usize, StoreE
             None => None,
         };
         if let Some(why) = podgc::finalize_reason(&pod, node, now) {
-            if store
-                .delete::<Pod>(ns, name, pod.metadata.uid.as_deref())?
-                .is_some()
-            {
-                info!("pod {key}: deleted ({why})");
+            if podgc::finalize(store, &pod, why)? {
                 n += 1;
             }
         }
