@@ -297,11 +297,17 @@ pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), Daemo
     }
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let (nodes, _) = store.list::<Node>(None).map_err(err)?;
-    let (all, _) = store.list::<Pod>(Some(namespace)).map_err(err)?;
-    let owned: Vec<&Pod> = all
-        .iter()
-        .filter(|p| owner_of(p).is_some_and(|o| o.uid == uid))
-        .collect();
+    // One at a time, keeping only its own: a namespace's Pods decoded at once are
+    // ~7 KiB each.
+    let mut mine = Vec::new();
+    store
+        .visit::<Pod>(Some(namespace), |p| {
+            if owner_of(&p).is_some_and(|o| o.uid == uid) {
+                mine.push(p);
+            }
+        })
+        .map_err(err)?;
+    let owned: Vec<&Pod> = mine.iter().collect();
     let hash = pod_template_hash(&ds.spec.template);
     let plan = plan(&ds, &hash, &nodes, &owned);
     let recorder = store.recorder();

@@ -3,7 +3,7 @@
 //! instead of listing (and decoding) the whole namespace again. Objects of other owners
 //! may be a few milliseconds stale; a reconcile only acts on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use punnet_api::{Pod, ReplicaSet, Resource};
 
@@ -42,6 +42,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every owned Pod and ReplicaSet of a namespace.
     pub fn read(store: &Store, namespace: &str) -> Result<Snapshot, StoreError> {
         let (pods, _) = store.list::<Pod>(Some(namespace))?;
         let (sets, _) = store.list::<ReplicaSet>(Some(namespace))?;
@@ -50,27 +51,76 @@ impl Snapshot {
             sets: Owned::new(sets),
         })
     }
+
+    /// What a pass over `owners` (`(kind, name)` of Deployments or ReplicaSets) in one
+    /// namespace looks at: every ReplicaSet, and only the Pods of those owners, of
+    /// their ReplicaSets (for a Deployment) and of their Deployment (for a ReplicaSet,
+    /// which adopts them). Pods are read one at a time and the others dropped at once:
+    /// a 5,000-node fleet's Pods are ~350 MiB decoded.
+    pub fn read_for(
+        store: &Store,
+        namespace: &str,
+        owners: &BTreeSet<(String, String)>,
+    ) -> Result<Snapshot, StoreError> {
+        let (sets, _) = store.list::<ReplicaSet>(Some(namespace))?;
+        let mut wanted = owners.clone();
+        for rs in &sets {
+            let Some(parent) = rs.meta().controller() else {
+                continue;
+            };
+            let parent = (parent.kind.clone(), parent.name.clone());
+            let this = (ReplicaSet::KIND.to_string(), rs.meta().name.clone());
+            if owners.contains(&parent) {
+                wanted.insert(this);
+            } else if owners.contains(&this) {
+                wanted.insert(parent);
+            }
+        }
+        let mut pods = Vec::new();
+        store.visit::<Pod>(Some(namespace), |pod| {
+            let owned = pod
+                .meta()
+                .controller()
+                .is_some_and(|o| wanted.contains(&(o.kind.clone(), o.name.clone())));
+            if owned {
+                pods.push(pod);
+            }
+        })?;
+        Ok(Snapshot {
+            pods: Owned::new(pods),
+            sets: Owned::new(sets),
+        })
+    }
 }
 
-/// Runs `reconcile` for each key with one snapshot per namespace (keys come sorted by
-/// namespace). A namespace that cannot be read is reported once per key by `fallback`.
+/// Runs `reconcile` for each key (objects of `kind`) with one snapshot per namespace
+/// (keys come sorted by namespace). A namespace that cannot be read is reported once
+/// per key by `fallback`.
 pub fn by_namespace<R, E>(
     store: &Store,
-    keys: std::collections::BTreeSet<(String, String)>,
+    kind: &str,
+    keys: BTreeSet<(String, String)>,
     mut reconcile: impl FnMut(&str, &str, &Snapshot) -> Result<R, E>,
     mut fallback: impl FnMut(&str, &str) -> Result<R, E>,
 ) -> Vec<((String, String), Result<R, E>)> {
+    let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (ns, name) in keys {
+        by_ns.entry(ns).or_default().push(name);
+    }
     let mut out = Vec::new();
-    let mut current: Option<(String, Option<Snapshot>)> = None;
-    for key in keys {
-        if current.as_ref().map(|(ns, _)| ns) != Some(&key.0) {
-            current = Some((key.0.clone(), Snapshot::read(store, &key.0).ok()));
+    for (ns, names) in by_ns {
+        let owners = names
+            .iter()
+            .map(|n| (kind.to_string(), n.clone()))
+            .collect();
+        let snap = Snapshot::read_for(store, &ns, &owners).ok();
+        for name in names {
+            let result = match &snap {
+                Some(snap) => reconcile(&ns, &name, snap),
+                None => fallback(&ns, &name),
+            };
+            out.push(((ns.clone(), name), result));
         }
-        let result = match current.as_ref().and_then(|(_, s)| s.as_ref()) {
-            Some(snap) => reconcile(&key.0, &key.1, snap),
-            None => fallback(&key.0, &key.1),
-        };
-        out.push((key, result));
     }
     out
 }
@@ -92,6 +142,61 @@ mod tests {
             });
         }
         p
+    }
+
+    fn owned_by<T: Resource + Default>(name: &str, kind: &str, owner: &str) -> T {
+        let mut o = T::default();
+        o.meta_mut().name = name.into();
+        o.meta_mut().namespace = Some("default".into());
+        o.meta_mut().owner_references.push(OwnerReference {
+            kind: kind.into(),
+            name: owner.into(),
+            controller: Some(true),
+            ..Default::default()
+        });
+        o
+    }
+
+    #[test]
+    fn a_pass_reads_only_the_pods_of_its_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let create_pod = |name: &str, kind: &str, owner: &str| {
+            store.create(owned_by::<Pod>(name, kind, owner)).unwrap();
+        };
+        store
+            .create(owned_by::<ReplicaSet>("web-1", "Deployment", "web"))
+            .unwrap();
+        store
+            .create(owned_by::<ReplicaSet>("db-1", "Deployment", "db"))
+            .unwrap();
+        create_pod("web-1-a", "ReplicaSet", "web-1");
+        create_pod("web-legacy", "Deployment", "web");
+        create_pod("db-1-a", "ReplicaSet", "db-1");
+        create_pod("job-a", "Job", "backup");
+
+        let names = |snap: &Snapshot, kind: &str, owner: &str| -> Vec<String> {
+            let pods = match kind {
+                "Deployment" => snap.pods.of::<Deployment>(owner),
+                _ => snap.pods.of::<ReplicaSet>(owner),
+            };
+            pods.iter().map(|p| p.metadata.name.clone()).collect()
+        };
+        let key = |k: &str, n: &str| (k.to_string(), n.to_string());
+
+        let snap =
+            Snapshot::read_for(&store, "default", &[key("Deployment", "web")].into()).unwrap();
+        assert_eq!(names(&snap, "ReplicaSet", "web-1"), ["web-1-a"]);
+        assert_eq!(names(&snap, "Deployment", "web"), ["web-legacy"]);
+        assert!(names(&snap, "ReplicaSet", "db-1").is_empty());
+        assert_eq!(snap.sets.of::<Deployment>("db").len(), 1);
+
+        // A ReplicaSet's pass sees the Pods its Deployment made directly (to adopt them).
+        let snap =
+            Snapshot::read_for(&store, "default", &[key("ReplicaSet", "db-1")].into()).unwrap();
+        assert_eq!(names(&snap, "ReplicaSet", "db-1"), ["db-1-a"]);
+        assert!(names(&snap, "ReplicaSet", "web-1").is_empty());
+        assert!(names(&snap, "Deployment", "web").is_empty());
     }
 
     #[test]

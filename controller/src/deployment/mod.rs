@@ -551,6 +551,7 @@ impl Reconciler for Controller {
     fn reconcile_pass(&self, store: &Store, keys: BTreeSet<Key>) -> Vec<(Key, Outcome<Self>)> {
         owned::by_namespace(
             store,
+            Deployment::KIND,
             keys,
             |ns, name, snap| reconcile_with(store, ns, name, snap),
             |ns, name| reconcile(store, ns, name),
