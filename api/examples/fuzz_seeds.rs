@@ -43,7 +43,11 @@ spec:
 "#;
 
 fn main() {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
 
     let pod = match parse(POD).expect("the seed Pod parses").remove(0) {
@@ -135,7 +139,12 @@ fn main() {
 
     let mut envelopes = Vec::new();
     message(&out, "wire_desired", &desired, &mut envelopes);
-    message(&out, "wire_desired", &DesiredState::default(), &mut envelopes);
+    message(
+        &out,
+        "wire_desired",
+        &DesiredState::default(),
+        &mut envelopes,
+    );
     message(&out, "wire_status", &status, &mut envelopes);
     message(&out, "wire_log_request", &request, &mut envelopes);
     message(&out, "wire_log_chunk", &chunk, &mut envelopes);
@@ -169,7 +178,10 @@ fn main() {
             .iter()
             .map(Object::to_json)
             .collect();
-        manifests.push((format!("{stem}.json"), serde_json::to_string(&json).unwrap()));
+        manifests.push((
+            format!("{stem}.json"),
+            serde_json::to_string(&json).unwrap(),
+        ));
         manifests.push((format!("{stem}.yaml"), text));
     }
     manifests.push(("pod.yaml".into(), POD.into()));
@@ -180,14 +192,22 @@ fn main() {
         write(&out, "manifest", name, text.as_bytes());
     }
 
-    let topics = ["punnet/v1\npunnet/v1/nodes/pi-1/status", "fleet/\nfleet/nodes/pi-1/logs/reply/42", "pi-kitchen"];
+    let topics = [
+        "punnet/v1\npunnet/v1/nodes/pi-1/status",
+        "fleet/\nfleet/nodes/pi-1/logs/reply/42",
+        "pi-kitchen",
+    ];
     let quantities = ["128Mi", "250m", "1.5Gi", "1e3", "0.5", "2", "512Ki", "1T"];
     let selectors = [
         "app=web,tier!=db,env in (prod, staging),!legacy,zone\napp=web\nzone=a\nenv=prod",
         "kubernetes.io/arch==arm64\nkubernetes.io/arch=arm64",
         "env notin (dev)",
     ];
-    for (target, inputs) in [("topics", &topics[..]), ("quantity", &quantities[..]), ("selector", &selectors[..])] {
+    for (target, inputs) in [
+        ("topics", &topics[..]),
+        ("quantity", &quantities[..]),
+        ("selector", &selectors[..]),
+    ] {
         for (i, text) in inputs.iter().enumerate() {
             write(&out, target, &format!("seed-{i}"), text.as_bytes());
         }
@@ -211,7 +231,8 @@ fn message<M: Message>(out: &Path, target: &str, msg: &M, envelopes: &mut Vec<Ve
 
 fn write(out: &Path, target: &str, name: &str, bytes: &[u8]) {
     let dir = out.join(target);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }

@@ -209,7 +209,8 @@ mod tests {
     /// and then its JSON (`-67715-10-05T02:03:44Z`) could not be read back.
     #[test]
     fn wire_times_are_limited_to_what_json_can_hold() {
-        let decode = |secs: i64| postcard::from_bytes::<Time>(&postcard::to_stdvec(&(secs, 0u32)).unwrap());
+        let decode =
+            |secs: i64| postcard::from_bytes::<Time>(&postcard::to_stdvec(&(secs, 0u32)).unwrap());
         for secs in [-2_198_862_016_000, 253_402_300_800, i64::MIN, i64::MAX] {
             assert!(decode(secs).is_err(), "{secs}");
         }

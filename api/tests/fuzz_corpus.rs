@@ -13,7 +13,7 @@ fn fuzz_dir() -> PathBuf {
 }
 
 /// Runs `check` on every file under `dir/<target>`; the number of files run.
-fn replay(dir: &Path, target: &str, check: fn(&[u8])) -> usize {
+fn replay(dir: &Path, target: &str, check: checks::Check) -> usize {
     let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
         return 0;
     };
@@ -48,7 +48,10 @@ fn every_corpus_directory_has_a_check() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             // agent_config is replayed by agent/tests/fuzz_corpus.rs.
             let known = checks::TARGETS.iter().any(|(t, _)| *t == name) || name == "agent_config";
-            assert!(known, "fuzz/{dir}/{name} has no check in fuzz/src/checks.rs");
+            assert!(
+                known,
+                "fuzz/{dir}/{name} has no check in fuzz/src/checks.rs"
+            );
         }
     }
 }

@@ -239,7 +239,11 @@ fn garbage() -> Vec<Vec<u8>> {
         noise(3, 64 * 1024),
         version.clone(),
         // Oversize: a payload length of 2^32-1 with three bytes behind it.
-        [version.clone(), vec![0, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]].concat(),
+        [
+            version.clone(),
+            vec![0, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3],
+        ]
+        .concat(),
         // A version varint that never ends.
         vec![0xff; 32],
         desired[..desired.len() / 2].to_vec(),
@@ -330,9 +334,11 @@ impl Publisher {
     /// Waits until the broker acknowledged everything published.
     async fn flush(&self) {
         let sent = *self.sent.lock().unwrap();
-        wait_for("the broker to take the garbage", Duration::from_secs(60), || {
-            (*self.acked.lock().unwrap() >= sent).then_some(())
-        })
+        wait_for(
+            "the broker to take the garbage",
+            Duration::from_secs(60),
+            || (*self.acked.lock().unwrap() >= sent).then_some(()),
+        )
         .await;
     }
 }
@@ -355,8 +361,8 @@ impl SubscriptionRecorder {
                 let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
                     continue;
                 };
-                let (mut from_client, to_broker) = client.into_split();
-                let (mut from_broker, mut to_client) = broker.into_split();
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_broker, to_broker) = broker.into_split();
                 tokio::spawn(async move {
                     let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
                 });
@@ -512,7 +518,10 @@ async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -527,7 +536,10 @@ async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -5,7 +5,10 @@
 
 use punnet_agent::config::{AgentConfig, ConfigFile};
 
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("agent_config", agent_config)];
+/// A target's check: panics on a finding, returns on anything else.
+pub type Check = fn(&[u8]);
+
+pub const TARGETS: &[(&str, Check)] = &[("agent_config", agent_config)];
 
 pub fn agent_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -18,12 +18,14 @@ use punnet_api::selector::Selector;
 use punnet_api::topics::Topics;
 use punnet_api::validate;
 use punnet_api::wire::{
-    self, DesiredState, Envelope, LogChunk, LogRequest, Message, NodeStatusReport,
-    PROTOCOL_VERSION,
+    self, DesiredState, Envelope, LogChunk, LogRequest, Message, NodeStatusReport, PROTOCOL_VERSION,
 };
 
 /// Every target by name, as the corpus directories are named (fuzz/corpus/<name>).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's check: panics on a finding, returns on anything else.
+pub type Check = fn(&[u8]);
+
+pub const TARGETS: &[(&str, Check)] = &[
     ("wire_envelope", wire_envelope),
     ("wire_desired", wire_desired),
     ("wire_status", wire_status),
@@ -113,7 +115,10 @@ pub fn manifest(data: &[u8]) {
                 );
                 derived(&o);
             }
-            Err(e) => panic!("{}: valid, but its JSON does not parse: {e}", obj.describe()),
+            Err(e) => panic!(
+                "{}: valid, but its JSON does not parse: {e}",
+                obj.describe()
+            ),
         }
     }
 }
