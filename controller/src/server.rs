@@ -81,7 +81,11 @@ pub async fn run(
             MqttSettings::from_url(url)?
         }
         None => {
-            broker::start(config.mqtt)?;
+            broker::start_with(broker::BrokerConfig {
+                listen: config.mqtt,
+                prefix: config.prefix.clone(),
+                ..Default::default()
+            })?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening");
             MqttSettings::from_url(&config.broker_url())?
         }
