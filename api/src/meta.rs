@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time, written as Kubernetes does: RFC 3339 in UTC with whole seconds.
@@ -43,9 +43,12 @@ impl<'de> Deserialize<'de> for Time {
                 .map_err(|e| serde::de::Error::custom(format!("invalid time {s:?}: {e}")))
         } else {
             let (secs, nanos) = <(i64, u32)>::deserialize(d)?;
+            // Only years RFC 3339 can write: the controller stores times as JSON, and a
+            // time it cannot read back would make the object unreadable (found by fuzzing).
             DateTime::from_timestamp(secs, nanos)
+                .filter(|t| (0..=9999).contains(&t.year()))
                 .map(Time)
-                .ok_or_else(|| serde::de::Error::custom("time out of range"))
+                .ok_or_else(|| serde::de::Error::custom("time out of range (years 0 to 9999)"))
         }
     }
 }
@@ -194,6 +197,27 @@ impl Status {
             status: "Success".into(),
             code: 200,
             ..Status::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (fuzz target wire_status): a wire time outside years 0..=9999 decoded,
+    /// and then its JSON (`-67715-10-05T02:03:44Z`) could not be read back.
+    #[test]
+    fn wire_times_are_limited_to_what_json_can_hold() {
+        let decode =
+            |secs: i64| postcard::from_bytes::<Time>(&postcard::to_stdvec(&(secs, 0u32)).unwrap());
+        for secs in [-2_198_862_016_000, 253_402_300_800, i64::MIN, i64::MAX] {
+            assert!(decode(secs).is_err(), "{secs}");
+        }
+        for secs in [-62_167_219_200, 0, 1_764_547_200, 253_402_300_799] {
+            let t = decode(secs).unwrap();
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Time>(&json).unwrap(), t, "{json}");
         }
     }
 }

@@ -1,0 +1,5 @@
+//! Fuzz target `wire_log_chunk`: feeds arbitrary bytes to `punnet_fuzz::checks::wire_log_chunk`, the same
+//! check the stable replay test (api/tests/fuzz_corpus.rs) runs over the committed corpus.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| punnet_fuzz::checks::wire_log_chunk(data));
