@@ -54,6 +54,8 @@ pub enum ControllerError {
     Agent(#[from] punnet_agent::AgentError),
     #[error("a controller task panicked: {0}")]
     Panicked(String),
+    #[error("MQTT API: {0}")]
+    MqttApi(#[from] crate::mqttapi::MqttApiError),
 }
 
 pub async fn run(
@@ -81,7 +83,11 @@ pub async fn run(
             MqttSettings::from_url(url)?
         }
         None => {
-            broker::start(config.mqtt)?;
+            broker::start_with(broker::BrokerConfig {
+                listen: config.mqtt,
+                listen_v5: config.mqtt_v5,
+                ..Default::default()
+            })?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening");
             MqttSettings::from_url(&config.broker_url())?
         }
@@ -90,6 +96,7 @@ pub async fn run(
         prefix: config.prefix.clone(),
         ..mqtt
     };
+    let mqtt_api = crate::mqttapi::config_for(&config, &mqtt)?;
 
     let listener =
         TcpListener::bind(config.http)
@@ -170,6 +177,19 @@ pub async fn run(
         logs,
     )
     .with_metrics(metrics);
+    if let Some(api) = mqtt_api {
+        let parts = crate::mqttapi::MqttApiParts {
+            store: store.clone(),
+            metrics: state.metrics.clone(),
+            executor: crate::mqttapi::exec::Executor::new(http::router(state.clone()), &token),
+            auth: Arc::new(crate::mqttapi::auth::AdminToken::new(&token)),
+        };
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            crate::mqttapi::run(parts, api, c).await;
+            Ok(())
+        });
+    }
     let c = cancel.clone();
     tasks.spawn(async move {
         http::serve(listener, state, c.cancelled_owned())
