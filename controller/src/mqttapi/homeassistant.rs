@@ -38,7 +38,6 @@ pub fn node_configs(discovery: &str, prefix: &str, node: &str, model: &str) -> V
         let mut config = json!({
             "name": name,
             "unique_id": format!("{object}_{key}"),
-            "object_id": format!("{object}_{key}"),
             "state_topic": state,
             "value_template": template,
             "availability": availability(prefix),
@@ -117,7 +116,6 @@ pub fn deployment_configs(
             json!({
                 "name": "Ready replicas",
                 "unique_id": format!("{object}_ready"),
-                "object_id": format!("{object}_ready"),
                 "state_topic": state,
                 "value_template": "{{ value_json.ready }}",
                 "json_attributes_topic": state,
@@ -132,7 +130,6 @@ pub fn deployment_configs(
             json!({
                 "name": "Restart",
                 "unique_id": format!("{object}_restart"),
-                "object_id": format!("{object}_restart"),
                 "command_topic": format!("{prefix}/cmd/restart"),
                 "payload_press": press.to_string(),
                 "device_class": "restart",
@@ -174,7 +171,7 @@ mod tests {
         );
         assert_eq!(configs[1].1["unit_of_measurement"], "°C");
         let ids: std::collections::BTreeSet<_> =
-            configs.iter().map(|(_, c)| c["unique_id"].clone()).collect();
+            configs.iter().map(|(_, c)| c["unique_id"].to_string()).collect();
         assert_eq!(ids.len(), 5, "unique ids must differ");
     }
 

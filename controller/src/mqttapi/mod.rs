@@ -64,6 +64,8 @@ pub struct MqttApiConfig {
     pub homeassistant: Option<String>,
     /// What the Home Assistant restart buttons send as their token (restart only).
     pub button_token: Option<String>,
+    /// MQTT username and password, for a broker that asks for them.
+    pub credentials: Option<(String, String)>,
 }
 
 impl MqttApiConfig {
@@ -76,6 +78,7 @@ impl MqttApiConfig {
             status_interval: STATUS_MIN_INTERVAL,
             homeassistant: None,
             button_token: None,
+            credentials: None,
         }
     }
 }
@@ -103,6 +106,9 @@ pub async fn run(parts: MqttApiParts, config: MqttApiConfig, cancel: Cancellatio
             true,
             None,
         ));
+    if let Some((user, password)) = &config.credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
     let (client, eventloop) = AsyncClient::new(o, 256);
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let connected = Arc::new(Notify::new());
@@ -339,7 +345,11 @@ impl StatusPublisher {
                 }
                 _ = flush.tick() => {
                     for (topic, payload) in self.coalescer.due(Instant::now()) {
-                        self.publish(topic, payload).await;
+                        let cleared = payload.is_empty();
+                        self.publish(topic.clone(), payload).await;
+                        if cleared {
+                            self.coalescer.remove(&topic);
+                        }
                     }
                 }
             }
@@ -399,11 +409,11 @@ impl StatusPublisher {
         let gone: Vec<String> = self
             .coalescer
             .topics()
-            .filter(|t| !live.contains(*t) && *t != status::controller_topic(self.prefix()))
+            .filter(|t| !live.contains(*t))
             .map(str::to_string)
             .collect();
         for t in gone {
-            // Cleared with an empty payload through the normal path.
+            // Cleared (an empty retained payload) at the next flush.
             self.coalescer.offer(&t, Vec::new());
         }
     }
