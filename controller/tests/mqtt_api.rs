@@ -302,7 +302,12 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
         }
         assert!(c.get("state_topic").is_some() || c.get("command_topic").is_some(), "{c}");
     }
-    retained_until(v4, "punnet/v1/status/controller", "online", |_| true).await;
+    let (_, online) = Sub::start(v4, false, "punnet/v1/status/controller", 5)
+        .await
+        .message()
+        .await
+        .expect("the API's retained online topic");
+    assert_eq!(online, "online");
     // The button's payload is a working command (with its restart-only token).
     let button = retained_until(
         v4,
