@@ -259,15 +259,16 @@ fn default_mqtt_v5(c: &ControllerConfig) -> Option<std::net::SocketAddr> {
         return None;
     }
     if c.mqtt.port() == punnet_controller::mqttapi::DEFAULT_V5_PORT {
-        tracing::warn!("--mqtt uses port 1884: no MQTT 5 listener and no MQTT API unless --mqtt5 names one");
+        tracing::warn!(
+            "--mqtt uses port 1884: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
+        );
         return None;
     }
-    let addr = std::net::SocketAddr::new(
-        c.mqtt.ip(),
-        punnet_controller::mqttapi::DEFAULT_V5_PORT,
-    );
+    let addr = std::net::SocketAddr::new(c.mqtt.ip(), punnet_controller::mqttapi::DEFAULT_V5_PORT);
     if std::net::TcpListener::bind(addr).is_err() {
-        tracing::warn!("MQTT 5 listener {addr} is taken: no MQTT API (choose another with --mqtt5)");
+        tracing::warn!(
+            "MQTT 5 listener {addr} is taken: no MQTT API (choose another with --mqtt5)"
+        );
         return None;
     }
     Some(addr)

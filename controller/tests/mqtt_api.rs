@@ -111,10 +111,19 @@ struct Sub(Child);
 impl Sub {
     async fn start(port: u16, v5: bool, topic: &str, wait_s: u32) -> Sub {
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-C", "1"])
-            .args(["-W", &wait_s.to_string(), "-F", "%D|%p"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            "1",
+        ])
+        .args(["-W", &wait_s.to_string(), "-F", "%D|%p"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
         if v5 {
             cmd.args(["-V", "mqttv5"]);
         }
@@ -139,7 +148,18 @@ impl Sub {
 
 fn publish(port: u16, topic: &str, payload: &str, v5_props: &[(&str, &str)]) {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload]);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
     if !v5_props.is_empty() {
         cmd.args(["-V", "mqttv5"]);
         for (k, v) in v5_props {
@@ -162,12 +182,18 @@ async fn command_v5(v5: u16, verb: &str, payload: &str, token: Option<&str>, cor
     let response = format!("test/replies/{corr}");
     let sub = Sub::start(v5, true, &response, 15).await;
     let auth = token.map(|t| format!("token={t}"));
-    let mut props = vec![("response-topic", response.as_str()), ("correlation-data", corr)];
+    let mut props = vec![
+        ("response-topic", response.as_str()),
+        ("correlation-data", corr),
+    ];
     if let Some(a) = &auth {
         props.push(("user-property", a.as_str()));
     }
     publish(v5, &format!("punnet/v1/cmd/{verb}"), payload, &props);
-    let (got_corr, reply) = sub.message().await.unwrap_or_else(|| panic!("no reply to cmd/{verb}"));
+    let (got_corr, reply) = sub
+        .message()
+        .await
+        .unwrap_or_else(|| panic!("no reply to cmd/{verb}"));
     assert_eq!(got_corr, corr, "the correlation data comes back");
     serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply {reply:?}: {e}"))
 }
@@ -176,12 +202,20 @@ async fn command_v5(v5: u16, verb: &str, payload: &str, token: Option<&str>, cor
 async fn command_v4(v4: u16, verb: &str, payload: &str, id: &str) -> Value {
     let sub = Sub::start(v4, false, &format!("punnet/v1/cmd/reply/{id}"), 15).await;
     publish(v4, &format!("punnet/v1/cmd/{verb}"), payload, &[]);
-    let (_, reply) = sub.message().await.unwrap_or_else(|| panic!("no reply to cmd/{verb}"));
+    let (_, reply) = sub
+        .message()
+        .await
+        .unwrap_or_else(|| panic!("no reply to cmd/{verb}"));
     serde_json::from_str(&reply).unwrap()
 }
 
 /// The retained message on `topic` as JSON, once `check` accepts it.
-async fn retained_until(port: u16, topic: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn retained_until(
+    port: u16,
+    topic: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let sub = Sub::start(port, false, topic, 2).await;
@@ -192,7 +226,10 @@ async fn retained_until(port: u16, topic: &str, what: &str, check: impl Fn(&Valu
                 }
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what} on {topic}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} on {topic}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -201,7 +238,12 @@ async fn retained_until(port: u16, topic: &str, what: &str, check: impl Fn(&Valu
 async fn retained_gone(port: u16, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if Sub::start(port, false, topic, 1).await.message().await.is_none() {
+        if Sub::start(port, false, topic, 1)
+            .await
+            .message()
+            .await
+            .is_none()
+        {
             return;
         }
         assert!(Instant::now() < deadline, "{topic} is still retained");
@@ -230,13 +272,35 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     let agent = FakeAgent::start("pi-1", v4);
 
     // A command without a token is refused, and nothing is done.
-    let r = command_v4(v4, "apply", &format!(r#"{{"id":"anon","manifest":{}}}"#, yaml_as_json(WEB)), "anon").await;
-    assert_eq!((r["ok"].as_bool(), r["code"].as_u64()), (Some(false), Some(401)), "{r}");
+    let r = command_v4(
+        v4,
+        "apply",
+        &format!(r#"{{"id":"anon","manifest":{}}}"#, yaml_as_json(WEB)),
+        "anon",
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].as_bool(), r["code"].as_u64()),
+        (Some(false), Some(401)),
+        "{r}"
+    );
     assert!(r["message"].as_str().unwrap().contains("no token"), "{r}");
-    let r = command_v5(v5, "scale", r#"{"kind":"Deployment","name":"web","replicas":2}"#, Some("wrong-token-123456"), "c0").await;
+    let r = command_v5(
+        v5,
+        "scale",
+        r#"{"kind":"Deployment","name":"web","replicas":2}"#,
+        Some("wrong-token-123456"),
+        "c0",
+    )
+    .await;
     assert_eq!(r["code"], 403, "{r}");
-    let missing = ctl.get("/apis/apps/v1/namespaces/default/deployments/web").await;
-    assert_eq!(missing["code"], 404, "a refused command must not create anything");
+    let missing = ctl
+        .get("/apis/apps/v1/namespaces/default/deployments/web")
+        .await;
+    assert_eq!(
+        missing["code"], 404,
+        "a refused command must not create anything"
+    );
 
     // apply: YAML, with the token as an MQTT 5 user property.
     let r = command_v5(v5, "apply", WEB, Some(&token), "c1").await;
@@ -255,8 +319,19 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     assert_eq!(r["reason"], rest["reason"]);
     assert_eq!(r["message"], rest["message"]);
     assert!(r["message"].as_str().unwrap().contains("replicas"), "{r}");
-    let r = command_v5(v5, "scale", r#"{"kind":"Pod","name":"x","replicas":1}"#, Some(&token), "c3").await;
-    assert_eq!((r["code"].as_u64(), r["reason"].as_str()), (Some(400), Some("BadRequest")), "{r}");
+    let r = command_v5(
+        v5,
+        "scale",
+        r#"{"kind":"Pod","name":"x","replicas":1}"#,
+        Some(&token),
+        "c3",
+    )
+    .await;
+    assert_eq!(
+        (r["code"].as_u64(), r["reason"].as_str()),
+        (Some(400), Some("BadRequest")),
+        "{r}"
+    );
 
     // scale over MQTT 3.1.1, the token in the payload, the reply on cmd/reply/<id>.
     let r = command_v4(
@@ -266,15 +341,24 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
         "s1",
     )
     .await;
-    assert_eq!((r["ok"].as_bool(), r["id"].as_str()), (Some(true), Some("s1")), "{r}");
+    assert_eq!(
+        (r["ok"].as_bool(), r["id"].as_str()),
+        (Some(true), Some("s1")),
+        "{r}"
+    );
     assert_eq!(r["message"], "deployment.apps/web scaled");
-    let d = ctl.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    let d = ctl
+        .get("/apis/apps/v1/namespaces/default/deployments/web")
+        .await;
     assert_eq!(d["spec"]["replicas"], 3);
 
     // The workload's status topic follows.
-    retained_until(v4, "punnet/v1/status/deployments/default/web", "desired 3", |v| {
-        v["desired"] == 3 && v["kind"] == "Deployment"
-    })
+    retained_until(
+        v4,
+        "punnet/v1/status/deployments/default/web",
+        "desired 3",
+        |v| v["desired"] == 3 && v["kind"] == "Deployment",
+    )
     .await;
     // The node's: online, its facts, and the Pods it runs.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -300,7 +384,10 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
         for key in ["name", "unique_id", "device", "availability"] {
             assert!(c.get(key).is_some(), "{topic}: no {key}: {c}");
         }
-        assert!(c.get("state_topic").is_some() || c.get("command_topic").is_some(), "{c}");
+        assert!(
+            c.get("state_topic").is_some() || c.get("command_topic").is_some(),
+            "{c}"
+        );
     }
     let (_, online) = Sub::start(v4, false, "punnet/v1/status/controller", 5)
         .await
@@ -321,10 +408,17 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     publish(v4, "punnet/v1/cmd/restart", &press, &[]);
     let (_, r) = sub.message().await.expect("a reply to the button");
     let r: Value = serde_json::from_str(&r).unwrap();
-    assert_eq!((r["ok"].as_bool(), r["message"].as_str()), (Some(true), Some("deployment.apps/web restarted")), "{r}");
-    let d = ctl.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    assert_eq!(
+        (r["ok"].as_bool(), r["message"].as_str()),
+        (Some(true), Some("deployment.apps/web restarted")),
+        "{r}"
+    );
+    let d = ctl
+        .get("/apis/apps/v1/namespaces/default/deployments/web")
+        .await;
     assert!(
-        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(),
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
         "{d}"
     );
     // The button token may restart, and nothing else.
@@ -334,24 +428,62 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     assert_eq!(r["code"], 403, "{r}");
 
     // restart with the operator's token, cordon and uncordon.
-    let r = command_v5(v5, "restart", r#"{"kind":"Deployment","name":"web"}"#, Some(&token), "c4").await;
+    let r = command_v5(
+        v5,
+        "restart",
+        r#"{"kind":"Deployment","name":"web"}"#,
+        Some(&token),
+        "c4",
+    )
+    .await;
     assert_eq!(r["ok"], true, "{r}");
     let r = command_v5(v5, "cordon", r#"{"name":"pi-1"}"#, Some(&token), "c5").await;
     assert_eq!(r["message"], "node/pi-1 cordoned", "{r}");
-    assert_eq!(ctl.get("/api/v1/nodes/pi-1").await["spec"]["unschedulable"], true);
+    assert_eq!(
+        ctl.get("/api/v1/nodes/pi-1").await["spec"]["unschedulable"],
+        true
+    );
     let r = command_v5(v5, "uncordon", r#"{"name":"pi-1"}"#, Some(&token), "c6").await;
     assert_eq!(r["ok"], true, "{r}");
     let r = command_v5(v5, "cordon", r#"{"name":"nowhere"}"#, Some(&token), "c7").await;
-    assert_eq!((r["code"].as_u64(), r["reason"].as_str()), (Some(404), Some("NotFound")), "{r}");
+    assert_eq!(
+        (r["code"].as_u64(), r["reason"].as_str()),
+        (Some(404), Some("NotFound")),
+        "{r}"
+    );
 
     // delete: the object, its status topic and its discovery configs go.
-    let r = command_v5(v5, "delete", r#"{"kind":"Deployment","namespace":"default","name":"web"}"#, Some(&token), "c8").await;
-    assert_eq!((r["ok"].as_bool(), r["message"].as_str()), (Some(true), Some("deployment.apps/web deleted")), "{r}");
-    let gone = ctl.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    let r = command_v5(
+        v5,
+        "delete",
+        r#"{"kind":"Deployment","namespace":"default","name":"web"}"#,
+        Some(&token),
+        "c8",
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].as_bool(), r["message"].as_str()),
+        (Some(true), Some("deployment.apps/web deleted")),
+        "{r}"
+    );
+    let gone = ctl
+        .get("/apis/apps/v1/namespaces/default/deployments/web")
+        .await;
     assert_eq!(gone["code"], 404);
     retained_gone(v4, "punnet/v1/status/deployments/default/web").await;
-    retained_gone(v4, "homeassistant/button/punnet_deployment_default_web/restart/config").await;
-    let r = command_v5(v5, "delete", r#"{"kind":"Deployment","name":"web"}"#, Some(&token), "c9").await;
+    retained_gone(
+        v4,
+        "homeassistant/button/punnet_deployment_default_web/restart/config",
+    )
+    .await;
+    let r = command_v5(
+        v5,
+        "delete",
+        r#"{"kind":"Deployment","name":"web"}"#,
+        Some(&token),
+        "c9",
+    )
+    .await;
     assert_eq!(r["code"], 404, "{r}");
 }
 
@@ -364,9 +496,12 @@ fn yaml_as_json(yaml: &str) -> String {
 async fn commands_status_and_discovery_through_mosquitto() {
     let broker = Mosquitto::start(free_port());
     let ctl = Controller::start(Some(broker.port), free_port(), 0).await;
-    tokio::time::timeout(Duration::from_secs(120), flow(broker.port, broker.port, &ctl))
-        .await
-        .expect("flow took over 120 s");
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        flow(broker.port, broker.port, &ctl),
+    )
+    .await
+    .expect("flow took over 120 s");
     ctl.stop().await;
 }
 

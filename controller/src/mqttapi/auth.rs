@@ -86,7 +86,10 @@ mod tests {
         assert!(msg.contains("no token"), "{msg}");
         let (code, _, msg) = check(&auth, None, "apply", Some("guess")).unwrap_err();
         assert_eq!(code, 403);
-        assert_eq!(msg, "cmd/apply refused: the token is not an operator's token");
+        assert_eq!(
+            msg,
+            "cmd/apply refused: the token is not an operator's token"
+        );
 
         let ha = RestartOnly("button".into());
         assert!(check(&auth, Some(&ha), "restart", Some("button")).is_ok());

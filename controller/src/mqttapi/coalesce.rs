@@ -146,7 +146,10 @@ mod tests {
         assert!(!c.remove("b"), "never published: nothing to clear");
         assert_eq!(c.due(t0).len(), 1);
         c.republish_all();
-        assert_eq!(c.due(t0 + Duration::from_secs(5)), vec![("a".to_string(), p("1"))]);
+        assert_eq!(
+            c.due(t0 + Duration::from_secs(5)),
+            vec![("a".to_string(), p("1"))]
+        );
         assert!(c.remove("a"));
         assert!(c.is_empty());
         assert!(c.due(t0 + Duration::from_secs(60)).is_empty());

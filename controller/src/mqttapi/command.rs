@@ -131,7 +131,11 @@ impl ObjectRef {
     fn new(kind: &'static KindInfo, namespace: Option<&str>, name: &str) -> ObjectRef {
         let namespace = kind
             .namespaced
-            .then(|| namespace.filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE))
+            .then(|| {
+                namespace
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(DEFAULT_NAMESPACE)
+            })
             .map(str::to_string);
         ObjectRef {
             kind,
@@ -155,7 +159,10 @@ pub fn parse(
                 id: None,
                 token: user_token,
             };
-            return (env, Err(BadCommand(format!("the payload is not UTF-8: {e}"))));
+            return (
+                env,
+                Err(BadCommand(format!("the payload is not UTF-8: {e}"))),
+            );
         }
     };
     let json: Option<Value> = serde_json::from_str(text).ok();
@@ -225,12 +232,11 @@ fn parse_apply(text: &str, json: Option<Value>) -> Result<Command, BadCommand> {
 fn json_documents(v: Value) -> Vec<Value> {
     match v {
         Value::Array(items) => items,
-        Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
-            m.get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        }
+        Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => m
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         other => vec![other],
     }
 }
@@ -251,7 +257,11 @@ fn yaml_documents(text: &str) -> Result<Vec<Value>, BadCommand> {
 }
 
 fn parse_object_command(verb: &str, v: &Value) -> Result<Command, BadCommand> {
-    let field = |name: &str| v.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let name = field("name").ok_or_else(|| {
         BadCommand(format!(
             "cmd/{verb}: \"name\" is required, as in {}",
@@ -383,7 +393,8 @@ impl Request {
             .and_then(Value::as_str)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| BadCommand(format!("document {n} of the manifest has no \"kind\"")))?;
-        let kind = KindInfo::find(kind).map_err(|e| BadCommand(format!("document {n}: {}", e.0)))?;
+        let kind =
+            KindInfo::find(kind).map_err(|e| BadCommand(format!("document {n}: {}", e.0)))?;
         let meta = doc.get("metadata");
         let name = meta
             .and_then(|m| m.get("name"))
@@ -429,7 +440,10 @@ mod tests {
         let Command::Scale(target, 3) = c.unwrap() else {
             panic!("not a scale to 3")
         };
-        assert_eq!(target.path(), "/apis/apps/v1/namespaces/prod/deployments/web");
+        assert_eq!(
+            target.path(),
+            "/apis/apps/v1/namespaces/prod/deployments/web"
+        );
         let r = Request::scale(&target, 3);
         assert_eq!((r.method, r.content_type), ("PATCH", MERGE_PATCH));
         assert_eq!(r.body, br#"{"spec":{"replicas":3}}"#);
@@ -453,7 +467,11 @@ mod tests {
     #[test]
     fn bad_commands_say_what_to_send() {
         let e = cmd("scale", r#"{"kind":"Deployment","name":"web"}"#).unwrap_err();
-        assert!(e.0.contains("\"replicas\" must be a whole number"), "{}", e.0);
+        assert!(
+            e.0.contains("\"replicas\" must be a whole number"),
+            "{}",
+            e.0
+        );
         let e = cmd("scale", r#"{"kind":"Pod","name":"web","replicas":2}"#).unwrap_err();
         assert_eq!(
             e.0,
@@ -483,9 +501,13 @@ mod tests {
         assert_eq!(t.path(), "/apis/apps/v1/namespaces/x/deployments/b");
         assert_eq!(r.content_type, APPLY_PATCH);
 
-        let wrapped = r#"{"id":"a1","token":"t","manifest":[{"kind":"Namespace","metadata":{"name":"n"}}]}"#;
+        let wrapped =
+            r#"{"id":"a1","token":"t","manifest":[{"kind":"Namespace","metadata":{"name":"n"}}]}"#;
         let (env, c) = parse("apply", wrapped.as_bytes(), None);
-        assert_eq!((env.id.as_deref(), env.token.as_deref()), (Some("a1"), Some("t")));
+        assert_eq!(
+            (env.id.as_deref(), env.token.as_deref()),
+            (Some("a1"), Some("t"))
+        );
         let Command::Apply(docs) = c.unwrap() else {
             panic!()
         };
@@ -505,11 +527,16 @@ mod tests {
 
     #[test]
     fn references_and_node_requests() {
-        assert_eq!(KindInfo::find("Deployment").unwrap().reference("web"), "deployment.apps/web");
+        assert_eq!(
+            KindInfo::find("Deployment").unwrap().reference("web"),
+            "deployment.apps/web"
+        );
         assert_eq!(KindInfo::find("pod").unwrap().reference("p"), "pod/p");
         let r = Request::cordon("pi-1", false);
         assert_eq!(r.path, "/api/v1/nodes/pi-1");
         assert_eq!(r.body, br#"{"spec":{"unschedulable":null}}"#);
-        assert!(matches!(cmd("uncordon", r#"{"name":"pi-1"}"#), Ok(Command::Uncordon(n)) if n == "pi-1"));
+        assert!(
+            matches!(cmd("uncordon", r#"{"name":"pi-1"}"#), Ok(Command::Uncordon(n)) if n == "pi-1")
+        );
     }
 }

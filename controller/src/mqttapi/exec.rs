@@ -73,7 +73,11 @@ impl Executor {
                     out.push(match Request::apply(doc, i) {
                         Ok((target, request)) => {
                             let answer = self.send(&request).await;
-                            let verb = if answer.code == 201 { "created" } else { "configured" };
+                            let verb = if answer.code == 201 {
+                                "created"
+                            } else {
+                                "configured"
+                            };
                             result(&target, answer, verb)
                         }
                         Err(bad) => ObjectResult {
@@ -94,10 +98,18 @@ impl Executor {
                 out
             }
             Command::Delete(target) => {
-                vec![result(&target, self.send(&Request::delete(&target)).await, "deleted")]
+                vec![result(
+                    &target,
+                    self.send(&Request::delete(&target)).await,
+                    "deleted",
+                )]
             }
             Command::Scale(target, n) => {
-                vec![result(&target, self.send(&Request::scale(&target, n)).await, "scaled")]
+                vec![result(
+                    &target,
+                    self.send(&Request::scale(&target, n)).await,
+                    "scaled",
+                )]
             }
             Command::Restart(target) => vec![self.restart(&target, now).await],
             Command::Cordon(node) | Command::Uncordon(node) => {
@@ -108,7 +120,11 @@ impl Executor {
                     name: node.clone(),
                 };
                 let answer = self.send(&Request::cordon(&node, on)).await;
-                vec![result(&target, answer, if on { "cordoned" } else { "uncordoned" })]
+                vec![result(
+                    &target,
+                    answer,
+                    if on { "cordoned" } else { "uncordoned" },
+                )]
             }
         };
         Reply::from_results(env, verb, results)
@@ -147,7 +163,11 @@ impl Executor {
                 ),
             );
         }
-        result(target, self.send(&Request::delete(target)).await, "restarted")
+        result(
+            target,
+            self.send(&Request::delete(target)).await,
+            "restarted",
+        )
     }
 }
 
@@ -187,7 +207,11 @@ fn result(target: &ObjectRef, answer: Answer, done: &str) -> ObjectResult {
         reason,
         message,
         resource_version: ok
-            .then(|| answer.body["metadata"]["resourceVersion"].as_str().map(str::to_string))
+            .then(|| {
+                answer.body["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .flatten(),
     }
 }

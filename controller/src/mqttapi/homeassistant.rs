@@ -12,7 +12,13 @@ pub type Config = (String, Value);
 /// A name usable in a discovery topic and a `unique_id`: `[a-zA-Z0-9_-]` only.
 fn id(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -46,7 +52,10 @@ pub fn node_configs(discovery: &str, prefix: &str, node: &str, model: &str) -> V
         if let (Some(c), Value::Object(extra)) = (config.as_object_mut(), extra) {
             c.extend(extra);
         }
-        (format!("{discovery}/{component}/{object}/{key}/config"), config)
+        (
+            format!("{discovery}/{component}/{object}/{key}/config"),
+            config,
+        )
     };
     vec![
         entity(
@@ -146,7 +155,10 @@ mod tests {
 
     /// What Home Assistant needs of every discovered entity.
     fn check_common(topic: &str, c: &Value) {
-        assert!(topic.starts_with("homeassistant/") && topic.ends_with("/config"), "{topic}");
+        assert!(
+            topic.starts_with("homeassistant/") && topic.ends_with("/config"),
+            "{topic}"
+        );
         assert_eq!(topic.split('/').count(), 5, "{topic}");
         for key in ["name", "unique_id", "device", "availability"] {
             assert!(c.get(key).is_some(), "{topic}: no {key}");
@@ -162,7 +174,10 @@ mod tests {
         for (topic, c) in &configs {
             check_common(topic, c);
             assert_eq!(c["state_topic"], "punnet/v1/status/nodes/pi.kitchen");
-            assert!(c["value_template"].as_str().unwrap().contains("value_json."));
+            assert!(c["value_template"]
+                .as_str()
+                .unwrap()
+                .contains("value_json."));
             assert_eq!(c["device"]["model"], "Raspberry Pi 4");
         }
         assert_eq!(
@@ -170,8 +185,10 @@ mod tests {
             "homeassistant/binary_sensor/punnet_node_pi_kitchen/online/config"
         );
         assert_eq!(configs[1].1["unit_of_measurement"], "°C");
-        let ids: std::collections::BTreeSet<_> =
-            configs.iter().map(|(_, c)| c["unique_id"].to_string()).collect();
+        let ids: std::collections::BTreeSet<_> = configs
+            .iter()
+            .map(|(_, c)| c["unique_id"].to_string())
+            .collect();
         assert_eq!(ids.len(), 5, "unique ids must differ");
     }
 

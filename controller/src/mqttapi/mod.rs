@@ -172,7 +172,9 @@ async fn link(
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!("mqtt api: connected (MQTT 5) to {endpoint}; commands on {prefix}/cmd/<verb>");
+                info!(
+                    "mqtt api: connected (MQTT 5) to {endpoint}; commands on {prefix}/cmd/<verb>"
+                );
                 failures = 0;
                 let filters: Vec<Filter> = command::VERBS
                     .iter()
@@ -266,7 +268,9 @@ async fn commands(
         let (env, parsed) = command::parse(&msg.verb, &msg.payload, user_token);
         let verb = msg.verb.as_str();
         let reply = match auth::check(&auth, restart_only.as_ref(), verb, env.token.as_deref()) {
-            Err((code, reason, message)) => reply::Reply::failure(&env, verb, code, reason, message),
+            Err((code, reason, message)) => {
+                reply::Reply::failure(&env, verb, code, reason, message)
+            }
             Ok(()) => match parsed {
                 Err(bad) => reply::Reply::failure(&env, verb, 400, "BadRequest", bad.0),
                 Ok(cmd) => {
@@ -276,9 +280,15 @@ async fn commands(
             },
         };
         if reply.ok {
-            info!("mqtt api: cmd/{verb}: {}", reply.message.replace('\n', "; "));
+            info!(
+                "mqtt api: cmd/{verb}: {}",
+                reply.message.replace('\n', "; ")
+            );
         } else {
-            info!("mqtt api: cmd/{verb} failed ({} {}): {}", reply.code, reply.reason, reply.message);
+            info!(
+                "mqtt api: cmd/{verb} failed ({} {}): {}",
+                reply.code, reply.reason, reply.message
+            );
         }
         let payload = reply.to_bytes();
         let sent = match props.response_topic.filter(|t| !t.is_empty()) {
@@ -294,7 +304,9 @@ async fn commands(
             }
             None => {
                 let topic = reply::reply_topic(&prefix, env.id.as_deref());
-                client.publish(topic, QoS::AtLeastOnce, false, payload).await
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
             }
         };
         if let Err(e) = sent {
@@ -361,7 +373,11 @@ impl StatusPublisher {
     }
 
     async fn publish(&self, topic: String, payload: Vec<u8>) {
-        if let Err(e) = self.client.publish(topic.clone(), QoS::AtLeastOnce, true, payload).await {
+        if let Err(e) = self
+            .client
+            .publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+            .await
+        {
             debug!("mqtt api: cannot publish {topic}: {e}");
         }
     }
@@ -440,10 +456,17 @@ impl StatusPublisher {
                 }
             }
             Object::Deployment(d) => {
-                self.workload_change(&d, deleted, status::deployment_state(&d)).await
+                self.workload_change(&d, deleted, status::deployment_state(&d))
+                    .await
             }
-            Object::DaemonSet(d) => self.workload_change(&d, deleted, status::daemonset_state(&d)).await,
-            Object::Job(j) => self.workload_change(&j, deleted, status::job_state(&j)).await,
+            Object::DaemonSet(d) => {
+                self.workload_change(&d, deleted, status::daemonset_state(&d))
+                    .await
+            }
+            Object::Job(j) => {
+                self.workload_change(&j, deleted, status::job_state(&j))
+                    .await
+            }
             _ => {}
         }
     }
@@ -485,8 +508,7 @@ impl StatusPublisher {
         let topics = self.workload_topics::<T>(&state.namespace, &state.name);
         self.coalescer
             .offer(&topics[0], serde_json::to_vec(&state).unwrap_or_default());
-        if let (Some(disc), Some(token)) = (&self.config.homeassistant, &self.config.button_token)
-        {
+        if let (Some(disc), Some(token)) = (&self.config.homeassistant, &self.config.button_token) {
             if T::KIND == Deployment::KIND {
                 let ns = o.meta().namespace.clone().unwrap_or_default();
                 for (t, c) in homeassistant::deployment_configs(

@@ -124,7 +124,11 @@ mod tests {
             namespace: Some("default".into()),
             name: "web".into(),
             code,
-            reason: if code >= 300 { "Invalid".into() } else { String::new() },
+            reason: if code >= 300 {
+                "Invalid".into()
+            } else {
+                String::new()
+            },
             message: message.into(),
             resource_version: None,
         }
@@ -139,7 +143,10 @@ mod tests {
         let r = Reply::from_results(
             &env,
             "apply",
-            vec![result(201, "configmap/a created"), result(422, "bad replicas")],
+            vec![
+                result(201, "configmap/a created"),
+                result(422, "bad replicas"),
+            ],
         );
         assert!(!r.ok);
         assert_eq!((r.code, r.reason.as_str()), (422, "Invalid"));
@@ -157,7 +164,10 @@ mod tests {
 
     #[test]
     fn reply_topics() {
-        assert_eq!(reply_topic("punnet/v1", Some("42")), "punnet/v1/cmd/reply/42");
+        assert_eq!(
+            reply_topic("punnet/v1", Some("42")),
+            "punnet/v1/cmd/reply/42"
+        );
         assert_eq!(reply_topic("punnet/v1", None), "punnet/v1/cmd/reply");
         assert_eq!(reply_topic("punnet/v1", Some("a/#")), "punnet/v1/cmd/reply");
     }

@@ -95,7 +95,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = button_token(dir.path()).unwrap();
         assert_eq!(a, button_token(dir.path()).unwrap());
-        let mode = fs::metadata(dir.path().join(BUTTON_TOKEN_FILE)).unwrap().permissions();
+        let mode = fs::metadata(dir.path().join(BUTTON_TOKEN_FILE))
+            .unwrap()
+            .permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
         fs::write(dir.path().join(BUTTON_TOKEN_FILE), "short").unwrap();
         let err = button_token(dir.path()).unwrap_err().to_string();

@@ -49,13 +49,16 @@ pub struct WorkloadState {
 
 pub fn node_state(node: &Node, usage: Option<&NodeMetrics>, pods_running: usize) -> NodeState {
     let figures = usage.and_then(|m| m.punnet.as_ref());
-    let cpus = figures.map(|f| f.cpus).filter(|c| *c > 0).unwrap_or_else(|| {
-        node.status
-            .capacity
-            .get("cpu")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    });
+    let cpus = figures
+        .map(|f| f.cpus)
+        .filter(|c| *c > 0)
+        .unwrap_or_else(|| {
+            node.status
+                .capacity
+                .get("cpu")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        });
     let cpu_millis = usage
         .and_then(|m| m.usage.get("cpu"))
         .and_then(|q| punnet_api::quantity::parse_cpu_millis(q).ok());
@@ -63,12 +66,12 @@ pub fn node_state(node: &Node, usage: Option<&NodeMetrics>, pods_running: usize)
         (Some(m), c) if c > 0 => Some(((m as f64) / (c as f64 * 10.0)).round() as u32),
         _ => None,
     };
-    let memory_percent = figures
-        .filter(|f| f.memory_total_bytes > 0)
-        .map(|f| {
-            let used = f.memory_total_bytes.saturating_sub(f.memory_available_bytes);
-            ((used as f64) * 100.0 / f.memory_total_bytes as f64).round() as u32
-        });
+    let memory_percent = figures.filter(|f| f.memory_total_bytes > 0).map(|f| {
+        let used = f
+            .memory_total_bytes
+            .saturating_sub(f.memory_available_bytes);
+        ((used as f64) * 100.0 / f.memory_total_bytes as f64).round() as u32
+    });
     NodeState {
         name: node.metadata.name.clone(),
         online: node.is_ready(),
@@ -206,13 +209,22 @@ mod tests {
     #[test]
     fn running_pods_are_counted_per_node_incrementally() {
         let mut r = RunningPods::default();
-        assert_eq!(r.update("a", Some(&pod(Some("n1"), "Pending"))), Vec::<String>::new());
+        assert_eq!(
+            r.update("a", Some(&pod(Some("n1"), "Pending"))),
+            Vec::<String>::new()
+        );
         assert_eq!(r.update("a", Some(&pod(Some("n1"), "Running"))), vec!["n1"]);
         assert_eq!(r.update("b", Some(&pod(Some("n1"), "Running"))), vec!["n1"]);
-        assert_eq!(r.update("b", Some(&pod(Some("n1"), "Running"))), Vec::<String>::new());
+        assert_eq!(
+            r.update("b", Some(&pod(Some("n1"), "Running"))),
+            Vec::<String>::new()
+        );
         assert_eq!(r.on("n1"), 2);
         assert_eq!(r.update("a", None), vec!["n1"]);
-        assert_eq!(r.update("b", Some(&pod(Some("n2"), "Running"))), vec!["n1", "n2"]);
+        assert_eq!(
+            r.update("b", Some(&pod(Some("n2"), "Running"))),
+            vec!["n1", "n2"]
+        );
         assert_eq!((r.on("n1"), r.on("n2")), (0, 1));
     }
 
@@ -242,7 +254,10 @@ mod tests {
         };
         let s = node_state(&n, Some(&m), 3);
         assert!(s.online && !s.unschedulable);
-        assert_eq!((s.model.as_str(), s.arch.as_str()), ("Raspberry Pi 4", "arm64"));
+        assert_eq!(
+            (s.model.as_str(), s.arch.as_str()),
+            ("Raspberry Pi 4", "arm64")
+        );
         assert_eq!(s.cpu_percent, Some(31));
         assert_eq!(s.memory_percent, Some(67));
         assert_eq!(s.temperature_celsius, Some(49));
