@@ -427,6 +427,22 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     let r = command_v4(v4, "delete", &del.to_string(), "b2").await;
     assert_eq!(r["code"], 403, "{r}");
 
+    // A Pod: deleted so that its ReplicaSet makes a new one.
+    let pods = ctl.get("/api/v1/namespaces/default/pods").await;
+    let pod = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = command_v5(
+        v5,
+        "restart",
+        &format!(r#"{{"kind":"Pod","name":"{pod}"}}"#),
+        Some(&token),
+        "cp",
+    )
+    .await;
+    assert_eq!(r["message"], format!("pod/{pod} restarted"), "{r}");
+
     // restart with the operator's token, cordon and uncordon.
     let r = command_v5(
         v5,
