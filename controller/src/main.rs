@@ -61,8 +61,8 @@ struct Cli {
     /// created on first start). Back it up: a backup's Secrets cannot be read without it.
     #[arg(long, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
-    /// The embedded broker's MQTT 5 listener, used by the MQTT command API (default: the
-    /// --mqtt address with port 1884; `off`: none, and no MQTT API).
+    /// The embedded broker's MQTT 5 listener, used by the MQTT command API (default: port
+    /// 1884 on the --mqtt address when that uses port 1883; `off`: none, and no MQTT API).
     #[arg(long, value_name = "ADDR")]
     mqtt5: Option<String>,
     /// Publish Home Assistant MQTT discovery configs under PREFIX (default homeassistant).
@@ -251,16 +251,18 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
     Ok(c)
 }
 
-/// The embedded broker's MQTT 5 listener when none is configured: the v4 listener's
-/// address with port 1884, if that port is free (otherwise the controller runs without
-/// the MQTT API and says so, rather than not at all).
+/// The embedded broker's MQTT 5 listener when none is configured: next to a v4
+/// listener on the standard port 1883, port 1884 on the same address, if that is free
+/// (otherwise the controller runs without the MQTT API and says so, rather than not at
+/// all). Any other --mqtt port has no v5 listener unless --mqtt5 names one, so that
+/// controllers started side by side on their own ports never race for 1884.
 fn default_mqtt_v5(c: &ControllerConfig) -> Option<std::net::SocketAddr> {
-    if c.broker.is_some() || c.mqtt.port() == 0 {
+    if c.broker.is_some() {
         return None;
     }
-    if c.mqtt.port() == punnet_controller::mqttapi::DEFAULT_V5_PORT {
-        tracing::warn!(
-            "--mqtt uses port 1884: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
+    if c.mqtt.port() != punnet_controller::broker::DEFAULT_PORT {
+        tracing::info!(
+            "--mqtt is not on port 1883: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
         );
         return None;
     }
