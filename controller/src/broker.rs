@@ -191,7 +191,13 @@ fn mqtt_handshake(addr: SocketAddr, v5: bool) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let client_id = b"punnet-controller-probe";
+    // A new client id per knock: rumqttd 0.20 panics (and poisons the listener for good)
+    // when a client id comes back whose earlier CONNECT it gave up on half-way, which a
+    // knock that timed out while the router was still starting can be.
+    static KNOCKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = KNOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let client_id = format!("punnet-controller-probe-{}-{n}", std::process::id());
+    let client_id = client_id.as_bytes();
     let props = usize::from(v5);
     let mut packet = vec![0x10, (12 + props + client_id.len()) as u8];
     // Protocol name "MQTT", level 4 (or 5), clean session, keepalive 10 s.
