@@ -86,6 +86,7 @@ pub async fn run(
             broker::start_with(broker::BrokerConfig {
                 listen: config.mqtt,
                 listen_v5: config.mqtt_v5,
+                prefix: config.prefix.clone(),
                 ..Default::default()
             })?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening");
