@@ -340,7 +340,7 @@ impl StatusPublisher {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 ev = events.recv() => match ev {
-                    Ok(ev) => self.apply(ev.change, ev.object).await,
+                    Ok(ev) => self.apply(ev.change, &ev.object).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         debug!("mqtt api: missed {n} store changes; reading everything again");
                         self.resync();
@@ -403,7 +403,7 @@ impl StatusPublisher {
         if let Ok((nodes, _)) = self.store.list::<Node>(None) {
             for n in nodes {
                 let name = n.metadata.name.clone();
-                self.nodes.insert(name.clone(), n);
+                self.nodes.insert(name.clone(), n.clone());
                 self.offer_node(&name, true);
                 live.extend(self.node_topics(&name));
             }
@@ -434,7 +434,7 @@ impl StatusPublisher {
         }
     }
 
-    async fn apply(&mut self, change: Change, object: Object) {
+    async fn apply(&mut self, change: Change, object: &Object) {
         let deleted = change == Change::Deleted;
         match object {
             Object::Node(n) => {
@@ -445,28 +445,25 @@ impl StatusPublisher {
                         self.clear(t).await;
                     }
                 } else {
-                    self.nodes.insert(name.clone(), n);
+                    self.nodes.insert(name.clone(), n.clone());
                     self.offer_node(&name, true);
                 }
             }
             Object::Pod(p) => {
-                let pod = (!deleted).then_some(&p);
+                let pod = (!deleted).then_some(p);
                 for node in self.running.update(&p.metadata.key(), pod) {
                     self.offer_node(&node, false);
                 }
             }
             Object::Deployment(d) => {
-                self.workload_change(&d, deleted, status::deployment_state(&d))
+                self.workload_change(d, deleted, status::deployment_state(d))
                     .await
             }
             Object::DaemonSet(d) => {
-                self.workload_change(&d, deleted, status::daemonset_state(&d))
+                self.workload_change(d, deleted, status::daemonset_state(d))
                     .await
             }
-            Object::Job(j) => {
-                self.workload_change(&j, deleted, status::job_state(&j))
-                    .await
-            }
+            Object::Job(j) => self.workload_change(j, deleted, status::job_state(j)).await,
             _ => {}
         }
     }
