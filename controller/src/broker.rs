@@ -176,8 +176,10 @@ pub fn start_with(config: BrokerConfig) -> Result<(), BrokerError> {
     let deadline = Instant::now() + waited;
     for addr in addrs {
         let probe = connectable(addr);
+        // The v5 listener refuses a 3.1.1 CONNECT: knock on it in its own version.
+        let v5 = Some(addr) == config.listen_v5;
         loop {
-            if mqtt_handshake(probe) {
+            if mqtt_handshake(probe, v5) {
                 break;
             }
             if thread.is_finished() {
@@ -210,18 +212,28 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether an MQTT 3.1.1 CONNECT to `addr` gets a CONNACK: an open port alone does not
-/// mean the router behind it is ready.
-fn mqtt_handshake(addr: SocketAddr) -> bool {
+/// Whether an MQTT 3.1.1 (or, with `v5`, MQTT 5) CONNECT to `addr` gets a CONNACK: an
+/// open port alone does not mean the router behind it is ready.
+fn mqtt_handshake(addr: SocketAddr, v5: bool) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let client_id = b"punnet-controller-probe";
-    let mut packet = vec![0x10, (12 + client_id.len()) as u8];
-    // Protocol name "MQTT", level 4, clean session, keepalive 10 s.
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
+    // A new client id per knock: rumqttd 0.20 panics (and poisons the listener for good)
+    // when a client id comes back whose earlier CONNECT it gave up on half-way, which a
+    // knock that timed out while the router was still starting can be.
+    static KNOCKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = KNOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let client_id = format!("punnet-controller-probe-{}-{n}", std::process::id());
+    let client_id = client_id.as_bytes();
+    let props = usize::from(v5);
+    let mut packet = vec![0x10, (12 + props + client_id.len()) as u8];
+    // Protocol name "MQTT", level 4 (or 5), clean session, keepalive 10 s.
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4 + props as u8, 0x02, 0, 10]);
+    if v5 {
+        packet.push(0); // no CONNECT properties
+    }
     packet.extend_from_slice(&[0, client_id.len() as u8]);
     packet.extend_from_slice(client_id);
     let mut connack = [0u8; 4];

@@ -35,6 +35,12 @@ pub struct ControllerConfig {
     pub default_eviction: Duration,
     /// The key Secrets are encrypted with in the database; `None`: `<data-dir>/secrets.key`.
     pub encryption_key_file: Option<PathBuf>,
+    /// The embedded broker's MQTT 5 listener, which the MQTT command API needs (rumqttd
+    /// serves one protocol version per port). `None`: no v5 listener, and with the
+    /// embedded broker no MQTT API. An external broker serves v5 on its one port.
+    pub mqtt_v5: Option<SocketAddr>,
+    /// Home Assistant MQTT discovery under this prefix (`--homeassistant [PREFIX]`).
+    pub homeassistant: Option<String>,
 }
 
 impl ControllerConfig {
@@ -50,6 +56,8 @@ impl ControllerConfig {
             pod_cidrs: PodCidrs::default(),
             default_eviction: Duration::from_secs(crate::nodelifecycle::DEFAULT_EVICTION_SECONDS),
             encryption_key_file: None,
+            mqtt_v5: None,
+            homeassistant: None,
         }
     }
 
@@ -111,6 +119,8 @@ pub struct ConfigFile {
     pub node_cidr_mask_size: Option<u8>,
     pub default_eviction_seconds: Option<u64>,
     pub encryption_key_file: Option<PathBuf>,
+    pub mqtt5: Option<String>,
+    pub homeassistant: Option<String>,
 }
 
 #[derive(Debug, Error)]

@@ -14,6 +14,7 @@ pub mod job;
 pub mod logproxy;
 pub mod metrics;
 pub mod mqtt;
+pub mod mqttapi;
 pub mod namespaces;
 pub mod nodeipam;
 pub mod nodelifecycle;

@@ -61,6 +61,13 @@ struct Cli {
     /// created on first start). Back it up: a backup's Secrets cannot be read without it.
     #[arg(long, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
+    /// The embedded broker's MQTT 5 listener, used by the MQTT command API (default: port
+    /// 1884 on the --mqtt address when that uses port 1883; `off`: none, and no MQTT API).
+    #[arg(long, value_name = "ADDR")]
+    mqtt5: Option<String>,
+    /// Publish Home Assistant MQTT discovery configs under PREFIX (default homeassistant).
+    #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "homeassistant")]
+    homeassistant: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -227,6 +234,12 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         .unwrap_or(punnet_controller::podcidr::DEFAULT_NODE_MASK);
     c.pod_cidrs = punnet_controller::podcidr::PodCidrs::new(&cluster_cidr, mask)
         .map_err(config::ConfigError::from)?;
+    c.mqtt_v5 = match cli.mqtt5.or(file.mqtt5).as_deref() {
+        Some("off") => None,
+        Some(v) => Some(config::parse_addr("--mqtt5", v)?),
+        None => default_mqtt_v5(&c),
+    };
+    c.homeassistant = cli.homeassistant.or(file.homeassistant);
     if cli.with_agent || file.with_agent == Some(true) {
         let mut labels = BTreeMap::new();
         for l in file.agent_label.iter().chain(&cli.agent_labels) {
@@ -236,6 +249,31 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         c.agent = Some(c.local_agent(cli.agent_name.or(file.agent_name), labels));
     }
     Ok(c)
+}
+
+/// The embedded broker's MQTT 5 listener when none is configured: next to a v4
+/// listener on the standard port 1883, port 1884 on the same address, if that is free
+/// (otherwise the controller runs without the MQTT API and says so, rather than not at
+/// all). Any other --mqtt port has no v5 listener unless --mqtt5 names one, so that
+/// controllers started side by side on their own ports never race for 1884.
+fn default_mqtt_v5(c: &ControllerConfig) -> Option<std::net::SocketAddr> {
+    if c.broker.is_some() {
+        return None;
+    }
+    if c.mqtt.port() != punnet_controller::broker::DEFAULT_PORT {
+        tracing::info!(
+            "--mqtt is not on port 1883: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
+        );
+        return None;
+    }
+    let addr = std::net::SocketAddr::new(c.mqtt.ip(), punnet_controller::mqttapi::DEFAULT_V5_PORT);
+    if std::net::TcpListener::bind(addr).is_err() {
+        tracing::warn!(
+            "MQTT 5 listener {addr} is taken: no MQTT API (choose another with --mqtt5)"
+        );
+        return None;
+    }
+    Some(addr)
 }
 
 async fn shutdown_signal() {

@@ -104,6 +104,15 @@ impl Metrics {
         out
     }
 
+    /// One node's figures, unless older than `MAX_AGE` (the MQTT API's status topics).
+    pub fn node(&self, name: &str, now: Time) -> Option<NodeMetrics> {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .get(name)
+            .filter(|e| age(now, e.at) <= MAX_AGE)
+            .map(|e| node_metrics(name, e))
+    }
+
     /// The running Pods' figures in `namespace` (all when `None`), by namespace and name.
     pub fn pods(&self, namespace: Option<&str>, now: Time) -> Vec<PodMetrics> {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());

@@ -54,6 +54,8 @@ pub enum ControllerError {
     Agent(#[from] punnet_agent::AgentError),
     #[error("a controller task panicked: {0}")]
     Panicked(String),
+    #[error("MQTT API: {0}")]
+    MqttApi(#[from] crate::mqttapi::MqttApiError),
 }
 
 pub async fn run(
@@ -83,6 +85,7 @@ pub async fn run(
         None => {
             broker::start_with(broker::BrokerConfig {
                 listen: config.mqtt,
+                listen_v5: config.mqtt_v5,
                 prefix: config.prefix.clone(),
                 ..Default::default()
             })?;
@@ -94,6 +97,7 @@ pub async fn run(
         prefix: config.prefix.clone(),
         ..mqtt
     };
+    let mqtt_api = crate::mqttapi::config_for(&config, &mqtt)?;
 
     let listener =
         TcpListener::bind(config.http)
@@ -174,6 +178,19 @@ pub async fn run(
         logs,
     )
     .with_metrics(metrics);
+    if let Some(api) = mqtt_api {
+        let parts = crate::mqttapi::MqttApiParts {
+            store: store.clone(),
+            metrics: state.metrics.clone(),
+            executor: crate::mqttapi::exec::Executor::new(http::router(state.clone()), &token),
+            auth: Arc::new(crate::mqttapi::auth::AdminToken::new(&token)),
+        };
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            crate::mqttapi::run(parts, api, c).await;
+            Ok(())
+        });
+    }
     let c = cancel.clone();
     tasks.spawn(async move {
         http::serve(listener, state, c.cancelled_owned())
