@@ -27,7 +27,6 @@ struct NodeEntry {
 
 #[derive(Debug, Clone)]
 struct PodEntry {
-    node: String,
     namespace: String,
     name: String,
     at: Time,
@@ -38,8 +37,9 @@ struct PodEntry {
 #[derive(Debug, Default)]
 pub struct Metrics {
     nodes: RwLock<HashMap<String, NodeEntry>>,
-    /// By `namespace/name`.
-    pods: RwLock<HashMap<String, PodEntry>>,
+    /// By node: a report replaces its node's entries without scanning every Pod of the
+    /// fleet (50,000 at 5,000 nodes, 500 reports a second).
+    pods: RwLock<HashMap<String, Vec<PodEntry>>>,
 }
 
 fn age(now: Time, then: Time) -> Duration {
@@ -75,20 +75,23 @@ impl Metrics {
             );
             window
         };
+        let entries: Vec<PodEntry> = report
+            .pods
+            .iter()
+            .filter(|p| !p.usage.is_empty())
+            .map(|p| PodEntry {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                at: now,
+                window,
+                usage: p.usage.clone(),
+            })
+            .collect();
         let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
-        pods.retain(|_, p| p.node != report.node);
-        for p in report.pods.iter().filter(|p| !p.usage.is_empty()) {
-            pods.insert(
-                format!("{}/{}", p.namespace, p.name),
-                PodEntry {
-                    node: report.node.clone(),
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    at: now,
-                    window,
-                    usage: p.usage.clone(),
-                },
-            );
+        if entries.is_empty() {
+            pods.remove(&report.node);
+        } else {
+            pods.insert(report.node.clone(), entries);
         }
     }
 
@@ -116,12 +119,23 @@ impl Metrics {
     /// The running Pods' figures in `namespace` (all when `None`), by namespace and name.
     pub fn pods(&self, namespace: Option<&str>, now: Time) -> Vec<PodMetrics> {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<PodMetrics> = pods
+        // A Pod that moved may still be listed by its old node until that one reports
+        // again: the newest figures win.
+        let mut newest: HashMap<(&str, &str), &PodEntry> = HashMap::new();
+        for p in pods
             .values()
+            .flatten()
             .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
             .filter(|p| age(now, p.at) <= MAX_AGE)
-            .map(pod_metrics)
-            .collect();
+        {
+            let slot = newest
+                .entry((p.namespace.as_str(), p.name.as_str()))
+                .or_insert(p);
+            if p.at > slot.at {
+                *slot = p;
+            }
+        }
+        let mut out: Vec<PodMetrics> = newest.into_values().map(pod_metrics).collect();
         out.sort_by_key(|a| a.metadata.key());
         out
     }

@@ -395,11 +395,11 @@ impl StatusPublisher {
         self.nodes.clear();
         self.running.clear();
         let mut live: Vec<String> = Vec::new();
-        if let Ok((pods, _)) = self.store.list::<Pod>(None) {
-            for p in &pods {
-                self.running.update(&p.metadata.key(), Some(p));
-            }
-        }
+        // One Pod at a time: a large fleet's Pods decoded at once are hundreds of MiB.
+        let running = &mut self.running;
+        let _ = self.store.visit::<Pod>(None, |p| {
+            running.update(&p.metadata.key(), Some(&p));
+        });
         if let Ok((nodes, _)) = self.store.list::<Node>(None) {
             for n in nodes {
                 let name = n.metadata.name.clone();
