@@ -65,6 +65,8 @@ pub enum AgentError {
         #[source]
         source: ImageError,
     },
+    #[error(transparent)]
+    Enrol(#[from] crate::enrol::EnrolError),
 }
 
 /// Runs the agent with the real runtime (containers through libcontainer shims) until
@@ -137,6 +139,13 @@ async fn run_inner(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.validate()?;
+    let mut config = config;
+    tokio::pin!(shutdown);
+    // Enrol (or load the identity) before anything talks to the broker.
+    tokio::select! {
+        enrolled = crate::enrol::ensure_identity(&mut config) => enrolled?,
+        _ = &mut shutdown => return Ok(()),
+    }
     let platform = match &config.platform {
         Some(p) => p
             .parse::<crate::platform::Platform>()

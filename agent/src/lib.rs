@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod board;
 pub mod config;
+pub mod enrol;
 pub mod events;
 pub mod facts;
 pub mod hostpath;
@@ -12,6 +13,7 @@ pub mod import;
 pub mod link;
 pub mod logs;
 pub mod network;
+pub mod node_key_seam;
 pub mod platform;
 pub mod podspec;
 pub mod podstatus;

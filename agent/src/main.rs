@@ -28,6 +28,10 @@ struct Cli {
     /// MQTT topic prefix.
     #[arg(long)]
     prefix: Option<String>,
+    /// Bootstrap token (`punnet token create`) to enrol with when the data dir holds no
+    /// identity yet; ignored once enrolled.
+    #[arg(long, value_name = "TOKEN", env = "PUNNET_TOKEN")]
+    token: Option<String>,
     /// First restart delay of a crashing container (doubles up to 5m).
     #[arg(long, value_name = "DURATION")]
     restart_backoff: Option<String>,
@@ -155,6 +159,9 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     for label in &cli.labels {
         let (k, v) = config::parse_label(label)?;
         config.labels.insert(k, v);
+    }
+    if let Some(token) = &cli.token {
+        config.token = Some(token.clone());
     }
     if let Some(d) = &cli.restart_backoff {
         config.restart_backoff_base = config::parse_duration(d)?;

@@ -7,6 +7,7 @@ pub mod capability;
 pub mod configdata;
 pub mod daemonset;
 pub mod deployment;
+pub mod enrol;
 pub mod event;
 pub mod job;
 pub mod manifest;

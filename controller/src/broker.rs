@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use punnet_api::topics::MAX_PACKET_SIZE;
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The MQTT port, as every broker uses.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     /// reserves its connection tables at this size (address space, not memory: pages
     /// are touched as clients connect), so a generous limit costs a small fleet nothing.
     pub max_connections: usize,
+    /// Who may connect (see `identity::BrokerAuth`); `None`: anybody (tests only).
+    pub auth: Option<std::sync::Arc<crate::identity::BrokerAuth>>,
 }
 
 impl Default for BrokerConfig {
@@ -57,6 +59,7 @@ impl Default for BrokerConfig {
             listen_v5: None,
             // A 5,000-board fleet with room to spare (the scale benchmark's largest).
             max_connections: 10_000,
+            auth: None,
         }
     }
 }
@@ -89,6 +92,25 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
         // Filters are created as clients subscribe; nothing is configured up front.
         dynamic_filters: true,
     };
+    let mut connections = connections;
+    if let Some(auth) = &config.auth {
+        let auth = auth.clone();
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let auth = auth.clone();
+            async move {
+                match auth.check(&user, &pass) {
+                    Ok(who) => {
+                        tracing::debug!(client = %client_id, ?who, "MQTT login accepted");
+                        true
+                    }
+                    Err(why) => {
+                        warn!(client = %client_id, user = %user, "MQTT login refused: {why}");
+                        false
+                    }
+                }
+            }
+        });
+    }
     let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.to_string(),
         listen,
@@ -143,12 +165,13 @@ pub fn start_with(config: BrokerConfig) -> Result<(), BrokerError> {
     let addrs: Vec<SocketAddr> = std::iter::once(config.listen)
         .chain(config.listen_v5)
         .collect();
+    let login = config.auth.as_ref().map(|a| a.controller_login());
     let waited = Duration::from_secs(10);
     let deadline = Instant::now() + waited;
     for addr in addrs {
         let probe = connectable(addr);
         loop {
-            if mqtt_handshake(probe) {
+            if mqtt_handshake(probe, login.as_ref()) {
                 break;
             }
             if thread.is_finished() {
@@ -183,18 +206,28 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 
 /// Whether an MQTT 3.1.1 CONNECT to `addr` gets a CONNACK: an open port alone does not
 /// mean the router behind it is ready.
-fn mqtt_handshake(addr: SocketAddr) -> bool {
+fn mqtt_handshake(addr: SocketAddr, login: Option<&(String, String)>) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let client_id = b"punnet-controller-probe";
-    let mut packet = vec![0x10, (12 + client_id.len()) as u8];
-    // Protocol name "MQTT", level 4, clean session, keepalive 10 s.
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
-    packet.extend_from_slice(&[0, client_id.len() as u8]);
-    packet.extend_from_slice(client_id);
+    let mut body = Vec::new();
+    // Protocol name "MQTT", level 4, clean session (+ username and password), keepalive 10 s.
+    let flags = if login.is_some() { 0xc2 } else { 0x02 };
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 10]);
+    body.extend_from_slice(&[0, client_id.len() as u8]);
+    body.extend_from_slice(client_id);
+    if let Some((user, pass)) = login {
+        for field in [user.as_bytes(), pass.as_bytes()] {
+            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            body.extend_from_slice(field);
+        }
+    }
+    // Remaining length fits one byte: the login is the controller's short one.
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
     let mut connack = [0u8; 4];
     let ok = s.write_all(&packet).is_ok()
         && s.read_exact(&mut connack).is_ok()

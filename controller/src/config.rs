@@ -35,6 +35,12 @@ pub struct ControllerConfig {
     pub default_eviction: Duration,
     /// The key Secrets are encrypted with in the database; `None`: `<data-dir>/secrets.key`.
     pub encryption_key_file: Option<PathBuf>,
+    /// Keep a Mosquitto password file and ACL file in this directory current (rewritten
+    /// at start and on every enrolment, revocation and token change).
+    pub mosquitto_config: Option<PathBuf>,
+    /// Send SIGHUP to the process whose pid is in this file after each rewrite, so that
+    /// Mosquitto reloads them.
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -50,6 +56,8 @@ impl ControllerConfig {
             pod_cidrs: PodCidrs::default(),
             default_eviction: Duration::from_secs(crate::nodelifecycle::DEFAULT_EVICTION_SECONDS),
             encryption_key_file: None,
+            mosquitto_config: None,
+            mosquitto_pid_file: None,
         }
     }
 
@@ -111,6 +119,8 @@ pub struct ConfigFile {
     pub node_cidr_mask_size: Option<u8>,
     pub default_eviction_seconds: Option<u64>,
     pub encryption_key_file: Option<PathBuf>,
+    pub mosquitto_config: Option<PathBuf>,
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]

@@ -18,6 +18,10 @@ use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
+use crate::identity::{BrokerAuth, NodeIdentities};
+use crate::signing_seam::ControllerKey;
+use crate::tokens::Tokens;
+use crate::{enrol, identity, mosquitto, tokens};
 use crate::{
     auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
     nodesync, replicaset, scheduling,
@@ -54,6 +58,10 @@ pub enum ControllerError {
     Agent(#[from] punnet_agent::AgentError),
     #[error("a controller task panicked: {0}")]
     Panicked(String),
+    #[error("identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("the local agent's identity: {0}")]
+    LocalIdentity(String),
 }
 
 pub async fn run(
@@ -74,6 +82,32 @@ pub async fn run(
         "store opened"
     );
     let token = auth_token::load_or_create(&config.data_dir)?;
+    // Identity: tokens with roles, enrolled nodes, the controller's own broker login.
+    let tokens = Arc::new(Tokens::open(&token, store.open_tree(tokens::TREE)?));
+    let nodes = NodeIdentities::open(store.open_tree(identity::TREE)?);
+    let controller_password = identity::controller_password(&config.data_dir)?;
+    let controller_key = ControllerKey::load_or_create(&config.data_dir)?;
+    if let Some(dir) = config.mosquitto_config.clone() {
+        let sync = {
+            let (dir, pid, prefix) = (dir, config.mosquitto_pid_file.clone(), config.prefix.clone());
+            let (t, n, pw) = (Arc::downgrade(&tokens), nodes.clone(), controller_password.clone());
+            move || {
+                let Some(t) = t.upgrade() else { return };
+                match mosquitto::sync(&dir, pid.as_deref(), &prefix, &pw, &t, &n) {
+                    Ok(()) => info!(dir = %dir.display(), "Mosquitto password and ACL files written"),
+                    Err(e) => warn!("could not update the Mosquitto files: {e}"),
+                }
+            }
+        };
+        sync();
+        let hook: tokens::ChangeHook = Arc::new(sync);
+        tokens.set_on_change(hook.clone());
+        nodes.set_on_change(hook);
+    }
+    let auth = Arc::new(
+        BrokerAuth::new(tokens.clone(), nodes.clone(), controller_password.clone())
+            .with_events(store.clone()),
+    );
 
     let mqtt = match &config.broker {
         Some(url) => {
@@ -81,13 +115,21 @@ pub async fn run(
             MqttSettings::from_url(url)?
         }
         None => {
-            broker::start(config.mqtt)?;
-            info!(addr = %config.mqtt, "embedded MQTT broker listening");
+            broker::start_with(broker::BrokerConfig {
+                listen: config.mqtt,
+                auth: Some(auth),
+                ..Default::default()
+            })?;
+            info!(addr = %config.mqtt, "embedded MQTT broker listening (only enrolled nodes, the controller and token logins are admitted)");
             MqttSettings::from_url(&config.broker_url())?
         }
     };
     let mqtt = MqttSettings {
         prefix: config.prefix.clone(),
+        credentials: Some((
+            punnet_api::enrol::CONTROLLER_USERNAME.to_string(),
+            controller_password,
+        )),
         ..mqtt
     };
 
@@ -108,6 +150,22 @@ pub async fn run(
     // Every part runs until `cancel`; one that ends early (its listener failed, the
     // local agent could not start) takes the controller down with its error.
     let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
+    let enroller = enrol::Enroller {
+        store: store.clone(),
+        tokens: tokens.clone(),
+        nodes: nodes.clone(),
+        controller_key: controller_key.public_key(),
+    };
+    let (m, c) = (mqtt.clone(), cancel.clone());
+    tasks.spawn(async move {
+        enrol::run(enroller, m, c).await;
+        Ok(())
+    });
+    let (s, n, c) = (store.clone(), nodes.clone(), cancel.clone());
+    tasks.spawn(async move {
+        identity::revoke_deleted_nodes(s, n, c).await;
+        Ok(())
+    });
     let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
     tasks.spawn(async move {
@@ -164,11 +222,7 @@ pub async fn run(
         nodeipam::run(s, cidrs, c).await;
         Ok(())
     });
-    let state = ApiState::new(
-        store.clone(),
-        Arc::new(http::auth::Tokens::new(&token)),
-        logs,
-    )
+    let state = ApiState::new(store.clone(), tokens.clone(), logs)
     .with_metrics(metrics);
     let c = cancel.clone();
     tasks.spawn(async move {
@@ -176,8 +230,24 @@ pub async fn run(
             .await
             .map_err(ControllerError::Serve)
     });
-    if let Some(agent) = config.agent.clone() {
+    if let Some(mut agent) = config.agent.clone() {
         info!(node = %agent.node_name, "starting local agent");
+        // The controller vouches for its own agent: no token, credentials written
+        // straight into the agent's data dir.
+        let key = punnet_agent::node_key_seam::NodeKey::load_or_create(&agent.data_dir)
+            .map_err(|e| ControllerError::LocalIdentity(e.to_string()))?;
+        let password = identity::preregister(&nodes, &agent.node_name, key.public_key())?;
+        let creds = punnet_agent::enrol::Credentials {
+            node: agent.node_name.clone(),
+            mqtt: punnet_agent::enrol::MqttLogin {
+                username: agent.node_name.clone(),
+                password,
+            },
+        };
+        creds
+            .save(&agent.data_dir, Some(&controller_key.public_key()))
+            .map_err(|e| ControllerError::LocalIdentity(e.to_string()))?;
+        agent.token = None;
         let c = cancel.clone();
         tasks.spawn(async move {
             punnet_agent::run(agent, c.cancelled_owned())

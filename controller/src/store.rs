@@ -234,6 +234,12 @@ impl Store {
         self.volatile.set_interval(every);
     }
 
+    /// A tree of the same database for data that is not an API object (tokens, node
+    /// identities): no revisions, no watch events, not in backups.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// The revision of the newest committed write.
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::SeqCst)

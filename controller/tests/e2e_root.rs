@@ -179,7 +179,16 @@ impl Fleet {
     }
 
     fn start_agent(&mut self) {
-        let child = Command::new(bin("punnet-agent"))
+        let mut agent = Command::new(bin("punnet-agent"));
+        // The embedded broker admits enrolled nodes only: the first start enrols with a
+        // one-use token, later ones log in with the credentials kept in the data dir.
+        if !self.agent_dir().join("credentials.json").exists() {
+            let out = self.punnet(&["token", "create", "--uses", "1"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            agent.args(["--token", text.lines().next().unwrap()]);
+        }
+        let child = agent
             .args(["--name", &self.node])
             .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt)])
             .arg("--data-dir")

@@ -5,6 +5,7 @@
 //! dropped connection) to measure how fast the controller moves their Pods.
 
 pub mod board;
+pub mod enrol;
 pub mod node;
 pub mod pods;
 
@@ -31,6 +32,8 @@ pub enum SimError {
     KillPercent(f64),
     #[error("--nodes must be at least 1")]
     NoNodes,
+    #[error("--token: not a Punnet token (expected <12 hex>.<secret> from `punnet token create`)")]
+    Token,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +62,9 @@ pub struct SimConfig {
     pub kill_mode: KillMode,
     /// How often the progress line is printed (zero: never).
     pub progress_every: Duration,
+    /// A bootstrap token (`punnet token create --uses N`) every node enrols with first;
+    /// needed with the controller's embedded broker, which admits enrolled nodes only.
+    pub token: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -78,6 +84,7 @@ impl Default for SimConfig {
             kill_now: None,
             kill_mode: KillMode::Silent,
             progress_every: Duration::from_secs(1),
+            token: None,
         }
     }
 }
@@ -136,6 +143,10 @@ pub async fn run(
         report_interval: config.report_interval,
         keep_alive: config.keep_alive,
         start_delay: config.start_delay,
+        token: match &config.token {
+            Some(t) => Some(punnet_api::enrol::TokenString::parse(t).ok_or(SimError::Token)?),
+            None => None,
+        },
     });
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();

@@ -66,6 +66,10 @@ struct Cli {
     /// Print the progress line this often (0s: never).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     progress_every: Duration,
+    /// Bootstrap token every node enrols with first (`punnet token create --uses N`);
+    /// the controller's embedded broker admits enrolled nodes only.
+    #[arg(long, value_name = "TOKEN", env = "PUNNET_TOKEN")]
+    token: Option<String>,
 }
 
 /// `500ms`, `10s`, `2m`, or plain seconds.
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 Mode::Close => KillMode::Close,
             },
             progress_every: cli.progress_every,
+            token: cli.token,
         };
         let shutdown = async move {
             tokio::select! {

@@ -54,6 +54,8 @@ pub struct NodeSettings {
     pub report_interval: Duration,
     pub keep_alive: Duration,
     pub start_delay: Duration,
+    /// A bootstrap token every node enrols with before it connects (see `enrol`).
+    pub token: Option<punnet_api::enrol::TokenString>,
 }
 
 pub struct SimNode {
@@ -66,6 +68,8 @@ pub struct SimNode {
     /// This node's share of `counters`, so a change is added as a difference.
     counted: (i64, i64),
     connected: bool,
+    /// The MQTT password enrolment gave this node.
+    password: Option<String>,
 }
 
 impl SimNode {
@@ -84,6 +88,7 @@ impl SimNode {
             counters,
             counted: (0, 0),
             connected: false,
+            password: None,
         }
     }
 
@@ -101,6 +106,9 @@ impl SimNode {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(password) = &self.password {
+            o.set_credentials(self.name.clone(), password.clone());
+        }
         o
     }
 
@@ -190,6 +198,31 @@ impl SimNode {
         mode: KillMode,
         shutdown: CancellationToken,
     ) -> Option<EventLoop> {
+        if let Some(token) = self.settings.token.clone() {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                let enrolled = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = kill.cancelled() => return None,
+                    r = crate::enrol::enrol(&self.settings, &token, &self.name, self.board.index) => r,
+                };
+                match enrolled {
+                    Ok(password) => {
+                        self.password = Some(password);
+                        break;
+                    }
+                    Err(crate::enrol::EnrolFailure::Refused(why)) => {
+                        tracing::warn!("{}: enrolment refused: {why}", self.name);
+                        return None;
+                    }
+                    Err(crate::enrol::EnrolFailure::Retry(why)) => {
+                        debug!("{}: enrolment: {why}; retrying", self.name);
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
         let (client, mut eventloop) = AsyncClient::new(self.options(), REQUEST_CAPACITY);
         let topics = self.settings.topics.clone();
         let desired_topic = topics.desired(&self.name);

@@ -18,6 +18,7 @@ pub mod logs;
 mod metrics;
 mod objects;
 mod query;
+pub mod tokens;
 mod watch;
 
 use std::future::{Future, IntoFuture};
@@ -197,6 +198,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/backup", get(super::backup::serve))
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
+        .route(tokens::GROUP_PATH, get(tokens::group))
+        .route("/apis/punnet.io/v1", get(tokens::resources))
+        .route(
+            "/apis/punnet.io/v1/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/apis/punnet.io/v1/tokens/{id}",
+            get(tokens::get).delete(tokens::delete),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
