@@ -61,8 +61,12 @@ pub async fn create(ctx: &Ctx, args: &TokenCreateArgs, out: &mut dyn Write) -> R
         )?;
     }
     let hint = match role {
-        "bootstrap" => "enrol a board with `punnet-agent --token TOKEN` (or `token:` in its config file)",
-        _ => "use it as the bearer token (`punnet --token TOKEN`, $PUNNET_TOKEN or the config file)",
+        "bootstrap" => {
+            "enrol a board with `punnet-agent --token TOKEN` (or `token:` in its config file)"
+        }
+        _ => {
+            "use it as the bearer token (`punnet --token TOKEN`, $PUNNET_TOKEN or the config file)"
+        }
     };
     writeln!(
         out,

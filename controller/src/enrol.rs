@@ -198,10 +198,7 @@ pub async fn run(enroller: Enroller, settings: MqttSettings, cancel: Cancellatio
                         .await
                         .unwrap_or_else(|_| EnrolReply::refused("internal error"));
                     let body = serde_json::to_vec(&reply).expect("a reply serialises");
-                    if let Err(err) = c
-                        .publish(reply_topic, QoS::AtLeastOnce, false, body)
-                        .await
-                    {
+                    if let Err(err) = c.publish(reply_topic, QoS::AtLeastOnce, false, body).await {
                         warn!("enrolment: could not reply: {err}");
                     }
                 });
@@ -274,7 +271,10 @@ mod tests {
         assert_eq!(e.nodes.public_key("pi-1"), Some([1; 32]));
 
         let again = e.handle(&request(&token, "pi-2", 2));
-        assert!(again.refused.as_deref().unwrap().contains("used up"), "{again:?}");
+        assert!(
+            again.refused.as_deref().unwrap().contains("used up"),
+            "{again:?}"
+        );
         let events = e.store.recorder().for_object(&token_ref(&token.id));
         assert!(events.iter().any(|ev| ev.reason == "EnrolmentRefused"));
     }
@@ -288,7 +288,11 @@ mod tests {
         };
         let r = e.handle(&request(&forged, "pi-1", 1));
         assert!(r.refused.unwrap().contains("does not match"));
-        assert!(e.handle(b"{not json").refused.unwrap().contains("unreadable"));
+        assert!(e
+            .handle(b"{not json")
+            .refused
+            .unwrap()
+            .contains("unreadable"));
         let r = e.handle(&request(&token, "punnet-controller", 1));
         assert!(r.refused.unwrap().contains("reserved"));
         let r = e.handle(&request(&token, "Bad_Name", 1));

@@ -159,7 +159,10 @@ pub enum Principal {
     Controller,
     Node(String),
     /// A token login; `Bootstrap` may only enrol, `Operator`/`Admin` may command.
-    Token { id: String, role: Role },
+    Token {
+        id: String,
+        role: Role,
+    },
 }
 
 impl std::fmt::Debug for BrokerAuth {
@@ -286,7 +289,9 @@ pub async fn revoke_deleted_nodes(
                     tracing::info!(%node, "node deleted: its identity is revoked (its broker login fails from its next connect)");
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(%node, "could not revoke the identity of a deleted node: {e}"),
+                Err(e) => {
+                    tracing::warn!(%node, "could not revoke the identity of a deleted node: {e}")
+                }
             }
         }
     }

@@ -165,10 +165,12 @@ pub fn write_offline(data_dir: &Path, dir: &Path, prefix: &str) -> Result<(), St
     let admin = crate::auth_token::load_or_create(data_dir).map_err(|e| e.to_string())?;
     let tokens = crate::tokens::Tokens::open(
         &admin,
-        db.open_tree(crate::tokens::TREE).map_err(|e| e.to_string())?,
+        db.open_tree(crate::tokens::TREE)
+            .map_err(|e| e.to_string())?,
     );
     let nodes = crate::identity::NodeIdentities::open(
-        db.open_tree(crate::identity::TREE).map_err(|e| e.to_string())?,
+        db.open_tree(crate::identity::TREE)
+            .map_err(|e| e.to_string())?,
     );
     let password = crate::identity::controller_password(data_dir).map_err(|e| e.to_string())?;
     sync(dir, None, prefix, &password, &tokens, &nodes)

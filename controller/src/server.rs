@@ -14,18 +14,18 @@ use tracing::{info, warn};
 
 use crate::config::ControllerConfig;
 use crate::http::{self, ApiState};
+use crate::identity::{BrokerAuth, NodeIdentities};
 use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
-use crate::store::{Store, StoreError};
-use crate::identity::{BrokerAuth, NodeIdentities};
 use crate::signing_seam::ControllerKey;
+use crate::store::{Store, StoreError};
 use crate::tokens::Tokens;
-use crate::{enrol, identity, mosquitto, tokens};
 use crate::{
     auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
     nodesync, replicaset, scheduling,
 };
+use crate::{enrol, identity, mosquitto, tokens};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -89,12 +89,22 @@ pub async fn run(
     let controller_key = ControllerKey::load_or_create(&config.data_dir)?;
     if let Some(dir) = config.mosquitto_config.clone() {
         let sync = {
-            let (dir, pid, prefix) = (dir, config.mosquitto_pid_file.clone(), config.prefix.clone());
-            let (t, n, pw) = (Arc::downgrade(&tokens), nodes.clone(), controller_password.clone());
+            let (dir, pid, prefix) = (
+                dir,
+                config.mosquitto_pid_file.clone(),
+                config.prefix.clone(),
+            );
+            let (t, n, pw) = (
+                Arc::downgrade(&tokens),
+                nodes.clone(),
+                controller_password.clone(),
+            );
             move || {
                 let Some(t) = t.upgrade() else { return };
                 match mosquitto::sync(&dir, pid.as_deref(), &prefix, &pw, &t, &n) {
-                    Ok(()) => info!(dir = %dir.display(), "Mosquitto password and ACL files written"),
+                    Ok(()) => {
+                        info!(dir = %dir.display(), "Mosquitto password and ACL files written")
+                    }
                     Err(e) => warn!("could not update the Mosquitto files: {e}"),
                 }
             }
@@ -222,8 +232,7 @@ pub async fn run(
         nodeipam::run(s, cidrs, c).await;
         Ok(())
     });
-    let state = ApiState::new(store.clone(), tokens.clone(), logs)
-    .with_metrics(metrics);
+    let state = ApiState::new(store.clone(), tokens.clone(), logs).with_metrics(metrics);
     let c = cancel.clone();
     tasks.spawn(async move {
         http::serve(listener, state, c.cancelled_owned())

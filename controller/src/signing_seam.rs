@@ -1,6 +1,6 @@
 //! Placeholder for the signing helper's `signing::ControllerKey` until its branch is
 //! merged: the controller's ed25519 signing key, made on first start and kept in
-//! `<data-dir>/controller.key` (PKCS#8, mode 0600). Enrolment only needs its public
+//! `<data-dir>/signing.key` (PKCS#8, mode 0600, the file and format signing uses). Enrolment only needs its public
 //! key, which it sends to every node it enrols. Replace the uses of this module with
 //! `crate::signing::ControllerKey` at merge time and delete it.
 
@@ -10,7 +10,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::identity::IdentityError;
 
-pub const KEY_FILE: &str = "controller.key";
+pub const KEY_FILE: &str = "signing.key";
 
 pub struct ControllerKey {
     pair: Ed25519KeyPair,

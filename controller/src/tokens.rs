@@ -49,6 +49,15 @@ impl Role {
     /// HEAD: lists, watches, logs, metrics) or not, on a path that manages tokens or
     /// not. `Err` is the reason for a 403.
     pub fn may(self, reads: bool, token_admin: bool) -> Result<(), String> {
+        self.may_on(reads, token_admin, false)
+    }
+
+    /// `may`, where `sensitive` paths (Secrets, the database backup) are kept from
+    /// read-only tokens, as Kubernetes' `view` role keeps Secrets from dashboards.
+    pub fn may_on(self, reads: bool, token_admin: bool, sensitive: bool) -> Result<(), String> {
+        if self == Role::ReadOnly && sensitive {
+            return Err("read-only tokens cannot read Secrets or the backup; use an admin or operator token".into());
+        }
         match self {
             Role::Admin => Ok(()),
             Role::Bootstrap => Err("bootstrap tokens only enrol nodes over MQTT; use an admin token (<data-dir>/admin.token, or `punnet token create --role admin`)".into()),
@@ -72,7 +81,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: use bootstrap, admin, read-only or operator"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: use bootstrap, admin, read-only or operator")
+            })
     }
 }
 
@@ -96,7 +107,9 @@ pub struct TokenRecord {
 /// Why a token is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Refusal {
-    #[error("token {0} is unknown (deleted, or never made here); make one with `punnet token create`")]
+    #[error(
+        "token {0} is unknown (deleted, or never made here); make one with `punnet token create`"
+    )]
     Unknown(String),
     #[error("token {id} expired at {at}; make a new one with `punnet token create --ttl ...`")]
     Expired { id: String, at: DateTime<Utc> },
@@ -104,7 +117,9 @@ pub enum Refusal {
     UsedUp(String),
     #[error("the secret does not match token {0}; check that the whole token was copied")]
     WrongSecret(String),
-    #[error("token {id} has role {role}; enrolment needs a bootstrap token (`punnet token create`)")]
+    #[error(
+        "token {id} has role {role}; enrolment needs a bootstrap token (`punnet token create`)"
+    )]
     NotBootstrap { id: String, role: Role },
 }
 
@@ -405,6 +420,8 @@ mod tests {
         assert!(Role::Operator.may(false, false).is_ok());
         assert!(Role::Operator.may(true, true).is_err());
         assert!(Role::Bootstrap.may(true, false).is_err());
+        assert!(Role::ReadOnly.may_on(true, false, true).is_err());
+        assert!(Role::Operator.may_on(true, false, true).is_ok());
         assert_eq!("read-only".parse::<Role>(), Ok(Role::ReadOnly));
         assert!("root".parse::<Role>().unwrap_err().contains("read-only"));
     }
@@ -414,8 +431,8 @@ mod tests {
         let tokens = Tokens::new("admin-token-0123456789");
         let now = Utc::now();
         let (record, token) = tokens.create(&spec(Role::ReadOnly), now).unwrap();
-        let stored = String::from_utf8(tokens.tree.get(&record.id).unwrap().unwrap().to_vec())
-            .unwrap();
+        let stored =
+            String::from_utf8(tokens.tree.get(&record.id).unwrap().unwrap().to_vec()).unwrap();
         assert!(!stored.contains(&token.secret), "{stored}");
         assert_eq!(tokens.authorize(&token.to_string()), Some(Role::ReadOnly));
         assert_eq!(

@@ -184,7 +184,11 @@ impl Fleet {
         // one-use token, later ones log in with the credentials kept in the data dir.
         if !self.agent_dir().join("credentials.json").exists() {
             let out = self.punnet(&["token", "create", "--uses", "1"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8(out.stdout).unwrap();
             agent.args(["--token", text.lines().next().unwrap()]);
         }

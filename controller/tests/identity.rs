@@ -154,19 +154,33 @@ async fn roles_decide_what_rest_allows() {
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["kind"], "Status");
     let (code, body) = c
-        .call(Method::GET, "/api/v1/pods", Some("not-a-token-at-all"), None)
+        .call(
+            Method::GET,
+            "/api/v1/pods",
+            Some("not-a-token-at-all"),
+            None,
+        )
         .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     assert!(body["message"].as_str().unwrap().contains("token create"));
 
     let ro = c.make_token(json!({"role": "read-only"})).await;
     let ro_token = ro["token"].as_str().unwrap();
-    assert!(ro.get("mqtt").is_some(), "non-bootstrap tokens print a login");
+    assert!(
+        ro.get("mqtt").is_some(),
+        "non-bootstrap tokens print a login"
+    );
     let (code, _) = c
-        .call(Method::GET, "/api/v1/namespaces/default/pods", Some(ro_token), None)
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods",
+            Some(ro_token),
+            None,
+        )
         .await;
     assert_eq!(code, StatusCode::OK);
-    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}});
+    let cm =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}});
     let (code, body) = c
         .call(
             Method::POST,
@@ -177,9 +191,17 @@ async fn roles_decide_what_rest_allows() {
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["reason"], "Forbidden");
-    assert!(body["message"].as_str().unwrap().contains("read-only"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
     let (code, _) = c
-        .call(Method::GET, "/apis/punnet.io/v1/tokens", Some(ro_token), None)
+        .call(
+            Method::GET,
+            "/apis/punnet.io/v1/tokens",
+            Some(ro_token),
+            None,
+        )
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN, "tokens are admin only");
 
@@ -208,7 +230,12 @@ async fn roles_decide_what_rest_allows() {
 
     // The list never carries a secret; a deleted token stops working.
     let (_, list) = c
-        .call(Method::GET, "/apis/punnet.io/v1/tokens", Some(&c.admin), None)
+        .call(
+            Method::GET,
+            "/apis/punnet.io/v1/tokens",
+            Some(&c.admin),
+            None,
+        )
         .await;
     let text = list.to_string();
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{text}");
@@ -277,15 +304,16 @@ async fn a_board_enrols_once_logs_in_and_is_revoked_with_its_node() {
     // the token's login, so the agent keeps trying and the controller records why.
     let mut second = c.agent("pi-2", Some(&token));
     let attempt = tokio::time::timeout(Duration::from_secs(3), ensure_identity(&mut second)).await;
-    assert!(attempt.is_err(), "a used-up token must not enrol: {attempt:?}");
+    assert!(
+        attempt.is_err(),
+        "a used-up token must not enrol: {attempt:?}"
+    );
     let (_, events) = c
         .call(Method::GET, "/api/v1/events", Some(&c.admin), None)
         .await;
-    let refused = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["reason"] == "LoginRefused" && e["message"].as_str().unwrap().contains("used up"));
+    let refused = events["items"].as_array().unwrap().iter().any(|e| {
+        e["reason"] == "LoginRefused" && e["message"].as_str().unwrap().contains("used up")
+    });
     assert!(refused, "{events}");
 
     // A malformed token fails at once, before any connection.
@@ -302,7 +330,10 @@ async fn a_board_enrols_once_logs_in_and_is_revoked_with_its_node() {
     assert!(code.is_success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while can_login(c.mqtt, Some(login)).await {
-        assert!(Instant::now() < deadline, "the login still works after delete");
+        assert!(
+            Instant::now() < deadline,
+            "the login still works after delete"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = c.stop.send(());

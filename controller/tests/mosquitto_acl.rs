@@ -207,26 +207,46 @@ async fn each_node_is_confined_to_its_own_topics() {
         "pi-1 must not read pi-2's desired state: {got:?}"
     );
     let seen = ctl.received(Duration::from_millis(500)).await;
-    assert!(seen.contains(&(format!("{P}/nodes/pi-1/status"), "mine".into())), "{seen:?}");
+    assert!(
+        seen.contains(&(format!("{P}/nodes/pi-1/status"), "mine".into())),
+        "{seen:?}"
+    );
     assert!(
         seen.iter().all(|(_, p)| p != "forged"),
         "pi-1 must not write pi-2's status: {seen:?}"
     );
 
     // A bootstrap login reaches its own enrolment topics and nothing else.
-    let mut boot = connect(port, "punnet-enrol-1234", "punnet-token-aaaaaaaaaaaa", "boot-secret")
-        .await
-        .expect("the bootstrap login is admitted");
+    let mut boot = connect(
+        port,
+        "punnet-enrol-1234",
+        "punnet-token-aaaaaaaaaaaa",
+        "boot-secret",
+    )
+    .await
+    .expect("the bootstrap login is admitted");
     boot.subscribe(&format!("{P}/nodes/+/desired")).await;
     boot.subscribe("#").await;
-    boot.publish(&format!("{P}/enrol/punnet-enrol-1234/request"), false, "join")
-        .await;
-    boot.publish(&format!("{P}/enrol/punnet-enrol-9999/request"), false, "other")
-        .await;
+    boot.publish(
+        &format!("{P}/enrol/punnet-enrol-1234/request"),
+        false,
+        "join",
+    )
+    .await;
+    boot.publish(
+        &format!("{P}/enrol/punnet-enrol-9999/request"),
+        false,
+        "other",
+    )
+    .await;
     boot.publish(&format!("{P}/nodes/pi-1/status"), false, "boot-forged")
         .await;
-    ctl.publish(&format!("{P}/enrol/punnet-enrol-1234/reply"), false, "welcome")
-        .await;
+    ctl.publish(
+        &format!("{P}/enrol/punnet-enrol-1234/reply"),
+        false,
+        "welcome",
+    )
+    .await;
     let got = boot.received(Duration::from_millis(1500)).await;
     assert!(
         got.iter().all(|(t, _)| !t.contains("/desired")),
@@ -234,10 +254,16 @@ async fn each_node_is_confined_to_its_own_topics() {
     );
     let seen = ctl.received(Duration::from_millis(500)).await;
     assert!(
-        seen.contains(&(format!("{P}/enrol/punnet-enrol-1234/request"), "join".into())),
+        seen.contains(&(
+            format!("{P}/enrol/punnet-enrol-1234/request"),
+            "join".into()
+        )),
         "{seen:?}"
     );
-    assert!(seen.iter().all(|(_, p)| p != "other" && p != "boot-forged"), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, p)| p != "other" && p != "boot-forged"),
+        "{seen:?}"
+    );
 
     // Operators: commands and JSON status, not the nodes' topics.
     let mut op = connect(port, "tool", "punnet-token-bbbbbbbbbbbb", "op-secret")
@@ -248,7 +274,10 @@ async fn each_node_is_confined_to_its_own_topics() {
     ctl.publish(&format!("{P}/status/nodes/pi-1"), true, "{\"online\":true}")
         .await;
     let got = op.received(Duration::from_millis(1000)).await;
-    assert!(got.iter().any(|(t, _)| t.ends_with("status/nodes/pi-1")), "{got:?}");
+    assert!(
+        got.iter().any(|(t, _)| t.ends_with("status/nodes/pi-1")),
+        "{got:?}"
+    );
     assert!(got.iter().all(|(t, _)| !t.contains("/desired")), "{got:?}");
     drop(broker);
 }

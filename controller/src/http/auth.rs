@@ -27,8 +27,10 @@ pub async fn require_token(
     match presented.map(|token| state.tokens.authorize(token)) {
         Some(Some(role)) => {
             let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-            let token_admin = request.uri().path().starts_with(super::tokens::TOKENS_PATH);
-            match role.may(reads, token_admin) {
+            let path = request.uri().path();
+            let token_admin = path.starts_with(super::tokens::TOKENS_PATH);
+            let sensitive = path == "/backup" || path.contains("/secrets");
+            match role.may_on(reads, token_admin, sensitive) {
                 Ok(()) => next.run(request).await,
                 Err(why) => ApiError::forbidden(format!(
                     "Forbidden: {} {}: {why}",

@@ -40,9 +40,11 @@ pub fn to_json(record: &TokenRecord) -> Value {
 
 fn store_error(e: TokensError) -> ApiError {
     match e {
-        TokensError::Invalid(m) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("token: {m}"))
-        }
+        TokensError::Invalid(m) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("token: {m}"),
+        ),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -104,7 +106,10 @@ pub async fn create(
             "token request: {e}; send {{\"role\": \"bootstrap|admin|read-only|operator\", \"ttlSeconds\": N, \"uses\": N, \"labels\": {{}}}}"
         ))
     })?;
-    let (record, token) = state.tokens.create(&spec, Utc::now()).map_err(store_error)?;
+    let (record, token) = state
+        .tokens
+        .create(&spec, Utc::now())
+        .map_err(store_error)?;
     tracing::info!(id = %record.id, role = %record.role, "token created");
     let mut body = to_json(&record);
     body["token"] = json!(token.to_string());
