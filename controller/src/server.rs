@@ -128,6 +128,7 @@ pub async fn run(
             broker::start_with(broker::BrokerConfig {
                 listen: config.mqtt,
                 auth: Some(auth),
+                prefix: config.prefix.clone(),
                 ..Default::default()
             })?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening (only enrolled nodes, the controller and token logins are admitted)");
