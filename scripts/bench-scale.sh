@@ -128,6 +128,7 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
 
     simlog=$dir/sim.log
     "$sim_bin" --nodes "$n" --broker "mqtt://127.0.0.1:$mqtt" --keep-alive 10s \
+        --api "$server" --token "$token" \
         --report-interval 10s --kill "$KILL_PERCENT" >"$simlog" 2>&1 &
     sim=$!
     pids+=("$sim")

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub platform: Option<String>,
     /// Unused images are deleted when free disk under the data dir falls below this.
     pub image_gc_min_free_bytes: u64,
+    /// The controller's public key (64 hex digits) desired state must be signed with;
+    /// `None`: `<data_dir>/controller.pub` (see `identity`).
+    pub controller_key: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             platform: None,
             image_gc_min_free_bytes: 1 << 30,
+            controller_key: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl AgentConfig {
         }
         if let Some(q) = &file.image_gc_min_free {
             self.image_gc_min_free_bytes = parse_size(q)?;
+        }
+        if let Some(k) = &file.controller_key {
+            self.controller_key = Some(k.clone());
         }
         Ok(())
     }
@@ -194,6 +201,7 @@ pub struct ConfigFile {
     pub insecure_registry: Vec<String>,
     pub platform: Option<String>,
     pub image_gc_min_free: Option<String>,
+    pub controller_key: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod events;
 pub mod facts;
 pub mod hostpath;
+pub mod identity;
 pub mod image;
 pub mod import;
 pub mod link;

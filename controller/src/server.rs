@@ -54,6 +54,12 @@ pub enum ControllerError {
     Agent(#[from] punnet_agent::AgentError),
     #[error("a controller task panicked: {0}")]
     Panicked(String),
+    #[error("{0}")]
+    Signing(#[from] crate::signing::SigningError),
+    #[error("local agent's key: {0}")]
+    AgentIdentity(#[from] punnet_agent::identity::IdentityError),
+    #[error("registering the local agent's key: {0}")]
+    NodeKeys(#[from] sled::Error),
 }
 
 pub async fn run(
@@ -74,6 +80,10 @@ pub async fn run(
         "store opened"
     );
     let token = auth_token::load_or_create(&config.data_dir)?;
+    let signing_key = Arc::new(crate::signing::ControllerKey::load_or_create(
+        &config.data_dir,
+    )?);
+    crate::signing::write_public_key(&config.data_dir, &signing_key)?;
 
     let mqtt = match &config.broker {
         Some(url) => {
@@ -110,8 +120,9 @@ pub async fn run(
     let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
     let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
+    let k = signing_key.clone();
     tasks.spawn(async move {
-        nodesync::run(s, mqtt, grace, l, m, c).await;
+        nodesync::run(s, mqtt, grace, l, m, k, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
@@ -177,6 +188,13 @@ pub async fn run(
             .map_err(ControllerError::Serve)
     });
     if let Some(agent) = config.agent.clone() {
+        // The local agent needs no enrolment: its key is registered and it is given the
+        // controller's key directly.
+        let node_key = punnet_agent::identity::NodeKey::load_or_create(&agent.data_dir)?;
+        store
+            .node_keys()
+            .register(&agent.node_name, node_key.public_key())?;
+        punnet_agent::identity::write_controller_key(&agent.data_dir, &signing_key.public_key())?;
         info!(node = %agent.node_name, "starting local agent");
         let c = cancel.clone();
         tasks.spawn(async move {

@@ -63,6 +63,12 @@ struct Cli {
     /// How killed nodes die.
     #[arg(long, value_enum, default_value = "silent")]
     kill_mode: Mode,
+    /// The controller's REST API, where the simulated nodes' keys are registered.
+    #[arg(long, default_value = "http://127.0.0.1:6443")]
+    api: String,
+    /// An admin token for it (the `token:` line of <controller-data>/punnet.yaml).
+    #[arg(long, env = "PUNNET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the progress line this often (0s: never).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     progress_every: Duration,
@@ -126,6 +132,8 @@ fn main() -> anyhow::Result<()> {
                 Mode::Close => KillMode::Close,
             },
             progress_every: cli.progress_every,
+            api: cli.api,
+            token: cli.token.unwrap_or_default(),
         };
         let shutdown = async move {
             tokio::select! {

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing::{encode_signed, SigningKey};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, encode, DesiredState, NodeStatusReport};
+use punnet_api::wire::{decode, DesiredState, NodeStatusReport};
 use punnet_api::Time;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
@@ -58,6 +59,8 @@ pub struct NodeSettings {
 
 pub struct SimNode {
     pub name: String,
+    /// Signs every status report, as a real agent's `node.key` does.
+    key: SigningKey,
     board: BoardState,
     pods: SimPods,
     generation: u64,
@@ -72,11 +75,13 @@ impl SimNode {
     pub fn new(
         index: usize,
         name: String,
+        key: SigningKey,
         settings: Arc<NodeSettings>,
         counters: Arc<Counters>,
     ) -> SimNode {
         SimNode {
             name,
+            key,
             board: BoardState::new(index),
             pods: SimPods::default(),
             generation: 0,
@@ -148,7 +153,12 @@ impl SimNode {
         };
         let topic = self.settings.topics.status(&self.name);
         if client
-            .try_publish(topic, QoS::AtLeastOnce, false, encode(&report))
+            .try_publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                encode_signed(&report, &self.name, &self.key),
+            )
             .is_ok()
         {
             self.counters.reports.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +169,8 @@ impl SimNode {
         self.counters
             .desired_messages
             .fetch_add(1, Ordering::Relaxed);
+        // Not verified: a load generator's own CPU is not what is measured, and the
+        // controller signs whatever goes out either way.
         let msg = match decode::<DesiredState>(payload) {
             Ok(m) => m,
             Err(e) => {
