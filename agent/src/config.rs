@@ -59,6 +59,9 @@ pub struct AgentConfig {
     /// The MQTT login the link uses: the node's credentials once enrolled (set by
     /// `enrol::ensure_identity` from the data dir); `None`: anonymous.
     pub mqtt_login: Option<crate::enrol::MqttLogin>,
+    /// The controller's public key (64 hex digits) desired state must be signed with;
+    /// `None`: `<data_dir>/controller.pub` (see `identity`).
+    pub controller_key: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -86,6 +89,7 @@ impl AgentConfig {
             image_gc_min_free_bytes: 1 << 30,
             token: None,
             mqtt_login: None,
+            controller_key: None,
         }
     }
 
@@ -134,6 +138,9 @@ impl AgentConfig {
         }
         if let Some(t) = &file.token {
             self.token = Some(t.clone());
+        }
+        if let Some(k) = &file.controller_key {
+            self.controller_key = Some(k.clone());
         }
         Ok(())
     }
@@ -207,6 +214,7 @@ pub struct ConfigFile {
     pub image_gc_min_free: Option<String>,
     /// A bootstrap token to enrol with (see `AgentConfig::token`).
     pub token: Option<String>,
+    pub controller_key: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -154,7 +154,7 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
         return Ok(());
     };
     let token = TokenString::parse(token).ok_or(EnrolError::BadToken)?;
-    let key = crate::node_key_seam::NodeKey::load_or_create(&config.data_dir)
+    let key = crate::identity::NodeKey::load_or_create(&config.data_dir)
         .map_err(|e| EnrolError::Key(e.to_string()))?;
     let password = hex::encode(rand::random::<[u8; 24]>());
     let request = EnrolRequest::new(

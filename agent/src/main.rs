@@ -56,6 +56,10 @@ struct Cli {
     /// Delete unused images when free disk falls below this (e.g. 1Gi).
     #[arg(long, value_name = "SIZE")]
     image_gc_min_free: Option<String>,
+    /// The controller's public key (64 hex digits) desired state must be signed with
+    /// [default: <data-dir>/controller.pub].
+    #[arg(long, value_name = "FILE")]
+    controller_key: Option<PathBuf>,
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -186,6 +190,9 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(q) = &cli.image_gc_min_free {
         config.image_gc_min_free_bytes = config::parse_size(q)?;
+    }
+    if let Some(k) = &cli.controller_key {
+        config.controller_key = Some(k.clone());
     }
     config.validate()?;
     Ok(config)

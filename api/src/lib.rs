@@ -20,6 +20,7 @@ pub mod pod;
 pub mod quantity;
 pub mod replicaset;
 pub mod selector;
+pub mod signing;
 pub mod taint;
 pub mod topics;
 pub mod validate;

@@ -98,6 +98,12 @@ impl Enroller {
                 self.nodes
                     .register(&identity)
                     .map_err(|e| format!("could not store the identity: {e}"))?;
+                // The key its status must be signed with (signing's registry).
+                let key = request.public_key_bytes()?;
+                self.store
+                    .node_keys()
+                    .register(&identity.node, key)
+                    .map_err(|e| format!("could not register the node's key: {e}"))?;
                 self.ensure_node(&identity.node, labels)?;
                 Ok(identity)
             },

@@ -284,6 +284,10 @@ pub async fn revoke_deleted_nodes(
             },
         };
         for node in gone {
+            // Its signing key is forgotten too: a status signed with it is refused.
+            if let Err(e) = store.node_keys().revoke(&node) {
+                tracing::warn!(%node, "could not forget the key of a deleted node: {e}");
+            }
             match nodes.revoke(&node) {
                 Ok(true) => {
                     tracing::info!(%node, "node deleted: its identity is revoked (its broker login fails from its next connect)");

@@ -30,7 +30,7 @@ pub mod schedcache;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
-pub mod signing_seam;
+pub mod signing;
 pub mod store;
 pub mod tokens;
 pub mod watchcache;

@@ -18,7 +18,6 @@ use crate::identity::{BrokerAuth, NodeIdentities};
 use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
-use crate::signing_seam::ControllerKey;
 use crate::store::{Store, StoreError};
 use crate::tokens::Tokens;
 use crate::{
@@ -62,6 +61,12 @@ pub enum ControllerError {
     Identity(#[from] identity::IdentityError),
     #[error("the local agent's identity: {0}")]
     LocalIdentity(String),
+    #[error("{0}")]
+    Signing(#[from] crate::signing::SigningError),
+    #[error("local agent's key: {0}")]
+    AgentIdentity(#[from] punnet_agent::identity::IdentityError),
+    #[error("registering the local agent's key: {0}")]
+    NodeKeys(#[from] sled::Error),
 }
 
 pub async fn run(
@@ -82,11 +87,14 @@ pub async fn run(
         "store opened"
     );
     let token = auth_token::load_or_create(&config.data_dir)?;
+    let signing_key = Arc::new(crate::signing::ControllerKey::load_or_create(
+        &config.data_dir,
+    )?);
+    crate::signing::write_public_key(&config.data_dir, &signing_key)?;
     // Identity: tokens with roles, enrolled nodes, the controller's own broker login.
     let tokens = Arc::new(Tokens::open(&token, store.open_tree(tokens::TREE)?));
     let nodes = NodeIdentities::open(store.open_tree(identity::TREE)?);
     let controller_password = identity::controller_password(&config.data_dir)?;
-    let controller_key = ControllerKey::load_or_create(&config.data_dir)?;
     if let Some(dir) = config.mosquitto_config.clone() {
         let sync = {
             let (dir, pid, prefix) = (
@@ -165,7 +173,7 @@ pub async fn run(
         store: store.clone(),
         tokens: tokens.clone(),
         nodes: nodes.clone(),
-        controller_key: controller_key.public_key(),
+        controller_key: signing_key.public_key(),
     };
     let (m, c) = (mqtt.clone(), cancel.clone());
     tasks.spawn(async move {
@@ -179,8 +187,9 @@ pub async fn run(
     });
     let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
+    let k = signing_key.clone();
     tasks.spawn(async move {
-        nodesync::run(s, mqtt, grace, l, m, c).await;
+        nodesync::run(s, mqtt, grace, l, m, k, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
@@ -241,12 +250,17 @@ pub async fn run(
             .map_err(ControllerError::Serve)
     });
     if let Some(mut agent) = config.agent.clone() {
+        // The local agent needs no enrolment: its key is registered and it is given the
+        // controller's key directly.
+        let node_key = punnet_agent::identity::NodeKey::load_or_create(&agent.data_dir)?;
+        store
+            .node_keys()
+            .register(&agent.node_name, node_key.public_key())?;
+        punnet_agent::identity::write_controller_key(&agent.data_dir, &signing_key.public_key())?;
         info!(node = %agent.node_name, "starting local agent");
         // The controller vouches for its own agent: no token, credentials written
         // straight into the agent's data dir.
-        let key = punnet_agent::node_key_seam::NodeKey::load_or_create(&agent.data_dir)
-            .map_err(|e| ControllerError::LocalIdentity(e.to_string()))?;
-        let password = identity::preregister(&nodes, &agent.node_name, key.public_key())?;
+        let password = identity::preregister(&nodes, &agent.node_name, node_key.public_key())?;
         let creds = punnet_agent::enrol::Credentials {
             node: agent.node_name.clone(),
             mqtt: punnet_agent::enrol::MqttLogin {
@@ -255,7 +269,7 @@ pub async fn run(
             },
         };
         creds
-            .save(&agent.data_dir, Some(&controller_key.public_key()))
+            .save(&agent.data_dir, None)
             .map_err(|e| ControllerError::LocalIdentity(e.to_string()))?;
         agent.token = None;
         let c = cancel.clone();

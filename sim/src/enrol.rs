@@ -1,6 +1,6 @@
 //! Enrolment of a simulated node with a bootstrap token, the way `punnet-agent --token`
 //! does it (see `punnet_api::enrol`): one short connection logged in as the token, a
-//! request with the node's password hash and a made-up public key, one answer. The
+//! request with the node's password hash and its signing key's public half, one answer. The
 //! simulator keeps the credentials in memory only, so every run enrols its nodes anew
 //! (a token of `--uses N` for N nodes, or unlimited).
 
@@ -24,12 +24,8 @@ pub async fn enrol(
     settings: &NodeSettings,
     token: &TokenString,
     name: &str,
-    index: usize,
+    public_key: [u8; 32],
 ) -> Result<String, EnrolFailure> {
-    // Not secret: a simulated node's key only has to be unique.
-    let mut public_key = [0u8; 32];
-    public_key[..8].copy_from_slice(&(index as u64).to_be_bytes());
-    public_key[8..16].copy_from_slice(&rand::random::<[u8; 8]>());
     let password = hex::encode(rand::random::<[u8; 16]>());
     let request = EnrolRequest::new(
         token,

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing::{encode_signed, SigningKey};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, encode, DesiredState, NodeStatusReport};
+use punnet_api::wire::{decode, DesiredState, NodeStatusReport};
 use punnet_api::Time;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
@@ -55,11 +56,13 @@ pub struct NodeSettings {
     pub keep_alive: Duration,
     pub start_delay: Duration,
     /// A bootstrap token every node enrols with before it connects (see `enrol`).
-    pub token: Option<punnet_api::enrol::TokenString>,
+    pub enrol_token: Option<punnet_api::enrol::TokenString>,
 }
 
 pub struct SimNode {
     pub name: String,
+    /// Signs every status report, as a real agent's `node.key` does.
+    key: SigningKey,
     board: BoardState,
     pods: SimPods,
     generation: u64,
@@ -76,11 +79,13 @@ impl SimNode {
     pub fn new(
         index: usize,
         name: String,
+        key: SigningKey,
         settings: Arc<NodeSettings>,
         counters: Arc<Counters>,
     ) -> SimNode {
         SimNode {
             name,
+            key,
             board: BoardState::new(index),
             pods: SimPods::default(),
             generation: 0,
@@ -156,7 +161,12 @@ impl SimNode {
         };
         let topic = self.settings.topics.status(&self.name);
         if client
-            .try_publish(topic, QoS::AtLeastOnce, false, encode(&report))
+            .try_publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                encode_signed(&report, &self.name, &self.key),
+            )
             .is_ok()
         {
             self.counters.reports.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +177,8 @@ impl SimNode {
         self.counters
             .desired_messages
             .fetch_add(1, Ordering::Relaxed);
+        // Not verified: a load generator's own CPU is not what is measured, and the
+        // controller signs whatever goes out either way.
         let msg = match decode::<DesiredState>(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -198,13 +210,13 @@ impl SimNode {
         mode: KillMode,
         shutdown: CancellationToken,
     ) -> Option<EventLoop> {
-        if let Some(token) = self.settings.token.clone() {
+        if let Some(token) = self.settings.enrol_token.clone() {
             let mut wait = Duration::from_millis(500);
             loop {
                 let enrolled = tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = kill.cancelled() => return None,
-                    r = crate::enrol::enrol(&self.settings, &token, &self.name, self.board.index) => r,
+                    r = crate::enrol::enrol(&self.settings, &token, &self.name, self.key.public_key()) => r,
                 };
                 match enrolled {
                     Ok(password) => {

@@ -16,6 +16,7 @@ mod kinds;
 mod kinds_workloads;
 pub mod logs;
 mod metrics;
+mod nodekeys;
 mod objects;
 mod query;
 pub mod tokens;
@@ -196,6 +197,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/namespaces", collection::<Namespace>())
         .route("/api/v1/namespaces/{name}", item::<Namespace>())
         .route("/backup", get(super::backup::serve))
+        .route("/nodekeys", get(nodekeys::list).post(nodekeys::register))
+        .route("/nodekeys/{node}", axum::routing::delete(nodekeys::revoke))
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
         .route(tokens::GROUP_PATH, get(tokens::group))
