@@ -296,6 +296,18 @@ async fn a_board_enrols_once_logs_in_and_is_revoked_with_its_node() {
         .await;
     assert_eq!(tok["spec"]["usesLeft"], 0, "{tok}");
 
+    // Its key is the one status must be signed with.
+    let (_, keys) = c.call(Method::GET, "/nodekeys", Some(&c.admin), None).await;
+    let node_pub = std::fs::read_to_string(agent.data_dir.join("node.pub")).unwrap();
+    assert!(
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["node"] == "pi-1" && k["publicKey"] == node_pub.trim()),
+        "{keys}"
+    );
+
     // The node logs in with what enrolment gave it.
     let login = (creds.mqtt.username.as_str(), creds.mqtt.password.as_str());
     assert!(can_login(c.mqtt, Some(login)).await);
