@@ -125,10 +125,16 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     server=http://127.0.0.1:$http
     for _ in $(seq 100); do [ -s "$dir/punnet.yaml" ] && break; sleep 0.1; done
     token=$(awk '/^token:/ {print $2}' "$dir/punnet.yaml")
+    # The embedded broker admits enrolled nodes only: one bootstrap token for the fleet.
+    local enrol=()
+    if "$sim_bin" --help | grep -q -- --enrol-token; then
+        enrol=(--enrol-token "$(api POST /apis/punnet.io/v1/tokens "{\"uses\": $n}" | jq -r .token)")
+    fi
 
     simlog=$dir/sim.log
     "$sim_bin" --nodes "$n" --broker "mqtt://127.0.0.1:$mqtt" --keep-alive 10s \
-        --report-interval 10s --kill "$KILL_PERCENT" >"$simlog" 2>&1 &
+        --api "$server" --token "$token" \
+        --report-interval 10s --kill "$KILL_PERCENT" "${enrol[@]}" >"$simlog" 2>&1 &
     sim=$!
     pids+=("$sim")
     local t=0

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::events::{self, EventBuffer};
+use crate::identity::{self, NodeKey, SignatureStatus};
 use crate::image::{ImageError, ImageStore};
 use crate::link::{self, Link, LinkError, LinkEvent};
 use crate::logs::{self, LogServer};
@@ -59,12 +60,16 @@ pub enum AgentError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error("{0}")]
+    Identity(#[from] identity::IdentityError),
     #[error("image store {dir}: {source}")]
     Images {
         dir: PathBuf,
         #[source]
         source: ImageError,
     },
+    #[error(transparent)]
+    Enrol(#[from] crate::enrol::EnrolError),
 }
 
 /// Runs the agent with the real runtime (containers through libcontainer shims) until
@@ -137,6 +142,13 @@ async fn run_inner(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.validate()?;
+    let mut config = config;
+    tokio::pin!(shutdown);
+    // Enrol (or load the identity) before anything talks to the broker.
+    tokio::select! {
+        enrolled = crate::enrol::ensure_identity(&mut config) => enrolled?,
+        _ = &mut shutdown => return Ok(()),
+    }
     let platform = match &config.platform {
         Some(p) => p
             .parse::<crate::platform::Platform>()
@@ -157,6 +169,18 @@ async fn run_inner(
             pods = d.pods.len(),
             "restored the last desired state"
         );
+    }
+    let node_key = NodeKey::load_or_create(&config.data_dir)?;
+    let controller_key = identity::load_controller_key(&config)?;
+    if controller_key.is_none() {
+        tracing::warn!(
+            "no controller key at {}: every desired state is refused until there is one (enrol this node, or copy controller.pub from the controller's data directory)",
+            identity::controller_key_path(&config).display()
+        );
+    }
+    let mut signatures = SignatureStatus::new(&node_key.public_key(), controller_key.as_ref());
+    if let Some(d) = &desired {
+        signatures.accepted(d.epoch, d.generation);
     }
     // Every task lives in this set: dropping the agent (or aborting it) ends them all.
     let mut tasks = JoinSet::new();
@@ -200,6 +224,10 @@ async fn run_inner(
         last_gc: None,
         streaks: state.load_streaks(),
         applied_generation: desired.as_ref().map(|d| d.generation),
+        applied_epoch: desired.as_ref().map_or(0, |d| d.epoch),
+        node_key,
+        controller_key,
+        signatures,
         sources: desired.as_ref().map(DesiredSources::of).unwrap_or_default(),
         pods: desired.map(|d| d.pods).unwrap_or_default(),
         config,
@@ -224,7 +252,6 @@ async fn run_inner(
         stopping: BTreeMap::new(),
         statuses: BTreeMap::new(),
         reports: Vec::new(),
-        rejected_desired: 0,
     };
     let result = agent.run(&mut events, shutdown).await;
     agent.logs.cancel_all();
@@ -260,6 +287,14 @@ struct Agent {
     /// The rest of the desired state: what the Pods reference, the node's Pod range.
     sources: DesiredSources,
     applied_generation: Option<u64>,
+    /// The epoch of the applied desired state: `(epoch, generation)` is the replay floor.
+    applied_epoch: u64,
+    /// Signs status reports.
+    node_key: NodeKey,
+    /// Desired state must be signed with it; `None` until enrolment writes it.
+    controller_key: Option<punnet_api::signing::PublicKey>,
+    /// Refusals by reason, for the log, `signatures.json` and the node's Events.
+    signatures: SignatureStatus,
     streaks: BTreeMap<ContainerKey, u32>,
     /// Starts that failed without creating a container; retried at their time.
     failures: BTreeMap<ContainerKey, StartFailure>,
@@ -268,8 +303,6 @@ struct Agent {
     /// Last computed status per Pod uid, for transition times.
     statuses: BTreeMap<String, PodStatus>,
     reports: Vec<PodReport>,
-    /// Refused desired-state messages since start (logged with each refusal).
-    rejected_desired: u64,
     /// The node's image store (`None` with a test runtime: no pulls).
     images: Option<Arc<ImageStore>>,
     pulls: Option<Pulls>,
@@ -477,15 +510,28 @@ impl Agent {
 
     /// Accepts, stores and applies a desired-state message; false when refused.
     async fn on_desired(&mut self, bytes: &[u8]) -> bool {
+        if self.controller_key.is_none() {
+            // Enrolment writes the key while the agent runs.
+            match identity::load_controller_key(&self.config) {
+                Ok(Some(key)) => {
+                    tracing::info!("controller key loaded");
+                    self.signatures.set_controller_key(Some(&key));
+                    self.controller_key = Some(key);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the controller key"),
+            }
+        }
         let desired: DesiredState = match state::accept_desired(
             bytes,
             &self.config.node_name,
-            self.applied_generation,
+            self.controller_key.as_ref(),
+            &identity::controller_key_path(&self.config),
+            self.applied_generation.map(|g| (self.applied_epoch, g)),
         ) {
             Ok(d) => d,
             Err(e) => {
-                self.rejected_desired += 1;
-                tracing::warn!(error = %e, rejected = self.rejected_desired, "refused a desired state");
+                self.desired_refused(&e);
                 return false;
             }
         };
@@ -511,6 +557,8 @@ impl Agent {
             "new desired state"
         );
         self.applied_generation = Some(desired.generation);
+        self.applied_epoch = desired.epoch;
+        self.signatures.accepted(desired.epoch, desired.generation);
         self.pods = desired.pods;
         if let Some(net) = &self.network {
             match net.set_pod_cidr(sources.pod_cidr.as_deref()) {
@@ -1204,7 +1252,47 @@ impl Agent {
         self.events.push(event);
     }
 
+    /// Counts a refused desired state, logs it (rate-limited) and reports it as a node
+    /// Event with the next status.
+    fn desired_refused(&mut self, e: &state::DesiredError) {
+        let reason = e.reason();
+        let message = e.to_string();
+        if let Some(held) = self
+            .signatures
+            .rejected(reason, &message, std::time::Instant::now())
+        {
+            tracing::warn!(
+                error = %message,
+                reason,
+                rejected = self.signatures.rejected_desired_total,
+                not_logged = held,
+                "refused a desired state"
+            );
+        }
+        let (event_reason, text) = identity::rejection_event(reason);
+        self.events.push(punnet_api::wire::AgentEvent {
+            warning: true,
+            reason: event_reason.to_string(),
+            message: text.to_string(),
+            count: 1,
+            ..Default::default()
+        });
+    }
+
+    /// Writes `signatures.json` when it changed, at most every 10 s.
+    fn write_signatures(&mut self) {
+        if let Some(json) = self.signatures.take_if_due(std::time::Instant::now()) {
+            let path = self.config.data_dir.join(identity::SIGNATURES_FILE);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = state::write_atomic(&path, &json) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot write the signature status");
+                }
+            });
+        }
+    }
+
     fn publish_status(&mut self) {
+        self.write_signatures();
         let events = self.events.take();
         let report = NodeStatusReport {
             node: self.config.node_name.clone(),
@@ -1215,7 +1303,12 @@ impl Agent {
             events,
         };
         let topic = self.link.topics().status(&self.config.node_name);
-        if !self.link.try_publish(topic, wire::encode(&report)) {
+        let payload = punnet_api::signing::encode_signed(
+            &report,
+            &self.config.node_name,
+            self.node_key.signing_key(),
+        );
+        if !self.link.try_publish(topic, payload) {
             // Kept for the next report (the buffer stays bounded).
             self.events.extend(report.events);
             tracing::debug!("status not sent (MQTT link down or busy); the next heartbeat or reconnect repeats it");

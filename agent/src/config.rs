@@ -53,6 +53,15 @@ pub struct AgentConfig {
     pub platform: Option<String>,
     /// Unused images are deleted when free disk under the data dir falls below this.
     pub image_gc_min_free_bytes: u64,
+    /// A bootstrap token (`punnet token create`): with no identity in the data dir yet,
+    /// the agent enrols with it before anything else (see `enrol`).
+    pub token: Option<String>,
+    /// The MQTT login the link uses: the node's credentials once enrolled (set by
+    /// `enrol::ensure_identity` from the data dir); `None`: anonymous.
+    pub mqtt_login: Option<crate::enrol::MqttLogin>,
+    /// The controller's public key (64 hex digits) desired state must be signed with;
+    /// `None`: `<data_dir>/controller.pub` (see `identity`).
+    pub controller_key: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -78,6 +87,9 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             platform: None,
             image_gc_min_free_bytes: 1 << 30,
+            token: None,
+            mqtt_login: None,
+            controller_key: None,
         }
     }
 
@@ -123,6 +135,12 @@ impl AgentConfig {
         }
         if let Some(q) = &file.image_gc_min_free {
             self.image_gc_min_free_bytes = parse_size(q)?;
+        }
+        if let Some(t) = &file.token {
+            self.token = Some(t.clone());
+        }
+        if let Some(k) = &file.controller_key {
+            self.controller_key = Some(k.clone());
         }
         Ok(())
     }
@@ -194,6 +212,9 @@ pub struct ConfigFile {
     pub insecure_registry: Vec<String>,
     pub platform: Option<String>,
     pub image_gc_min_free: Option<String>,
+    /// A bootstrap token to enrol with (see `AgentConfig::token`).
+    pub token: Option<String>,
+    pub controller_key: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -4,9 +4,11 @@
 pub mod agent;
 pub mod board;
 pub mod config;
+pub mod enrol;
 pub mod events;
 pub mod facts;
 pub mod hostpath;
+pub mod identity;
 pub mod image;
 pub mod import;
 pub mod link;

@@ -123,6 +123,9 @@ pub fn mqtt_options(config: &AgentConfig) -> Result<MqttOptions, LinkError> {
             QoS::AtLeastOnce,
             true,
         ));
+    if let Some(login) = &config.mqtt_login {
+        options.set_credentials(login.username.clone(), login.password.clone());
+    }
     Ok(options)
 }
 

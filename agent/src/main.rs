@@ -28,6 +28,10 @@ struct Cli {
     /// MQTT topic prefix.
     #[arg(long)]
     prefix: Option<String>,
+    /// Bootstrap token (`punnet token create`) to enrol with when the data dir holds no
+    /// identity yet; ignored once enrolled.
+    #[arg(long, value_name = "TOKEN", env = "PUNNET_TOKEN")]
+    token: Option<String>,
     /// First restart delay of a crashing container (doubles up to 5m).
     #[arg(long, value_name = "DURATION")]
     restart_backoff: Option<String>,
@@ -52,6 +56,10 @@ struct Cli {
     /// Delete unused images when free disk falls below this (e.g. 1Gi).
     #[arg(long, value_name = "SIZE")]
     image_gc_min_free: Option<String>,
+    /// The controller's public key (64 hex digits) desired state must be signed with
+    /// [default: <data-dir>/controller.pub].
+    #[arg(long, value_name = "FILE")]
+    controller_key: Option<PathBuf>,
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -156,6 +164,9 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
         let (k, v) = config::parse_label(label)?;
         config.labels.insert(k, v);
     }
+    if let Some(token) = &cli.token {
+        config.token = Some(token.clone());
+    }
     if let Some(d) = &cli.restart_backoff {
         config.restart_backoff_base = config::parse_duration(d)?;
     }
@@ -179,6 +190,9 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(q) = &cli.image_gc_min_free {
         config.image_gc_min_free_bytes = config::parse_size(q)?;
+    }
+    if let Some(k) = &cli.controller_key {
+        config.controller_key = Some(k.clone());
     }
     config.validate()?;
     Ok(config)

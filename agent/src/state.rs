@@ -1,5 +1,6 @@
 //! The agent's own small store in its data directory, for edge autonomy: the last
-//! accepted desired state (so Pods come back after a reboot with no network), the crash
+//! accepted desired state (so Pods come back after a reboot with no network, and its
+//! `(epoch, generation)` stays the floor below which a replayed message is refused), the crash
 //! streaks behind restart back-off, and which image archives were already imported.
 //! Every write is atomic (temp file, fsync, rename, fsync of the directory): a power cut
 //! leaves the old or the new file, never half of one.
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use punnet_api::signing::{self, PublicKey};
 use punnet_api::wire::{self, DesiredState, WireError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -43,28 +45,73 @@ pub enum DesiredError {
     Wire(#[from] WireError),
     #[error("desired state is for node {got:?}, this is node {expected:?}")]
     WrongNode { got: String, expected: String },
-    #[error("desired state generation {got} is older than the applied generation {applied}")]
-    OldGeneration { got: u64, applied: u64 },
+    #[error("desired state (epoch {got_epoch}, generation {got}) is older than the applied one (epoch {epoch}, generation {applied}): a replayed message, ignored")]
+    OldGeneration {
+        got_epoch: u64,
+        got: u64,
+        epoch: u64,
+        applied: u64,
+    },
+    #[error("desired state cannot be checked: this agent has no controller key ({path}); enrol the node, or copy controller.pub from the controller's data directory there")]
+    NoControllerKey { path: String },
 }
 
-/// Decodes and checks a desired-state message. The same generation again is accepted
-/// (a retained message re-delivered on reconnect); an older one is not.
+impl DesiredError {
+    /// The reason counted in the agent's signature status (`signatures.json`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DesiredError::Wire(WireError::Unsigned { .. }) => "unsigned",
+            DesiredError::Wire(WireError::BadSignature { .. }) => "bad_signature",
+            DesiredError::Wire(_) => "malformed",
+            DesiredError::WrongNode { .. } => "wrong_node",
+            DesiredError::OldGeneration { .. } => "replayed",
+            DesiredError::NoControllerKey { .. } => "no_controller_key",
+        }
+    }
+}
+
+/// The newest desired state accepted: `(epoch, generation)`, compared in that order.
+pub type Applied = (u64, u64);
+
+/// Checks a desired-state message: signed by the controller's `key` for this `node`,
+/// and not older than `applied` (the same again is accepted: a retained message
+/// re-delivered on reconnect). `key_path` only names the file in the error.
 pub fn accept_desired(
     bytes: &[u8],
     node: &str,
-    applied: Option<u64>,
+    key: Option<&PublicKey>,
+    key_path: &Path,
+    applied: Option<Applied>,
 ) -> Result<DesiredState, DesiredError> {
-    let desired: DesiredState = wire::decode(bytes)?;
+    let Some(key) = key else {
+        // Still say "wrong version" or "garbage" first when it is that.
+        wire::open(bytes)?;
+        return Err(DesiredError::NoControllerKey {
+            path: key_path.display().to_string(),
+        });
+    };
+    let desired: DesiredState = signing::decode_verified(bytes, node, key)?;
+    check_desired(desired, node, applied)
+}
+
+/// The checks after the signature: the node named inside, and the replay floor.
+fn check_desired(
+    desired: DesiredState,
+    node: &str,
+    applied: Option<Applied>,
+) -> Result<DesiredState, DesiredError> {
     if desired.node != node {
         return Err(DesiredError::WrongNode {
             got: desired.node,
             expected: node.to_string(),
         });
     }
-    if let Some(applied) = applied {
-        if desired.generation < applied {
+    if let Some((epoch, applied)) = applied {
+        if (desired.epoch, desired.generation) < (epoch, applied) {
             return Err(DesiredError::OldGeneration {
+                got_epoch: desired.epoch,
                 got: desired.generation,
+                epoch,
                 applied,
             });
         }
@@ -152,12 +199,16 @@ impl LocalState {
         })
     }
 
-    /// The last accepted desired state, checked as if it had just arrived.
+    /// The last accepted desired state. Its signature was checked when it arrived (this
+    /// file holds only what was accepted), so it is not checked again: Pods come back
+    /// after a reboot even before the controller's key is at hand.
     pub fn load_desired(&self, node: &str) -> Result<Option<DesiredState>, StateError> {
         let Some(bytes) = self.read(DESIRED_FILE)? else {
             return Ok(None);
         };
-        accept_desired(&bytes, node, None)
+        wire::decode::<DesiredState>(&bytes)
+            .map_err(DesiredError::from)
+            .and_then(|d| check_desired(d, node, None))
             .map(Some)
             .map_err(|source| StateError::Desired {
                 path: self.dir.join(DESIRED_FILE),
@@ -212,31 +263,65 @@ impl LocalState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use punnet_api::signing::{encode_signed, SigningKey};
     use punnet_api::wire::{encode, encode_envelope, Envelope, MessageKind};
 
+    fn controller() -> SigningKey {
+        SigningKey::from_seed(&[9; 32])
+    }
+
+    fn signed(node: &str, epoch: u64, generation: u64) -> Vec<u8> {
+        encode_signed(
+            &DesiredState {
+                node: node.into(),
+                generation,
+                epoch,
+                ..Default::default()
+            },
+            node,
+            &controller(),
+        )
+    }
+
     fn msg(node: &str, generation: u64) -> Vec<u8> {
-        encode(&DesiredState {
-            node: node.into(),
-            generation,
-            ..Default::default()
-        })
+        signed(node, 1, generation)
+    }
+
+    fn accept(bytes: &[u8], applied: Option<Applied>) -> Result<DesiredState, DesiredError> {
+        let key = controller().public_key();
+        accept_desired(
+            bytes,
+            "pi-1",
+            Some(&key),
+            Path::new("controller.pub"),
+            applied,
+        )
     }
 
     #[test]
     fn acceptance_rules() {
-        assert_eq!(
-            accept_desired(&msg("pi-1", 3), "pi-1", None)
-                .unwrap()
-                .generation,
-            3
-        );
-        assert!(accept_desired(&msg("pi-1", 3), "pi-1", Some(3)).is_ok());
-        assert_eq!(
-            accept_desired(&msg("pi-1", 2), "pi-1", Some(3)),
-            Err(DesiredError::OldGeneration { got: 2, applied: 3 })
+        assert_eq!(accept(&msg("pi-1", 3), None).unwrap().generation, 3);
+        assert!(accept(&msg("pi-1", 3), Some((1, 3))).is_ok());
+        let err = accept(&msg("pi-1", 2), Some((1, 3))).unwrap_err();
+        assert_eq!(err.reason(), "replayed");
+        assert!(err.to_string().contains("replayed"), "{err}");
+        // The payload names another node (and the signature is for it): refused.
+        assert!(matches!(
+            accept(&msg("pi-2", 9), Some((1, 3))).unwrap_err().reason(),
+            "bad_signature"
+        ));
+        // Signed for pi-1, but naming pi-2 inside: refused too.
+        let inside = encode_signed(
+            &DesiredState {
+                node: "pi-2".into(),
+                generation: 9,
+                ..Default::default()
+            },
+            "pi-1",
+            &controller(),
         );
         assert!(matches!(
-            accept_desired(&msg("pi-2", 9), "pi-1", Some(3)),
+            accept(&inside, None),
             Err(DesiredError::WrongNode { .. })
         ));
         let newer = encode_envelope(&Envelope {
@@ -245,12 +330,49 @@ mod tests {
             payload: vec![],
             signature: vec![],
         });
-        let err = accept_desired(&newer, "pi-1", None).unwrap_err();
+        let err = accept(&newer, None).unwrap_err();
         assert!(err.to_string().contains("newer than this program"), "{err}");
-        assert!(matches!(
-            accept_desired(b"garbage!", "pi-1", None),
-            Err(DesiredError::Wire(_))
-        ));
+        assert_eq!(accept(b"garbage!", None).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn unsigned_forged_and_keyless_are_refused() {
+        let unsigned = encode(&DesiredState {
+            node: "pi-1".into(),
+            generation: 5,
+            ..Default::default()
+        });
+        assert_eq!(accept(&unsigned, None).unwrap_err().reason(), "unsigned");
+        let forged = encode_signed(
+            &DesiredState {
+                node: "pi-1".into(),
+                generation: 5,
+                ..Default::default()
+            },
+            "pi-1",
+            &SigningKey::from_seed(&[1; 32]),
+        );
+        assert_eq!(accept(&forged, None).unwrap_err().reason(), "bad_signature");
+        let err = accept_desired(
+            &msg("pi-1", 3),
+            "pi-1",
+            None,
+            Path::new("/d/controller.pub"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "no_controller_key");
+        assert!(err.to_string().contains("/d/controller.pub"), "{err}");
+    }
+
+    #[test]
+    fn a_new_epoch_outranks_higher_generations_of_an_older_one() {
+        // After the controller's database was restored: generations went back, the
+        // epoch went forward.
+        assert!(accept(&signed("pi-1", 2, 10), Some((1, 500))).is_ok());
+        // A message from before the restore, replayed afterwards.
+        let err = accept(&signed("pi-1", 1, 600), Some((2, 10))).unwrap_err();
+        assert_eq!(err.reason(), "replayed");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 mod agent_support;
 
-use agent_support::{eventually, pod, Controller, Mosquitto, NODE};
+use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 
 fn has(events: &[AgentEvent], reason: &str) -> bool {
     events.iter().any(|e| e.reason == reason)
@@ -30,6 +30,7 @@ async fn lifecycle_events_go_out_with_the_status() {
     let mut config = AgentConfig::new(NODE);
     config.broker = broker.url();
     config.data_dir = data.path().to_path_buf();
+    trust_test_controller(data.path());
     config.heartbeat_interval = Duration::from_millis(500);
     config.restart_backoff_base = Duration::from_secs(1);
     config.keep_alive = Duration::from_secs(2);

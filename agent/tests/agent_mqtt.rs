@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 mod agent_support;
 
-use agent_support::{eventually, free_port, pod, Controller, Mosquitto, NODE};
+use agent_support::{
+    eventually, free_port, pod, trust_test_controller, Controller, Mosquitto, NODE,
+};
 
 struct RunningAgent {
     stop: Option<oneshot::Sender<()>>,
@@ -57,6 +59,7 @@ fn config(broker: &str, data_dir: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(NODE);
     c.broker = broker.to_string();
     c.data_dir = data_dir.to_path_buf();
+    trust_test_controller(data_dir);
     c.heartbeat_interval = Duration::from_secs(1);
     c.restart_backoff_base = Duration::from_secs(1);
     c.keep_alive = Duration::from_secs(2);

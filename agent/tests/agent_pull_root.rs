@@ -14,7 +14,7 @@ use punnet_api::wire::NodeStatusReport;
 mod agent_support;
 mod registry_support;
 
-use agent_support::{eventually, pod, Controller, Mosquitto, NODE};
+use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 use registry_support::{Registry, TestImage};
 
 struct Agent(Child, std::path::PathBuf);
@@ -60,6 +60,8 @@ async fn pods_run_the_variant_for_the_boards_platform_from_a_registry() {
     let broker = Mosquitto::start();
     let mut controller = Controller::connect(broker.port).await;
     let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    trust_test_controller(&data);
     let child = Command::new(env!("CARGO_BIN_EXE_punnet-agent"))
         .args(["--name", NODE, "--broker", &broker.url(), "--data-dir"])
         .arg(&data)

@@ -15,7 +15,7 @@ use rumqttc::QoS;
 
 mod agent_support;
 
-use agent_support::{eventually, pod, Controller, Mosquitto, NODE};
+use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 
 /// The agent binary under test; `PUNNET_AGENT_BIN=target/release/punnet-agent` measures
 /// a release build.
@@ -43,6 +43,7 @@ fn pod_cidr() -> String {
 
 impl AgentProcess {
     fn spawn(broker: &str, data: &Path) -> AgentProcess {
+        trust_test_controller(data);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1,7 +1,8 @@
 //! The internal messages between controller and agents: postcard inside a small
 //! versioned envelope. postcard is not self-describing, so a reader cannot skip fields it
 //! does not know; the envelope's version is checked first and a mismatch is a clear
-//! error, never a garbled decode. The envelope has room for a signature over the payload.
+//! error, never a garbled decode. Desired state and status are signed (`signing`): the
+//! envelope's signature covers its version, kind, payload and the node's name.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,9 @@ use crate::configdata::{ConfigMap, Secret};
 use crate::meta::Time;
 use crate::pod::{Pod, PodStatus};
 
-/// Bumped whenever any message's encoding changes.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Bumped whenever any message's encoding changes. 3: desired state and status are
+/// signed, and desired state carries the controller database's `epoch`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageKind {
@@ -47,6 +49,10 @@ pub enum WireError {
     },
     #[error("malformed {what}: {message}")]
     Malformed { what: &'static str, message: String },
+    #[error("{kind:?} message on node {node}'s topic is not signed: ignored (its sender is not a Punnet controller or agent speaking protocol 3 or newer)")]
+    Unsigned { kind: MessageKind, node: String },
+    #[error("{kind:?} message on node {node}'s topic has a signature that does not match the trusted key: ignored (forged, copied from another node's topic, or signed with a key that was replaced: re-enrol the node or fix controller.pub)")]
+    BadSignature { kind: MessageKind, node: String },
 }
 
 pub trait Message: Serialize + DeserializeOwned {
@@ -60,6 +66,11 @@ pub struct DesiredState {
     pub node: String,
     /// Increases with every change; an agent ignores a generation older than one it applied.
     pub generation: u64,
+    /// The controller database's incarnation: Unix seconds when it was created or last
+    /// restored from a backup. Agents order desired state by `(epoch, generation)`, so
+    /// after a restore (generations go back) the controller is believed again, while a
+    /// replayed message from before the restore is not.
+    pub epoch: u64,
     /// Pods bound to this node, status cleared.
     pub pods: Vec<Pod>,
     /// The node's Pod address range (`10.42.3.0/24`), from `Node.spec.podCIDR`; Pods
@@ -305,6 +316,7 @@ spec:
         let msg = DesiredState {
             node: "pi-1".into(),
             generation: 42,
+            epoch: 1_800_000_000,
             pods: vec![sample_pod()],
             pod_cidr: Some("10.42.0.0/24".into()),
             config_maps: vec![ConfigMap {

@@ -56,6 +56,31 @@ pub enum Command {
     Uncordon(CordonArgs),
     /// Cordon a node and evict its Pods, for maintenance.
     Drain(DrainArgs),
+    /// Make tokens: bootstrap (enrol boards), admin, read-only, operator (MQTT commands).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (its secret is shown only this once).
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// How long the token is valid (`24h`, `30m`); for ever when not given.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// How many boards it may enrol; unlimited when not given.
+    #[arg(long, value_name = "N")]
+    pub uses: Option<u32>,
+    /// A label given to every node the token enrols (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// bootstrap (enrolment), admin, read-only or operator.
+    #[arg(long, default_value = "bootstrap", value_parser = ["bootstrap", "admin", "read-only", "operator"])]
+    pub role: String,
 }
 
 #[derive(Debug, Args)]

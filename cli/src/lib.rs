@@ -21,6 +21,7 @@ pub mod manifests;
 pub mod rollout;
 pub mod scale;
 pub mod table;
+pub mod tokens;
 pub mod top;
 pub mod version;
 pub mod watch;
@@ -89,8 +90,14 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
     match &cli.command {
         Command::Version => version::version(Ctx::new(&cli), out).await,
         Command::Apply(a) => apply::apply(&Ctx::new(&cli)?, a, out, err).await,
+        Command::Get(a) if tokens::is_tokens(&a.resource) => {
+            tokens::get(&Ctx::new(&cli)?, &a.names, out).await
+        }
         Command::Get(a) => get::get(&Ctx::new(&cli)?, a, out, err).await,
         Command::Describe(a) => describe::describe(&Ctx::new(&cli)?, a, out, err).await,
+        Command::Delete(a) if a.resource.as_deref().is_some_and(tokens::is_tokens) => {
+            tokens::delete(&Ctx::new(&cli)?, &a.names, out).await
+        }
         Command::Delete(a) => delete::delete(&Ctx::new(&cli)?, a, out, err).await,
         Command::Scale(a) => scale::scale(&Ctx::new(&cli)?, a, out).await,
         Command::Logs(a) => logs::logs(&Ctx::new(&cli)?, a, out, err).await,
@@ -100,5 +107,8 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Uncordon(a) => drain::uncordon(&Ctx::new(&cli)?, a, out).await,
         Command::Drain(a) => drain::drain(&Ctx::new(&cli)?, a, out, err).await,
         Command::Rollout(a) => rollout::rollout(&Ctx::new(&cli)?, a, out, err).await,
+        Command::Token(args::TokenCommand::Create(a)) => {
+            tokens::create(&Ctx::new(&cli)?, a, out).await
+        }
     }
 }

@@ -264,6 +264,11 @@ fn main() {
         .status()
         .unwrap()
         .success());
+    // What enrolment does: the agent trusts the controller's key, the controller the
+    // agent's (registered below, once the agent has made it).
+    let controller_pub = dir.path().join("controller/controller.pub");
+    wait("the controller's key", || controller_pub.exists());
+    std::fs::copy(&controller_pub, agent_dir.join("controller.pub")).unwrap();
     let (_registry, registry_port) = start_registry(dir.path());
     const PULLS: usize = 5;
     for i in 0..PULLS {
@@ -297,6 +302,12 @@ fn main() {
             .to_string(),
         http: reqwest::blocking::Client::new(),
     };
+    let node_pub = agent_dir.join("node.pub");
+    wait("the agent's key", || node_pub.exists());
+    let (code, body) = api.send(api.http.post(format!("{}/nodekeys", api.base)).json(&json!({
+        "items": [{"node": "bench", "publicKey": std::fs::read_to_string(&node_pub).unwrap().trim()}]
+    })));
+    assert_eq!(code, 200, "registering the agent's key: {body}");
     wait("the node", || {
         let (code, body) = api.send(api.http.get(format!("{}/api/v1/nodes/bench", api.base)));
         code == 200 && body["status"]["conditions"][0]["status"] == "True"

@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use punnet_api::signing::{encode_signed, public_key_hex, SigningKey};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, encode, DesiredState, NodeFacts, NodeStatusReport, PodReport};
+use punnet_api::wire::{decode, DesiredState, NodeFacts, NodeStatusReport, PodReport};
 use punnet_api::{PodCondition, PodStatus, Time};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -103,8 +104,13 @@ fn running(started: Time) -> PodStatus {
     s
 }
 
+/// The key simulated agent `i` signs with (registered through `POST /nodekeys`).
+fn agent_key(i: usize) -> SigningKey {
+    SigningKey::from_seed(&[i as u8 + 1; 32])
+}
+
 /// One simulated agent: follows its desired state and reports every `REPORT_EVERY`.
-async fn agent(node: String, port: u16) {
+async fn agent(node: String, key: SigningKey, port: u16) {
     let topics = Topics::default();
     let mut o = MqttOptions::new(format!("agent-{node}"), "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30))
@@ -171,7 +177,7 @@ async fn agent(node: String, port: u16) {
                 topics.status(&node),
                 QoS::AtLeastOnce,
                 false,
-                encode(&report),
+                encode_signed(&report, &node, &key),
             )
             .await;
         tokio::time::sleep(REPORT_EVERY).await;
@@ -233,8 +239,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let keys: Vec<Value> = (0..NODES)
+        .map(|i| json!({"node": format!("pi-{i}"), "publicKey": public_key_hex(&agent_key(i).public_key())}))
+        .collect();
+    api(http_client
+        .post(format!("{base_url}/nodekeys"))
+        .json(&json!({ "items": keys })));
     for i in 0..NODES {
-        runtime.spawn(agent(format!("pi-{i}"), mqtt));
+        runtime.spawn(agent(format!("pi-{i}"), agent_key(i), mqtt));
     }
     // One Pod on every node, as a DaemonSet would place them.
     for i in 0..NODES {

@@ -120,7 +120,7 @@ fn restrict_mode(path: &Path) -> Result<(), TokenError> {
 
 /// Writes a file readable only by its owner, atomically (temporary file, fsync,
 /// rename), so that a crash leaves the old content or the new, never half of it.
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), TokenError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), TokenError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()

@@ -191,5 +191,19 @@ pub fn restore(
             key_file.display()
         ))
     };
+    // Agents trust only the controller key they were given: a new one would be refused.
+    let signing_key = data_dir.join(crate::signing::SIGNING_KEY_FILE);
+    let note = if signing_key.exists() {
+        note
+    } else {
+        let signing = format!(
+            "copy the signing key of the backed-up controller to {} before starting it; with a new key every agent refuses its desired state until it is given the new controller.pub",
+            signing_key.display()
+        );
+        Some(match note {
+            Some(n) => format!("{n}; {signing}"),
+            None => signing,
+        })
+    };
     Ok((restored, note))
 }

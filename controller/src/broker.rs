@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The MQTT port, as every broker uses.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     /// reserves its connection tables at this size (address space, not memory: pages
     /// are touched as clients connect), so a generous limit costs a small fleet nothing.
     pub max_connections: usize,
+    /// Who may connect (see `identity::BrokerAuth`); `None`: anybody (tests only).
+    pub auth: Option<std::sync::Arc<crate::identity::BrokerAuth>>,
     /// The topic prefix: the controller's own wildcard subscriptions (every node's status)
     /// get large logs, every per-node filter a small one.
     pub prefix: String,
@@ -60,6 +62,7 @@ impl Default for BrokerConfig {
             listen_v5: None,
             // A 5,000-board fleet with room to spare (the scale benchmark's largest).
             max_connections: 10_000,
+            auth: None,
             prefix: punnet_api::topics::DEFAULT_PREFIX.to_string(),
         }
     }
@@ -108,6 +111,25 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
         // Filters are created as clients subscribe; nothing is configured up front.
         dynamic_filters: true,
     };
+    let mut connections = connections;
+    if let Some(auth) = &config.auth {
+        let auth = auth.clone();
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let auth = auth.clone();
+            async move {
+                match auth.check(&user, &pass) {
+                    Ok(who) => {
+                        tracing::debug!(client = %client_id, ?who, "MQTT login accepted");
+                        true
+                    }
+                    Err(why) => {
+                        warn!(client = %client_id, user = %user, "MQTT login refused: {why}");
+                        false
+                    }
+                }
+            }
+        });
+    }
     let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.to_string(),
         listen,
@@ -143,6 +165,8 @@ fn fan_in_filters(prefix: &str) -> Vec<String> {
         topics.all_status(),
         topics.all_online(),
         topics.all_log_replies(),
+        // A whole fleet enrolling at once (punnet-sim --token) lands here.
+        punnet_api::enrol::all_requests(prefix),
     ]
 }
 
@@ -172,6 +196,7 @@ pub fn start_with(config: BrokerConfig) -> Result<(), BrokerError> {
     let addrs: Vec<SocketAddr> = std::iter::once(config.listen)
         .chain(config.listen_v5)
         .collect();
+    let login = config.auth.as_ref().map(|a| a.controller_login());
     let waited = Duration::from_secs(10);
     let deadline = Instant::now() + waited;
     for addr in addrs {
@@ -179,7 +204,7 @@ pub fn start_with(config: BrokerConfig) -> Result<(), BrokerError> {
         // The v5 listener refuses a 3.1.1 CONNECT: knock on it in its own version.
         let v5 = Some(addr) == config.listen_v5;
         loop {
-            if mqtt_handshake(probe, v5) {
+            if mqtt_handshake(probe, v5, login.as_ref()) {
                 break;
             }
             if thread.is_finished() {
@@ -212,9 +237,10 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether an MQTT 3.1.1 (or, with `v5`, MQTT 5) CONNECT to `addr` gets a CONNACK: an
-/// open port alone does not mean the router behind it is ready.
-fn mqtt_handshake(addr: SocketAddr, v5: bool) -> bool {
+/// Whether an MQTT 3.1.1 (or, with `v5`, MQTT 5) CONNECT to `addr`, with the
+/// controller's login when the broker asks for one, gets a CONNACK: an open port alone
+/// does not mean the router behind it is ready.
+fn mqtt_handshake(addr: SocketAddr, v5: bool, login: Option<&(String, String)>) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
@@ -227,15 +253,26 @@ fn mqtt_handshake(addr: SocketAddr, v5: bool) -> bool {
     let n = KNOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client_id = format!("punnet-controller-probe-{}-{n}", std::process::id());
     let client_id = client_id.as_bytes();
-    let props = usize::from(v5);
-    let mut packet = vec![0x10, (12 + props + client_id.len()) as u8];
-    // Protocol name "MQTT", level 4 (or 5), clean session, keepalive 10 s.
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4 + props as u8, 0x02, 0, 10]);
+    let mut body = Vec::new();
+    // Protocol name "MQTT", level 4 (or 5), clean session (+ username and password),
+    // keepalive 10 s.
+    let flags = if login.is_some() { 0xc2 } else { 0x02 };
+    let level = if v5 { 5 } else { 4 };
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 10]);
     if v5 {
-        packet.push(0); // no CONNECT properties
+        body.push(0); // no CONNECT properties
     }
-    packet.extend_from_slice(&[0, client_id.len() as u8]);
-    packet.extend_from_slice(client_id);
+    body.extend_from_slice(&[0, client_id.len() as u8]);
+    body.extend_from_slice(client_id);
+    if let Some((user, pass)) = login {
+        for field in [user.as_bytes(), pass.as_bytes()] {
+            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            body.extend_from_slice(field);
+        }
+    }
+    // Remaining length fits one byte: the login is the controller's short one.
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
     let mut connack = [0u8; 4];
     let ok = s.write_all(&packet).is_ok()
         && s.read_exact(&mut connack).is_ok()

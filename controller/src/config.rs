@@ -41,6 +41,12 @@ pub struct ControllerConfig {
     pub mqtt_v5: Option<SocketAddr>,
     /// Home Assistant MQTT discovery under this prefix (`--homeassistant [PREFIX]`).
     pub homeassistant: Option<String>,
+    /// Keep a Mosquitto password file and ACL file in this directory current (rewritten
+    /// at start and on every enrolment, revocation and token change).
+    pub mosquitto_config: Option<PathBuf>,
+    /// Send SIGHUP to the process whose pid is in this file after each rewrite, so that
+    /// Mosquitto reloads them.
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -58,6 +64,8 @@ impl ControllerConfig {
             encryption_key_file: None,
             mqtt_v5: None,
             homeassistant: None,
+            mosquitto_config: None,
+            mosquitto_pid_file: None,
         }
     }
 
@@ -121,6 +129,8 @@ pub struct ConfigFile {
     pub encryption_key_file: Option<PathBuf>,
     pub mqtt5: Option<String>,
     pub homeassistant: Option<String>,
+    pub mosquitto_config: Option<PathBuf>,
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]

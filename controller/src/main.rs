@@ -68,6 +68,14 @@ struct Cli {
     /// Publish Home Assistant MQTT discovery configs under PREFIX (default homeassistant).
     #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "homeassistant")]
     homeassistant: Option<String>,
+    /// Keep a Mosquitto password file and ACL file in DIR current: written at start and
+    /// on every enrolment, node deletion and token change.
+    #[arg(long, value_name = "DIR")]
+    mosquitto_config: Option<PathBuf>,
+    /// After each rewrite of the Mosquitto files, send SIGHUP to the pid in FILE so
+    /// Mosquitto reloads them (e.g. /run/mosquitto/mosquitto.pid).
+    #[arg(long, value_name = "FILE")]
+    mosquitto_pid_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -94,6 +102,18 @@ enum Command {
         /// The key file the restored Secrets were encrypted with, to check it.
         #[arg(long, value_name = "FILE")]
         encryption_key_file: Option<PathBuf>,
+    },
+    /// Write a Mosquitto password file (DIR/passwd) and ACL file (DIR/acl) for the
+    /// enrolled nodes, the controller and the token logins, from a stopped controller's
+    /// data dir (a running controller keeps them current with --mosquitto-config DIR).
+    MosquittoConfig {
+        dir: PathBuf,
+        /// The controller's data directory (default /var/lib/punnet).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// MQTT topic prefix.
+        #[arg(long, default_value = punnet_api::topics::DEFAULT_PREFIX)]
+        prefix: String,
     },
 }
 
@@ -190,6 +210,21 @@ fn run_command(
                 println!("{note}");
             }
         }
+        Command::MosquittoConfig {
+            dir,
+            data_dir,
+            prefix,
+        } => {
+            let data_dir = data_dir
+                .or(global_data_dir)
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+            punnet_controller::mosquitto::write_offline(&data_dir, &dir, &prefix)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "wrote {0}/passwd and {0}/acl; in mosquitto.conf: password_file {0}/passwd, acl_file {0}/acl, allow_anonymous false",
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
@@ -212,6 +247,8 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
     }
     c.broker = cli.broker.or(file.broker);
     c.encryption_key_file = cli.encryption_key_file.or(file.encryption_key_file);
+    c.mosquitto_config = cli.mosquitto_config.or(file.mosquitto_config);
+    c.mosquitto_pid_file = cli.mosquitto_pid_file.or(file.mosquitto_pid_file);
     if let Some(p) = cli.prefix.or(file.prefix) {
         c.prefix = p;
     }

@@ -31,6 +31,8 @@ pub struct MqttSettings {
     /// First wait after a failed connect; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// MQTT username and password (the controller's own login); `None`: anonymous.
+    pub credentials: Option<(String, String)>,
 }
 
 impl MqttSettings {
@@ -43,6 +45,7 @@ impl MqttSettings {
             keep_alive: Duration::from_secs(10),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            credentials: None,
         }
     }
 
@@ -173,6 +176,9 @@ fn options(settings: &MqttSettings) -> MqttOptions {
     o.set_keep_alive(settings.keep_alive)
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+    if let Some((user, pass)) = &settings.credentials {
+        o.set_credentials(user.clone(), pass.clone());
+    }
     o
 }
 

@@ -338,6 +338,7 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
         "punnet_events_recorded_total {}",
         store.recorder().recorded()
     );
+    crate::signing::render_metrics(&mut out);
     Ok(out)
 }
 

@@ -14,14 +14,17 @@ use tracing::{info, warn};
 
 use crate::config::ControllerConfig;
 use crate::http::{self, ApiState};
+use crate::identity::{BrokerAuth, NodeIdentities};
 use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{MqttError, MqttSettings};
 use crate::store::{Store, StoreError};
+use crate::tokens::Tokens;
 use crate::{
     auth_token, broker, daemonset, deployment, gc, job, namespaces, nodeipam, nodelifecycle,
     nodesync, replicaset, scheduling,
 };
+use crate::{enrol, identity, mosquitto, tokens};
 
 /// How long the parts get to finish after shutdown before `run` returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -56,6 +59,16 @@ pub enum ControllerError {
     Panicked(String),
     #[error("MQTT API: {0}")]
     MqttApi(#[from] crate::mqttapi::MqttApiError),
+    #[error("identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("the local agent's identity: {0}")]
+    LocalIdentity(String),
+    #[error("{0}")]
+    Signing(#[from] crate::signing::SigningError),
+    #[error("local agent's key: {0}")]
+    AgentIdentity(#[from] punnet_agent::identity::IdentityError),
+    #[error("registering the local agent's key: {0}")]
+    NodeKeys(#[from] sled::Error),
 }
 
 pub async fn run(
@@ -76,6 +89,45 @@ pub async fn run(
         "store opened"
     );
     let token = auth_token::load_or_create(&config.data_dir)?;
+    let signing_key = Arc::new(crate::signing::ControllerKey::load_or_create(
+        &config.data_dir,
+    )?);
+    crate::signing::write_public_key(&config.data_dir, &signing_key)?;
+    // Identity: tokens with roles, enrolled nodes, the controller's own broker login.
+    let tokens = Arc::new(Tokens::open(&token, store.open_tree(tokens::TREE)?));
+    let nodes = NodeIdentities::open(store.open_tree(identity::TREE)?);
+    let controller_password = identity::controller_password(&config.data_dir)?;
+    if let Some(dir) = config.mosquitto_config.clone() {
+        let sync = {
+            let (dir, pid, prefix) = (
+                dir,
+                config.mosquitto_pid_file.clone(),
+                config.prefix.clone(),
+            );
+            let (t, n, pw) = (
+                Arc::downgrade(&tokens),
+                nodes.clone(),
+                controller_password.clone(),
+            );
+            move || {
+                let Some(t) = t.upgrade() else { return };
+                match mosquitto::sync(&dir, pid.as_deref(), &prefix, &pw, &t, &n) {
+                    Ok(()) => {
+                        info!(dir = %dir.display(), "Mosquitto password and ACL files written")
+                    }
+                    Err(e) => warn!("could not update the Mosquitto files: {e}"),
+                }
+            }
+        };
+        sync();
+        let hook: tokens::ChangeHook = Arc::new(sync);
+        tokens.set_on_change(hook.clone());
+        nodes.set_on_change(hook);
+    }
+    let auth = Arc::new(
+        BrokerAuth::new(tokens.clone(), nodes.clone(), controller_password.clone())
+            .with_events(store.clone()),
+    );
 
     let mqtt = match &config.broker {
         Some(url) => {
@@ -86,15 +138,20 @@ pub async fn run(
             broker::start_with(broker::BrokerConfig {
                 listen: config.mqtt,
                 listen_v5: config.mqtt_v5,
+                auth: Some(auth),
                 prefix: config.prefix.clone(),
                 ..Default::default()
             })?;
-            info!(addr = %config.mqtt, "embedded MQTT broker listening");
+            info!(addr = %config.mqtt, "embedded MQTT broker listening (only enrolled nodes, the controller and token logins are admitted)");
             MqttSettings::from_url(&config.broker_url())?
         }
     };
     let mqtt = MqttSettings {
         prefix: config.prefix.clone(),
+        credentials: Some((
+            punnet_api::enrol::CONTROLLER_USERNAME.to_string(),
+            controller_password,
+        )),
         ..mqtt
     };
     let mqtt_api = crate::mqttapi::config_for(&config, &mqtt)?;
@@ -116,10 +173,27 @@ pub async fn run(
     // Every part runs until `cancel`; one that ends early (its listener failed, the
     // local agent could not start) takes the controller down with its error.
     let mut tasks: JoinSet<Result<(), ControllerError>> = JoinSet::new();
+    let enroller = enrol::Enroller {
+        store: store.clone(),
+        tokens: tokens.clone(),
+        nodes: nodes.clone(),
+        controller_key: signing_key.public_key(),
+    };
+    let (m, c) = (mqtt.clone(), cancel.clone());
+    tasks.spawn(async move {
+        enrol::run(enroller, m, c).await;
+        Ok(())
+    });
+    let (s, n, c) = (store.clone(), nodes.clone(), cancel.clone());
+    tasks.spawn(async move {
+        identity::revoke_deleted_nodes(s, n, c).await;
+        Ok(())
+    });
     let (s, l, m, c) = (store.clone(), logs.clone(), metrics.clone(), cancel.clone());
     let grace = config.node_grace;
+    let k = signing_key.clone();
     tasks.spawn(async move {
-        nodesync::run(s, mqtt, grace, l, m, c).await;
+        nodesync::run(s, mqtt, grace, l, m, k, c).await;
         Ok(())
     });
     let (s, c) = (store.clone(), cancel.clone());
@@ -172,18 +246,13 @@ pub async fn run(
         nodeipam::run(s, cidrs, c).await;
         Ok(())
     });
-    let state = ApiState::new(
-        store.clone(),
-        Arc::new(http::auth::Tokens::new(&token)),
-        logs,
-    )
-    .with_metrics(metrics);
+    let state = ApiState::new(store.clone(), tokens.clone(), logs).with_metrics(metrics);
     if let Some(api) = mqtt_api {
         let parts = crate::mqttapi::MqttApiParts {
             store: store.clone(),
             metrics: state.metrics.clone(),
             executor: crate::mqttapi::exec::Executor::new(http::router(state.clone()), &token),
-            auth: Arc::new(crate::mqttapi::auth::AdminToken::new(&token)),
+            auth: tokens.clone(),
         };
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -197,8 +266,29 @@ pub async fn run(
             .await
             .map_err(ControllerError::Serve)
     });
-    if let Some(agent) = config.agent.clone() {
+    if let Some(mut agent) = config.agent.clone() {
+        // The local agent needs no enrolment: its key is registered and it is given the
+        // controller's key directly.
+        let node_key = punnet_agent::identity::NodeKey::load_or_create(&agent.data_dir)?;
+        store
+            .node_keys()
+            .register(&agent.node_name, node_key.public_key())?;
+        punnet_agent::identity::write_controller_key(&agent.data_dir, &signing_key.public_key())?;
         info!(node = %agent.node_name, "starting local agent");
+        // The controller vouches for its own agent: no token, credentials written
+        // straight into the agent's data dir.
+        let password = identity::preregister(&nodes, &agent.node_name, node_key.public_key())?;
+        let creds = punnet_agent::enrol::Credentials {
+            node: agent.node_name.clone(),
+            mqtt: punnet_agent::enrol::MqttLogin {
+                username: agent.node_name.clone(),
+                password,
+            },
+        };
+        creds
+            .save(&agent.data_dir, None)
+            .map_err(|e| ControllerError::LocalIdentity(e.to_string()))?;
+        agent.token = None;
         let c = cancel.clone();
         tasks.spawn(async move {
             punnet_agent::run(agent, c.cancelled_owned())

@@ -139,6 +139,10 @@ pub struct Store {
     key: SecretKey,
     /// Changes kept in memory until they are worth a disk write (see `volatile`).
     volatile: Volatile,
+    /// The public keys node status must be signed with (see `signing`).
+    node_keys: crate::signing::NodeKeys,
+    /// This database's desired-state epoch (see `signing`).
+    desired_epoch: u64,
 }
 
 impl Store {
@@ -190,6 +194,8 @@ impl Store {
             }
         }
         let (events, _) = broadcast::channel(4096);
+        let node_keys = crate::signing::NodeKeys::open(&db)?;
+        let desired_epoch = crate::signing::load_or_init_epoch(&db)?;
         let store = Store {
             db,
             trees,
@@ -200,6 +206,8 @@ impl Store {
             recorder: Events::default(),
             key,
             volatile: Volatile::new(VOLATILE_PERSIST_EVERY),
+            node_keys,
+            desired_epoch,
         };
         store.seal_plaintext()?;
         if store.get::<Namespace>(None, DEFAULT_NAMESPACE)?.is_none() {
@@ -235,6 +243,12 @@ impl Store {
         self.volatile.set_interval(every);
     }
 
+    /// A tree of the same database for data that is not an API object (tokens, node
+    /// identities): no revisions, no watch events, not in backups.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// The revision of the newest committed write.
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::SeqCst)
@@ -251,6 +265,17 @@ impl Store {
             self.trees.iter().map(|(k, t)| (*k, t.len())).collect();
         out.sort();
         Ok(out)
+    }
+
+    /// The registry of node public keys: enrolment registers, deleting a node revokes,
+    /// status ingest verifies against it.
+    pub fn node_keys(&self) -> &crate::signing::NodeKeys {
+        &self.node_keys
+    }
+
+    /// The epoch desired state carries (Unix seconds of creation or last restore).
+    pub fn desired_epoch(&self) -> u64 {
+        self.desired_epoch
     }
 
     /// Where every part of the controller records Kubernetes-style Events.

@@ -101,6 +101,9 @@ fn backup_of_a_running_controller_restores_objects_revision_and_secrets() {
         stdout.contains(&format!("at revision {revision}")),
         "{stdout}"
     );
+    // The signing key travels separately too, and restore says so.
+    assert!(stdout.contains("signing.key"), "{stdout}");
+    std::fs::copy(source.join("signing.key"), target.join("signing.key")).unwrap();
 
     let out = run(&[
         "restore",

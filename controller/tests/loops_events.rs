@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use loops_support::*;
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
-use punnet_api::wire::{encode, AgentEvent, NodeStatusReport};
+use punnet_api::wire::{AgentEvent, NodeStatusReport};
 use punnet_api::{Pod, Time};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
@@ -69,7 +69,7 @@ async fn scheduler_and_agent_events_reach_the_recorder() {
                 Topics::default().status("n1"),
                 QoS::AtLeastOnce,
                 false,
-                encode(&report),
+                signed_status(&report),
             )
             .await
             .unwrap();

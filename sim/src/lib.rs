@@ -3,8 +3,13 @@
 //! protocol of `punnet_api::wire` on the agent's topics, with a fake runtime that starts
 //! every desired Pod after a short delay. Nodes can be killed part-way (a power cut or a
 //! dropped connection) to measure how fast the controller moves their Pods.
+//!
+//! Each node signs its status with a key of its own, made at start; the simulator
+//! registers the whole fleet's public keys with the controller in one admin request
+//! (`POST /nodekeys`) before any node connects, as enrolment would one by one.
 
 pub mod board;
+pub mod enrol;
 pub mod node;
 pub mod pods;
 
@@ -13,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing::{public_key_hex, PublicKey, SigningKey};
 use punnet_api::topics::Topics;
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -31,6 +37,16 @@ pub enum SimError {
     KillPercent(f64),
     #[error("--nodes must be at least 1")]
     NoNodes,
+    #[error(
+        "--enrol-token: not a Punnet token (expected <12 hex>.<secret> from `punnet token create`)"
+    )]
+    Token,
+    #[error("no API token: the simulated nodes' keys must be registered with the controller; pass --token (the `token:` line of <controller-data>/punnet.yaml)")]
+    NoToken,
+    #[error("cannot make the nodes' keys: {0}")]
+    Key(String),
+    #[error("registering the nodes' keys at {url}: {message}")]
+    Register { url: String, message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +75,13 @@ pub struct SimConfig {
     pub kill_mode: KillMode,
     /// How often the progress line is printed (zero: never).
     pub progress_every: Duration,
+    /// A bootstrap token (`punnet token create --uses N`) every node enrols with first;
+    /// needed with the controller's embedded broker, which admits enrolled nodes only.
+    pub enrol_token: Option<String>,
+    /// The controller's REST API (`http://HOST:PORT`), where the nodes' keys are
+    /// registered, and an admin token for it.
+    pub api: String,
+    pub token: String,
 }
 
 impl Default for SimConfig {
@@ -78,6 +101,9 @@ impl Default for SimConfig {
             kill_now: None,
             kill_mode: KillMode::Silent,
             progress_every: Duration::from_secs(1),
+            enrol_token: None,
+            api: "http://127.0.0.1:6443".into(),
+            token: String::new(),
         }
     }
 }
@@ -115,6 +141,47 @@ pub fn victims(nodes: usize, percent: f64) -> Vec<usize> {
     (0..count).map(|k| k * nodes / count.max(1)).collect()
 }
 
+/// A new random key per node.
+pub fn make_keys(n: usize) -> Result<Vec<SigningKey>, SimError> {
+    (0..n)
+        .map(|_| {
+            SigningKey::generate_pkcs8()
+                .and_then(|p| SigningKey::from_pkcs8(&p))
+                .map_err(|e| SimError::Key(e.to_string()))
+        })
+        .collect()
+}
+
+/// Registers `(node, key)` pairs with the controller at `api` in one request.
+pub async fn register_keys(
+    api: &str,
+    token: &str,
+    keys: &[(String, PublicKey)],
+) -> Result<(), SimError> {
+    let url = format!("{}/nodekeys", api.trim_end_matches('/'));
+    let items: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(node, key)| serde_json::json!({"node": node, "publicKey": public_key_hex(key)}))
+        .collect();
+    let err = |message: String| SimError::Register {
+        url: url.clone(),
+        message,
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "items": items }))
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(err(format!("{status}: {body}")));
+    }
+    Ok(())
+}
+
 /// Runs the fleet until `shutdown` resolves; the nodes then go offline cleanly.
 pub async fn run(
     config: SimConfig,
@@ -129,6 +196,20 @@ pub async fn run(
         }
     }
     let (host, port) = parse_broker(&config.broker)?;
+    if config.token.is_empty() {
+        return Err(SimError::NoToken);
+    }
+    let names: Vec<String> = (0..config.nodes)
+        .map(|pos| format!("{}{}", config.name_prefix, config.first_index + pos))
+        .collect();
+    let keys = make_keys(config.nodes)?;
+    let public: Vec<(String, PublicKey)> = names
+        .iter()
+        .zip(&keys)
+        .map(|(n, k)| (n.clone(), k.public_key()))
+        .collect();
+    register_keys(&config.api, &config.token, &public).await?;
+    let mut keys = keys.into_iter();
     let settings = Arc::new(NodeSettings {
         host,
         port,
@@ -136,6 +217,10 @@ pub async fn run(
         report_interval: config.report_interval,
         keep_alive: config.keep_alive,
         start_delay: config.start_delay,
+        enrol_token: match &config.enrol_token {
+            Some(t) => Some(punnet_api::enrol::TokenString::parse(t).ok_or(SimError::Token)?),
+            None => None,
+        },
     });
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
@@ -159,7 +244,8 @@ pub async fn run(
             }
             let index = config.first_index + pos;
             let name = format!("{}{index}", config.name_prefix);
-            let node = SimNode::new(index, name, settings.clone(), counters.clone());
+            let key = keys.next().expect("one key per node");
+            let node = SimNode::new(index, name, key, settings.clone(), counters.clone());
             let kill = CancellationToken::new();
             kills.push(kill.clone());
             nodes.spawn(node.run(kill, config.kill_mode, stop.clone()));

@@ -63,9 +63,24 @@ struct Cli {
     /// How killed nodes die.
     #[arg(long, value_enum, default_value = "silent")]
     kill_mode: Mode,
+    /// The controller's REST API, where the simulated nodes' keys are registered.
+    #[arg(long, default_value = "http://127.0.0.1:6443")]
+    api: String,
+    /// An admin token for it (the `token:` line of <controller-data>/punnet.yaml).
+    #[arg(long, env = "PUNNET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the progress line this often (0s: never).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     progress_every: Duration,
+    /// Bootstrap token every node enrols with first (`punnet token create --uses N`);
+    /// the controller's embedded broker admits enrolled nodes only.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PUNNET_ENROL_TOKEN",
+        hide_env_values = true
+    )]
+    enrol_token: Option<String>,
 }
 
 /// `500ms`, `10s`, `2m`, or plain seconds.
@@ -126,6 +141,9 @@ fn main() -> anyhow::Result<()> {
                 Mode::Close => KillMode::Close,
             },
             progress_every: cli.progress_every,
+            enrol_token: cli.enrol_token,
+            api: cli.api,
+            token: cli.token.unwrap_or_default(),
         };
         let shutdown = async move {
             tokio::select! {

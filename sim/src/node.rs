@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing::{encode_signed, SigningKey};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, encode, DesiredState, NodeStatusReport};
+use punnet_api::wire::{decode, DesiredState, NodeStatusReport};
 use punnet_api::Time;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
@@ -54,10 +55,14 @@ pub struct NodeSettings {
     pub report_interval: Duration,
     pub keep_alive: Duration,
     pub start_delay: Duration,
+    /// A bootstrap token every node enrols with before it connects (see `enrol`).
+    pub enrol_token: Option<punnet_api::enrol::TokenString>,
 }
 
 pub struct SimNode {
     pub name: String,
+    /// Signs every status report, as a real agent's `node.key` does.
+    key: SigningKey,
     board: BoardState,
     pods: SimPods,
     generation: u64,
@@ -66,17 +71,21 @@ pub struct SimNode {
     /// This node's share of `counters`, so a change is added as a difference.
     counted: (i64, i64),
     connected: bool,
+    /// The MQTT password enrolment gave this node.
+    password: Option<String>,
 }
 
 impl SimNode {
     pub fn new(
         index: usize,
         name: String,
+        key: SigningKey,
         settings: Arc<NodeSettings>,
         counters: Arc<Counters>,
     ) -> SimNode {
         SimNode {
             name,
+            key,
             board: BoardState::new(index),
             pods: SimPods::default(),
             generation: 0,
@@ -84,6 +93,7 @@ impl SimNode {
             counters,
             counted: (0, 0),
             connected: false,
+            password: None,
         }
     }
 
@@ -101,6 +111,9 @@ impl SimNode {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(password) = &self.password {
+            o.set_credentials(self.name.clone(), password.clone());
+        }
         o
     }
 
@@ -148,7 +161,12 @@ impl SimNode {
         };
         let topic = self.settings.topics.status(&self.name);
         if client
-            .try_publish(topic, QoS::AtLeastOnce, false, encode(&report))
+            .try_publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                encode_signed(&report, &self.name, &self.key),
+            )
             .is_ok()
         {
             self.counters.reports.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +177,8 @@ impl SimNode {
         self.counters
             .desired_messages
             .fetch_add(1, Ordering::Relaxed);
+        // Not verified: a load generator's own CPU is not what is measured, and the
+        // controller signs whatever goes out either way.
         let msg = match decode::<DesiredState>(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -190,6 +210,31 @@ impl SimNode {
         mode: KillMode,
         shutdown: CancellationToken,
     ) -> Option<EventLoop> {
+        if let Some(token) = self.settings.enrol_token.clone() {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                let enrolled = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = kill.cancelled() => return None,
+                    r = crate::enrol::enrol(&self.settings, &token, &self.name, self.key.public_key()) => r,
+                };
+                match enrolled {
+                    Ok(password) => {
+                        self.password = Some(password);
+                        break;
+                    }
+                    Err(crate::enrol::EnrolFailure::Refused(why)) => {
+                        tracing::warn!("{}: enrolment refused: {why}", self.name);
+                        return None;
+                    }
+                    Err(crate::enrol::EnrolFailure::Retry(why)) => {
+                        debug!("{}: enrolment: {why}; retrying", self.name);
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
         let (client, mut eventloop) = AsyncClient::new(self.options(), REQUEST_CAPACITY);
         let topics = self.settings.topics.clone();
         let desired_topic = topics.desired(&self.name);

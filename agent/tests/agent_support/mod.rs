@@ -16,6 +16,25 @@ use tokio::task::JoinHandle;
 
 pub const NODE: &str = "test-node";
 
+/// The key the test controller signs desired state with.
+pub fn controller_key() -> punnet_api::signing::SigningKey {
+    punnet_api::signing::SigningKey::from_seed(&[0xc0; 32])
+}
+
+/// Makes an agent with data directory `data_dir` trust the test controller (what
+/// enrolment does: writes `controller.pub`).
+pub fn trust_test_controller(data_dir: &std::path::Path) {
+    punnet_agent::identity::write_controller_key(data_dir, &controller_key().public_key()).unwrap();
+}
+
+/// The agent's status from a message on its status topic, checked against its
+/// `node.pub` in `data_dir` (the controller's check).
+pub fn verified_status(data_dir: &std::path::Path, bytes: &[u8]) -> Option<NodeStatusReport> {
+    let text = std::fs::read_to_string(data_dir.join("node.pub")).ok()?;
+    let key = punnet_api::signing::parse_public_key_hex(&text).ok()?;
+    punnet_api::signing::decode_verified(bytes, NODE, &key).ok()
+}
+
 /// A Mosquitto on a free loopback port, killed on drop.
 pub struct Mosquitto {
     child: Child,
@@ -162,6 +181,7 @@ impl Controller {
         let msg = DesiredState {
             node: NODE.into(),
             generation,
+            epoch: 1,
             pods,
             pod_cidr: self.pod_cidr.clone(),
             config_maps: self.config_maps.clone(),
@@ -172,8 +192,17 @@ impl Controller {
                 self.topics.desired(NODE),
                 QoS::AtLeastOnce,
                 true,
-                wire::encode(&msg),
+                punnet_api::signing::encode_signed(&msg, NODE, &controller_key()),
             )
+            .await
+            .unwrap();
+    }
+
+    /// Publishes raw bytes on the node's desired topic, retained (forged, replayed
+    /// or garbage messages).
+    pub async fn publish_desired_raw(&self, bytes: Vec<u8>) {
+        self.client
+            .publish(self.topics.desired(NODE), QoS::AtLeastOnce, true, bytes)
             .await
             .unwrap();
     }

@@ -16,8 +16,10 @@ mod kinds;
 mod kinds_workloads;
 pub mod logs;
 mod metrics;
+mod nodekeys;
 mod objects;
 mod query;
+pub mod tokens;
 mod watch;
 
 use std::future::{Future, IntoFuture};
@@ -195,8 +197,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/namespaces", collection::<Namespace>())
         .route("/api/v1/namespaces/{name}", item::<Namespace>())
         .route("/backup", get(super::backup::serve))
+        .route("/nodekeys", get(nodekeys::list).post(nodekeys::register))
+        .route("/nodekeys/{node}", axum::routing::delete(nodekeys::revoke))
         .route("/api/v1/nodes", collection::<Node>())
         .route("/api/v1/nodes/{name}", item::<Node>())
+        .route(tokens::GROUP_PATH, get(tokens::group))
+        .route("/apis/punnet.io/v1", get(tokens::resources))
+        .route(
+            "/apis/punnet.io/v1/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/apis/punnet.io/v1/tokens/{id}",
+            get(tokens::get).delete(tokens::delete),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -32,6 +32,24 @@ impl CommandAuth for AdminToken {
     }
 }
 
+/// The token store: operators and admins may command.
+impl CommandAuth for crate::tokens::Tokens {
+    fn authorize(&self, token: &str) -> Result<(), String> {
+        use crate::tokens::Role;
+        match crate::tokens::Tokens::authorize(self, token) {
+            Some(Role::Operator | Role::Admin) => Ok(()),
+            Some(role) => Err(format!(
+                "a {} token may not command; create an operator's with `punnet token create --role operator`",
+                role.as_str()
+            )),
+            None => Err(
+                "the token is unknown, expired or deleted; create an operator's with `punnet token create --role operator`"
+                    .into(),
+            ),
+        }
+    }
+}
+
 /// What the Home Assistant restart buttons carry: it may restart Deployments and do
 /// nothing else, because the discovery configs holding it are readable on the broker.
 pub struct RestartOnly(pub String);

@@ -50,6 +50,8 @@ pub fn config_for(
         }
     };
     let mut api = MqttApiConfig::new(host, port, &config.prefix);
+    // The API's connection logs in as the controller, as its node-sync connection does.
+    api.credentials = mqtt.credentials.clone();
     if let Some(disc) = &config.homeassistant {
         api.homeassistant = Some(disc.trim_end_matches('/').to_string());
         api.button_token = Some(button_token(&config.data_dir)?);

@@ -15,8 +15,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing::encode_signed;
 use punnet_api::topics::MAX_PACKET_SIZE;
-use punnet_api::wire::{encode, DesiredState};
+use punnet_api::wire::DesiredState;
 use punnet_api::{ConfigMap, Node, Object, Pod, PodStatus, Secret};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::Notify;
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::refs;
 use crate::mqtt::MqttHandle;
+use crate::signing::ControllerKey;
 use crate::store::{Change, Store, StoreError, WatchEvent};
 
 /// What was last published for one node: its generation and a fingerprint of the rest
@@ -358,6 +360,8 @@ impl DesiredIndex {
             out.push(DesiredState {
                 node,
                 generation,
+                // The database's, filled in by the publisher.
+                epoch: 0,
                 pods: content.pods,
                 pod_cidr: content.pod_cidr,
                 config_maps: content.config_maps,
@@ -384,8 +388,11 @@ pub async fn run_publisher(
     mqtt: MqttHandle,
     reconnected: Arc<Notify>,
     debounce: Duration,
+    signing_key: Arc<ControllerKey>,
     cancel: CancellationToken,
 ) {
+    // Fixed for the life of the database (a restore happens with the controller stopped).
+    let epoch = store.desired_epoch();
     // Subscribe before listing, so nothing between the two is missed.
     let mut events = store.subscribe();
     let mut index = DesiredIndex::default();
@@ -422,7 +429,8 @@ pub async fn run_publisher(
             if !mqtt.is_connected() {
                 continue;
             }
-            for msg in messages {
+            for mut msg in messages {
+                msg.epoch = epoch;
                 let topic = mqtt.topics().desired(&msg.node);
                 debug!(
                     "node sync: desired for {} at generation {}: {} Pod(s), {} ConfigMap(s), {} Secret(s)",
@@ -432,7 +440,7 @@ pub async fn run_publisher(
                     msg.config_maps.len(),
                     msg.secrets.len()
                 );
-                let payload = encode(&msg);
+                let payload = encode_signed(&msg, &msg.node, signing_key.signing_key());
                 if payload.len() > MAX_PACKET_SIZE {
                     warn!(
                         "node sync: desired state for node {} is {} bytes, over the MQTT limit of {} bytes: its Pods reference {} ConfigMap(s) and {} Secret(s); make them smaller or spread the Pods over more nodes",

@@ -17,8 +17,9 @@ pub mod sweep;
 use std::sync::Arc;
 use std::time::Duration;
 
+use punnet_api::signing;
 use punnet_api::topics::{Topics, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, LogChunk, NodeStatusReport};
+use punnet_api::wire::{self, decode, LogChunk, NodeStatusReport, WireError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ use tracing::{debug, warn};
 use crate::logproxy::LogProxy;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttEvent, MqttSettings};
+use crate::signing::{ControllerKey, Rejection};
 use crate::store::Store;
 use index::PodIndexFollower;
 use liveness::{Liveness, Lost};
@@ -45,10 +47,12 @@ pub struct NodeSyncConfig {
     pub sweep_every: Duration,
     /// Where the usage figures of each report go (served by the API, never stored).
     pub metrics: Arc<Metrics>,
+    /// Signs every desired-state message (see `signing`).
+    pub signing_key: Arc<ControllerKey>,
 }
 
 impl NodeSyncConfig {
-    pub fn new(mqtt: MqttSettings) -> NodeSyncConfig {
+    pub fn new(mqtt: MqttSettings, signing_key: Arc<ControllerKey>) -> NodeSyncConfig {
         NodeSyncConfig {
             mqtt,
             node_grace: Duration::from_secs(40),
@@ -56,6 +60,7 @@ impl NodeSyncConfig {
             debounce: Duration::from_millis(20),
             sweep_every: Duration::from_secs(2),
             metrics: Arc::default(),
+            signing_key,
         }
     }
 }
@@ -67,12 +72,13 @@ pub async fn run(
     node_grace: Duration,
     logs: Arc<LogProxy>,
     metrics: Arc<Metrics>,
+    signing_key: Arc<ControllerKey>,
     cancel: CancellationToken,
 ) {
     let config = NodeSyncConfig {
         node_grace,
         metrics,
-        ..NodeSyncConfig::new(mqtt)
+        ..NodeSyncConfig::new(mqtt, signing_key)
     };
     run_with(store, config, logs, cancel).await
 }
@@ -91,6 +97,7 @@ pub async fn run_with(
         handle.clone(),
         reconnected.clone(),
         config.debounce,
+        config.signing_key.clone(),
         cancel.clone(),
     ));
     let pods = match PodIndexFollower::new(&store) {
@@ -170,6 +177,14 @@ pub fn classify<'a>(topics: &Topics, topic: &'a str) -> Option<Incoming<'a>> {
     }
 }
 
+/// Why a status report was not taken.
+enum StatusRefusal {
+    /// Not signed with the node's registered key: counted per reason, an Event.
+    Signing(Rejection, String),
+    /// Not a status report at all (undecodable, another version or kind).
+    Wire(WireError),
+}
+
 struct Ingest {
     store: Arc<Store>,
     /// Which Pods are on which node (so a report or a will reads only that node's).
@@ -186,7 +201,7 @@ struct Ingest {
 impl Ingest {
     fn handle(&mut self, topic: &str, payload: &[u8]) {
         match classify(&self.topics, topic) {
-            Some(Incoming::Status(node)) => match decode::<NodeStatusReport>(payload) {
+            Some(Incoming::Status(node)) => match self.open_status(node, payload) {
                 Ok(report) => {
                     let terminating = match self.pods.current(&self.store) {
                         Ok(index) => index.terminating_on(node),
@@ -219,7 +234,10 @@ impl Ingest {
                         }
                     }
                 }
-                Err(e) => self.bad(topic, &e.to_string()),
+                Err(StatusRefusal::Signing(why, e)) => {
+                    crate::signing::status_rejected(&self.store, node, topic, why, &e.to_string())
+                }
+                Err(StatusRefusal::Wire(e)) => self.bad(topic, &e.to_string()),
             },
             Some(Incoming::Online(node)) => match payload {
                 p if p == OFFLINE.as_bytes() => {
@@ -247,6 +265,26 @@ impl Ingest {
             },
             None => debug!("node sync: ignoring message on {topic}"),
         }
+    }
+
+    /// A status report, if it is signed with `node`'s registered key. The signature is
+    /// checked before the payload is decoded.
+    fn open_status(&self, node: &str, payload: &[u8]) -> Result<NodeStatusReport, StatusRefusal> {
+        let env = wire::open(payload).map_err(StatusRefusal::Wire)?;
+        let Some(key) = self.store.node_keys().get(node) else {
+            return Err(StatusRefusal::Signing(
+                Rejection::UnknownNode,
+                format!("node {node} has no registered key: enrol it, or register its node.pub"),
+            ));
+        };
+        if let Err(e) = signing::verify(&env, node, &key) {
+            let why = match e {
+                WireError::Unsigned { .. } => Rejection::Unsigned,
+                _ => Rejection::BadSignature,
+            };
+            return Err(StatusRefusal::Signing(why, e.to_string()));
+        }
+        wire::payload(&env).map_err(StatusRefusal::Wire)
     }
 
     fn bad(&mut self, topic: &str, why: &str) {

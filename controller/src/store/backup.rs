@@ -197,6 +197,8 @@ pub fn restore(db_dir: &Path, input: impl BufRead, force: bool) -> Result<Restor
     db.open_tree("meta")
         .and_then(|m| m.insert(REVISION_KEY, &revision.to_be_bytes()))
         .map_err(db_err)?;
+    // Generations may go back now: a new epoch makes agents believe them (see `signing`).
+    crate::signing::bump_epoch_on_restore(&db).map_err(db_err)?;
     db.flush().map_err(db_err)?;
     Ok(Restored {
         entries: entries.len(),

@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use punnet_api::signing::{encode_signed, SigningKey};
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
-use punnet_api::wire::{decode, encode, DesiredState, NodeFacts, NodeStatusReport, PodReport};
+use punnet_api::wire::{decode, DesiredState, NodeFacts, NodeStatusReport, PodReport};
 use punnet_api::{Container, Deployment, PodStatus, Time};
 use punnet_controller::deployment::{self, DeploymentConfig};
 use punnet_controller::logproxy::{LogProxy, LogProxyConfig};
@@ -21,6 +22,7 @@ use punnet_controller::nodesync::{self, NodeSyncConfig};
 use punnet_controller::podcidr::PodCidrs;
 use punnet_controller::replicaset;
 use punnet_controller::scheduling::{self, SchedulingConfig};
+use punnet_controller::signing::ControllerKey;
 use punnet_controller::store::Store;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
@@ -80,9 +82,68 @@ pub async fn eventually_async<T, F: Future<Output = Option<T>>>(
     }
 }
 
+/// The key a fake agent signs its status with: derived from its name, so that every
+/// controller a test starts can be told it (see `trust_fake_agents`).
+pub fn agent_key(node: &str) -> SigningKey {
+    let mut seed = [0x5a; 32];
+    for (i, b) in node.bytes().enumerate() {
+        seed[i % 32] ^= b.rotate_left(i as u32 / 32);
+    }
+    seed[31] ^= node.len() as u8;
+    SigningKey::from_seed(&seed)
+}
+
+/// A status report as `node`'s agent sends it: signed with `agent_key(node)`.
+pub fn signed_status(report: &NodeStatusReport) -> Vec<u8> {
+    encode_signed(report, &report.node, &agent_key(&report.node))
+}
+
+/// The controllers and fake agents of this test binary, by broker port: every fake
+/// agent's key is registered with the controllers on its broker (including one started
+/// later, as after a controller restart), as enrolment would.
+type Fleet = (Vec<(u16, std::sync::Weak<Store>)>, Vec<(u16, String)>);
+static FLEET: Mutex<Fleet> = Mutex::new((Vec::new(), Vec::new()));
+
+fn trust_fake_agents(port: u16, store: Option<&Arc<Store>>, node: Option<&str>) {
+    let mut fleet = FLEET.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = store {
+        fleet.0.push((port, Arc::downgrade(s)));
+    }
+    fleet.0.retain(|(_, s)| s.strong_count() > 0);
+    let nodes: Vec<String> = match node {
+        // A new agent: with the controllers already there.
+        Some(n) => {
+            fleet.1.push((port, n.to_string()));
+            vec![n.to_string()]
+        }
+        // A new controller: every agent of its broker so far.
+        None => fleet
+            .1
+            .iter()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, n)| n.clone())
+            .collect(),
+    };
+    for (p, s) in &fleet.0 {
+        let Some(s) = s.upgrade().filter(|_| *p == port) else {
+            continue;
+        };
+        if store.is_some_and(|new| !Arc::ptr_eq(new, &s)) {
+            continue;
+        }
+        for n in &nodes {
+            s.node_keys()
+                .register(n, agent_key(n).public_key())
+                .unwrap();
+        }
+    }
+}
+
 /// The controller's loops over a temporary store, talking to the broker on `port`.
 pub struct Controller {
     pub store: Arc<Store>,
+    /// Signs desired state; its public half is what agents trust.
+    pub key: Arc<ControllerKey>,
     pub logs: Arc<LogProxy>,
     pub cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -97,6 +158,8 @@ impl Controller {
     pub fn start_with_grace(port: u16, node_grace: Duration) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
+        trust_fake_agents(port, Some(&store), None);
+        let key = Arc::new(ControllerKey::load_or_create(dir.path()).unwrap());
         let cancel = CancellationToken::new();
         let logs = Arc::new(LogProxy::new(LogProxyConfig {
             answer_timeout: Duration::from_secs(1),
@@ -107,7 +170,7 @@ impl Controller {
         mqtt.max_backoff = Duration::from_millis(300);
         let sync = NodeSyncConfig {
             node_grace,
-            ..NodeSyncConfig::new(mqtt)
+            ..NodeSyncConfig::new(mqtt, key.clone())
         };
         let tasks = vec![
             tokio::spawn(deployment::run_with(
@@ -148,6 +211,7 @@ impl Controller {
         ];
         Controller {
             store,
+            key,
             logs,
             cancel,
             tasks,
@@ -206,6 +270,7 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     pub fn start(node: &str, port: u16) -> FakeAgent {
+        trust_fake_agents(port, None, Some(node));
         let topics = Topics::default();
         let mut o = MqttOptions::new(format!("agent-{node}"), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5))
@@ -279,7 +344,7 @@ impl FakeAgent {
                             topics.status(&node),
                             QoS::AtLeastOnce,
                             false,
-                            encode(&report),
+                            signed_status(&report),
                         )
                         .await;
                     tokio::select! {
@@ -560,7 +625,10 @@ pub async fn basic_flow(port: u16) {
     let retained = read_retained(port, &topic, Duration::from_secs(3))
         .await
         .expect("a retained desired state");
-    assert_eq!(decode::<DesiredState>(&retained).unwrap().pods.len(), 2);
+    // Signed with the controller's key, for this node only.
+    let checked: DesiredState =
+        punnet_api::signing::decode_verified(&retained, "n1", &ctl.key.public_key()).unwrap();
+    assert_eq!(checked.pods.len(), 2);
 
     // The agent runs them: Pods Running, Deployment ready. Status-only: no new desired.
     let generation = desired.generation;
