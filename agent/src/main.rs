@@ -55,6 +55,13 @@ struct Cli {
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The CA the broker's certificate is checked against: the controller's
+    /// <data-dir>/ca.pem (default: the system's CAs).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Accept an mqtt:// broker URL: MQTT WITHOUT TLS. Only for trusted networks.
+    #[arg(long)]
+    allow_plaintext: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -179,6 +186,12 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(q) = &cli.image_gc_min_free {
         config.image_gc_min_free_bytes = config::parse_size(q)?;
+    }
+    if let Some(ca) = &cli.ca {
+        config.ca = Some(ca.clone());
+    }
+    if cli.allow_plaintext {
+        config.allow_plaintext = true;
     }
     config.validate()?;
     Ok(config)

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 mod agent_support;
 
-use agent_support::{eventually, free_port, pod, Controller, Mosquitto, NODE};
+use agent_support::{ca_file, eventually, free_port, pod, Controller, Mosquitto, NODE};
 
 struct RunningAgent {
     stop: Option<oneshot::Sender<()>>,
@@ -56,6 +56,7 @@ impl RunningAgent {
 fn config(broker: &str, data_dir: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(NODE);
     c.broker = broker.to_string();
+    c.ca = Some(ca_file());
     c.data_dir = data_dir.to_path_buf();
     c.heartbeat_interval = Duration::from_secs(1);
     c.restart_backoff_base = Duration::from_secs(1);

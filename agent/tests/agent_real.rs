@@ -15,7 +15,7 @@ use rumqttc::QoS;
 
 mod agent_support;
 
-use agent_support::{eventually, pod, Controller, Mosquitto, NODE};
+use agent_support::{ca_file, eventually, pod, Controller, Mosquitto, NODE};
 
 /// The agent binary under test; `PUNNET_AGENT_BIN=target/release/punnet-agent` measures
 /// a release build.
@@ -49,7 +49,9 @@ impl AgentProcess {
             .open(data.join("agent.log"))
             .unwrap();
         let child = Command::new(agent_exe())
-            .args(["--name", NODE, "--broker", broker, "--data-dir"])
+            .args(["--name", NODE, "--broker", broker, "--ca"])
+            .arg(ca_file())
+            .arg("--data-dir")
             .arg(data)
             .args([
                 "--restart-backoff",

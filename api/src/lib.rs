@@ -23,6 +23,8 @@ pub mod taint;
 pub mod topics;
 pub mod validate;
 pub mod wire;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use configdata::{ConfigMap, Secret};
 pub use daemonset::{DaemonSet, DaemonSetSpec, DaemonSetStatus};

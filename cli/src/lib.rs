@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod scale;
 pub mod table;
 pub mod top;
+pub mod tls;
 pub mod version;
 pub mod watch;
 pub mod workloads;
@@ -50,6 +51,8 @@ impl Ctx {
         let config = config::resolve(&config::Flags {
             server: cli.server.clone(),
             token: cli.token.clone(),
+            ca: cli.ca.clone(),
+            allow_plaintext: cli.allow_plaintext,
         })?;
         let namespace_flag = cli.namespace.clone().filter(|n| !n.is_empty());
         Ok(Ctx {

@@ -104,7 +104,8 @@ async fn get_pods_watch_prints_changes_and_resumes_after_a_restart() {
     let (addr, stop) = serve_on(&store, "127.0.0.1:0".parse().unwrap()).await;
     let server = format!("http://{addr}");
     let cli = Cli::try_parse_from([
-        "punnet", "--server", &server, "--token", TOKEN, "get", "pods", "-w",
+        // Plaintext on purpose: covers `--allow-plaintext` (the other CLI tests use TLS).
+        "punnet", "--allow-plaintext", "--server", &server, "--token", TOKEN, "get", "pods", "-w",
     ])
     .unwrap();
     let (out, err) = (Shared::default(), Shared::default());

@@ -27,6 +27,7 @@ pub mod schedcache;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
+pub mod tls;
 pub mod store;
 pub mod watchcache;
 pub mod workqueue;

@@ -61,6 +61,24 @@ struct Cli {
     /// created on first start). Back it up: a backup's Secrets cannot be read without it.
     #[arg(long, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
+    /// Serve HTTPS and MQTT with this certificate (chain, PEM) instead of one from the
+    /// controller's own CA (<data-dir>/ca.pem). Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA clients should trust, and that the controller trusts for an external
+    /// mqtts:// broker (default: <data-dir>/ca.pem, created on first start).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Another name (DNS or IP) for the generated server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// Serve the REST API and the embedded broker WITHOUT TLS (and accept an mqtt://
+    /// --broker). Only for trusted networks and benchmarks.
+    #[arg(long)]
+    allow_plaintext: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -197,6 +215,16 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
     let mut c = ControllerConfig::new(data_dir);
+    c.allow_plaintext = cli.allow_plaintext || file.allow_plaintext == Some(true);
+    if c.allow_plaintext {
+        c.mqtt = config::parse_addr("--mqtt", config::DEFAULT_MQTT_PLAINTEXT)?;
+    }
+    c.tls = punnet_controller::tls::TlsOptions {
+        cert: cli.tls_cert.or(file.tls_cert),
+        key: cli.tls_key.or(file.tls_key),
+        ca: cli.ca.or(file.ca),
+        extra_sans: file.tls_san.into_iter().chain(cli.tls_sans).collect(),
+    };
     if let Some(v) = cli.http.or(file.http) {
         c.http = config::parse_addr("--http", &v)?;
     }

@@ -54,6 +54,8 @@ pub enum ControllerError {
     Agent(#[from] punnet_agent::AgentError),
     #[error("a controller task panicked: {0}")]
     Panicked(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub async fn run(
@@ -74,6 +76,9 @@ pub async fn run(
         "store opened"
     );
     let token = auth_token::load_or_create(&config.data_dir)?;
+    let server_tls = secure_transport(&config)?;
+    // Stops the embedded broker's TLS terminator (rumqttd itself cannot be stopped).
+    let broker_cancel = CancellationToken::new();
 
     let mqtt = match &config.broker {
         Some(url) => {
@@ -81,11 +86,18 @@ pub async fn run(
             MqttSettings::from_url(url)?
         }
         None => {
-            broker::start(config.mqtt)?;
+            start_broker(&config, server_tls.as_ref(), broker_cancel.clone()).await?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening");
             MqttSettings::from_url(&config.broker_url())?
         }
     };
+    let mqtt_url = config.broker_url();
+    let mqtt = crate::tls::client::secure_settings(
+        mqtt,
+        &mqtt_url,
+        config.client_ca().as_deref(),
+        config.allow_plaintext,
+    )?;
     let mqtt = MqttSettings {
         prefix: config.prefix.clone(),
         ..mqtt
@@ -99,7 +111,12 @@ pub async fn run(
                 source,
             })?;
     let http_addr = listener.local_addr().map_err(ControllerError::Serve)?;
-    let client_config = auth_token::write_client_config(&config.data_dir, http_addr, &token)?;
+    let client_config = auth_token::write_client_config_with(
+        &config.data_dir,
+        &auth_token::client_url_with(http_addr, server_tls.is_some()),
+        &token,
+        server_tls.as_ref().and_then(|t| t.ca_file.as_deref()),
+    )?;
     info!(addr = %http_addr, client_config = %client_config.display(), "API listening");
 
     let cancel = CancellationToken::new();
@@ -169,12 +186,18 @@ pub async fn run(
         Arc::new(http::auth::Tokens::new(&token)),
         logs,
     )
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_transport(http::Transport {
+        plaintext: config.allow_plaintext,
+    });
     let c = cancel.clone();
+    let https = server_tls.as_ref().map(|t| t.https.clone());
     tasks.spawn(async move {
-        http::serve(listener, state, c.cancelled_owned())
-            .await
-            .map_err(ControllerError::Serve)
+        match https {
+            Some(tls) => http::serve_tls(listener, tls, state, c.cancelled_owned()).await,
+            None => http::serve(listener, state, c.cancelled_owned()).await,
+        }
+        .map_err(ControllerError::Serve)
     });
     if let Some(agent) = config.agent.clone() {
         info!(node = %agent.node_name, "starting local agent");
@@ -198,6 +221,7 @@ pub async fn run(
         }
     }
     cancel.cancel();
+    broker_cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         warn!("parts still running after {SHUTDOWN_GRACE:?}; terminating now");
@@ -205,4 +229,43 @@ pub async fn run(
     // Heartbeats kept in memory reach the disk now (see `store::volatile`).
     store.persist_volatile().await?;
     result
+}
+
+/// The listeners' TLS (see `tls`), or `None` with `--allow-plaintext`, which is logged.
+fn secure_transport(
+    config: &ControllerConfig,
+) -> Result<Option<crate::tls::ServerTls>, ControllerError> {
+    if config.allow_plaintext {
+        warn!("--allow-plaintext: the REST API and the embedded MQTT broker run WITHOUT TLS; tokens and desired state cross the network unencrypted");
+        return Ok(None);
+    }
+    let tls = crate::tls::prepare(&config.data_dir, &config.tls)?;
+    if let Some(ca) = &tls.ca_file {
+        info!(ca = %ca.display(), "TLS on; clients trust this CA (punnet-agent --ca, punnet --ca)");
+    }
+    Ok(Some(tls))
+}
+
+/// Starts the embedded broker: plaintext on `config.mqtt`, or with TLS on `config.mqtt`
+/// through the terminator in front of rumqttd on a loopback port (see
+/// `tls::terminator` for why).
+async fn start_broker(
+    config: &ControllerConfig,
+    tls: Option<&crate::tls::ServerTls>,
+    cancel: CancellationToken,
+) -> Result<(), ControllerError> {
+    let Some(tls) = tls else {
+        broker::start(config.mqtt)?;
+        return Ok(());
+    };
+    let addr = config.mqtt;
+    let bind = |source| broker::BrokerError::Bind { addr, source };
+    // Fail on a taken public address before rumqttd starts a thread that cannot stop.
+    drop(std::net::TcpListener::bind(addr).map_err(bind)?);
+    let inner = crate::tls::terminator::free_loopback_port().map_err(bind)?;
+    broker::start(inner)?;
+    crate::tls::terminator::start(addr, inner, tls.mqtt.clone(), cancel)
+        .await
+        .map_err(bind)?;
+    Ok(())
 }

@@ -50,6 +50,8 @@ pub enum KillMode {
 pub struct NodeSettings {
     pub host: String,
     pub port: u16,
+    /// TLS towards an `mqtts://` broker.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub topics: Topics,
     pub report_interval: Duration,
     pub keep_alive: Duration,
@@ -101,6 +103,11 @@ impl SimNode {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(tls) = &s.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         o
     }
 
