@@ -577,7 +577,7 @@ async fn pods_keep_running_offline_and_come_back_after_a_power_cut() {
     drop(agent);
     kill_everything(&data);
     eventually(Duration::from_secs(10), || running_names(&data).is_empty()).await;
-    let mut agent = AgentProcess::spawn(&format!("mqtt://127.0.0.1:{port}"), &data);
+    let mut agent = AgentProcess::spawn(&format!("mqtts://127.0.0.1:{port}"), &data);
     eventually(Duration::from_secs(30), || {
         running_names(&data).contains(&"steady".to_string())
     })

@@ -113,6 +113,7 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
         .await
         .is_err());
     // Plain HTTP to the HTTPS port gets no API answer.
+    punnet_api::tls::install_default_provider();
     let plain = reqwest::Client::new()
         .get(format!("http://{http}/healthz"))
         .timeout(Duration::from_secs(5))
@@ -161,6 +162,7 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
 
 #[tokio::test]
 async fn plaintext_only_when_allowed() {
+    punnet_api::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.broker = Some("mqtt://127.0.0.1:1".into());

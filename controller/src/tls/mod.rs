@@ -425,6 +425,7 @@ mod tests {
 
     #[test]
     fn issued_certificate_verifies_against_the_ca_and_only_for_its_names() {
+        use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::{ServerName, UnixTime};
         let (ca, ca_key) = generate_ca(NOW).unwrap();
         let (cert, key, issued) = issue_server_cert(&ca, &ca_key, &sans(), NOW).unwrap();
