@@ -211,7 +211,9 @@ async fn drive(mut eventloop: EventLoop, link: Link, events: mpsc::UnboundedSend
                 let wait = jittered(backoff);
                 let text = e.to_string();
                 match punnet_api::tls::explain(&text) {
-                    Some(hint) => tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed: {hint}"),
+                    Some(hint) => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed: {hint}")
+                    }
                     None => tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed"),
                 }
                 tokio::time::sleep(wait).await;

@@ -20,11 +20,11 @@ pub mod quantity;
 pub mod replicaset;
 pub mod selector;
 pub mod taint;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 pub mod validate;
 pub mod wire;
-#[cfg(feature = "tls")]
-pub mod tls;
 
 pub use configdata::{ConfigMap, Secret};
 pub use daemonset::{DaemonSet, DaemonSetSpec, DaemonSetStatus};

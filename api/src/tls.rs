@@ -73,12 +73,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Makes ring the process's default rustls provider, for clients built without a
-/// configuration of ours (reqwest for `http://`). Harmless when one is already set.
-pub fn install_default_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Every certificate in a PEM bundle. `what` names the file in errors.
 pub fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
@@ -188,9 +182,16 @@ mod tests {
     #[test]
     fn garbage_is_a_clear_error() {
         let err = client_config(b"not a pem", "ca.pem").unwrap_err();
-        assert!(err.to_string().starts_with("ca.pem: no PEM certificate"), "{err}");
+        assert!(
+            err.to_string().starts_with("ca.pem: no PEM certificate"),
+            "{err}"
+        );
         let err = parse_key(b"", "server.key").unwrap_err();
-        assert!(err.to_string().starts_with("server.key: no usable PEM private key"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("server.key: no usable PEM private key"),
+            "{err}"
+        );
         assert!(explain("invalid peer certificate: UnknownIssuer")
             .unwrap()
             .contains("--ca"));

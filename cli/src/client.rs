@@ -96,11 +96,10 @@ impl Client {
         if base.cannot_be_a_base() {
             return Err(bad("not a base URL".into()));
         }
-        // reqwest's rustls needs a process-wide provider even for plain HTTP.
-        punnet_api::tls::install_default_provider();
         let mut builder = reqwest::Client::builder();
         if base.scheme() == "https" {
-            builder = builder.use_preconfigured_tls(crate::tls::client_config(config.ca.as_deref())?);
+            builder =
+                builder.use_preconfigured_tls(crate::tls::client_config(config.ca.as_deref())?);
         }
         // No overall timeout: `logs -f` streams for as long as the user wants.
         let http = builder

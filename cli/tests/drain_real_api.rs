@@ -123,7 +123,9 @@ impl Fleet {
     async fn punnet(&self, args: &[&str]) -> (String, String, Option<String>) {
         let ca = self._dir.path().join("ca.pem");
         let ca = ca.to_str().unwrap();
-        let mut argv = vec!["punnet", "--server", &self.base, "--token", TOKEN, "--ca", ca];
+        let mut argv = vec![
+            "punnet", "--server", &self.base, "--token", TOKEN, "--ca", ca,
+        ];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -240,7 +240,9 @@ struct Run {
 
 async fn punnet(server: &str, args: &[&str]) -> Run {
     let ca = test_ca().to_str().unwrap();
-    let mut argv = vec!["punnet", "--server", server, "--token", "s3cret", "--ca", ca];
+    let mut argv = vec![
+        "punnet", "--server", server, "--token", "s3cret", "--ca", ca,
+    ];
     argv.extend(args);
     let cli = Cli::try_parse_from(argv).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -105,7 +105,15 @@ async fn get_pods_watch_prints_changes_and_resumes_after_a_restart() {
     let server = format!("http://{addr}");
     let cli = Cli::try_parse_from([
         // Plaintext on purpose: covers `--allow-plaintext` (the other CLI tests use TLS).
-        "punnet", "--allow-plaintext", "--server", &server, "--token", TOKEN, "get", "pods", "-w",
+        "punnet",
+        "--allow-plaintext",
+        "--server",
+        &server,
+        "--token",
+        TOKEN,
+        "get",
+        "pods",
+        "-w",
     ])
     .unwrap();
     let (out, err) = (Shared::default(), Shared::default());

@@ -220,8 +220,6 @@ fn start_once(api: &Api, name: &str, image: &str, host_network: bool) -> f64 {
 }
 
 fn main() {
-    // reqwest's rustls (TLS tests need it) wants a process-wide provider, also for http://.
-    punnet_api::tls::install_default_provider();
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
         unsafe { libc::geteuid() },

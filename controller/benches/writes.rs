@@ -179,8 +179,6 @@ async fn agent(node: String, port: u16) {
 }
 
 fn main() {
-    // reqwest's rustls (TLS tests need it) wants a process-wide provider, also for http://.
-    punnet_api::tls::install_default_provider();
     let secs: u64 = std::env::var("PUNNET_BENCH_WRITE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -117,7 +117,10 @@ fn fetch_from_running(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let (Some(server), Some(token)) = (field("server:"), field("token:")) else {
         bail!("{} has no server: and token: lines", config_path.display());
     };
-    let (addr, tls) = match (server.strip_prefix("https://"), server.strip_prefix("http://")) {
+    let (addr, tls) = match (
+        server.strip_prefix("https://"),
+        server.strip_prefix("http://"),
+    ) {
         (Some(addr), _) => (addr, true),
         (None, Some(addr)) => (addr, false),
         _ => bail!(

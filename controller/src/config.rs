@@ -93,8 +93,16 @@ impl ControllerConfig {
                 } else {
                     self.mqtt.ip().to_string()
                 };
-                let scheme = if self.allow_plaintext { "mqtt" } else { "mqtts" };
-                let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
+                let scheme = if self.allow_plaintext {
+                    "mqtt"
+                } else {
+                    "mqtts"
+                };
+                let ip = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                };
                 format!("{scheme}://{ip}:{}", self.mqtt.port())
             }
         }

@@ -27,8 +27,8 @@ pub mod schedcache;
 pub mod scheduler;
 pub mod scheduling;
 pub mod server;
-pub mod tls;
 pub mod store;
+pub mod tls;
 pub mod watchcache;
 pub mod workqueue;
 

@@ -350,16 +350,18 @@ mod tests {
         assert_eq!(s.client_id, DEFAULT_CLIENT_ID);
         assert!(!s.secure);
         let s = MqttSettings::from_url("10.0.0.2").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.secure), ("10.0.0.2", 8883, true));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.secure),
+            ("10.0.0.2", 8883, true)
+        );
         let s = MqttSettings::from_url("mqtts://broker.lan").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.secure), ("broker.lan", 8883, true));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.secure),
+            ("broker.lan", 8883, true)
+        );
         let s = MqttSettings::from_url("tcp://[::1]:1885/").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 1885));
-        for bad in [
-            "mqtt://:1883",
-            "mqtt://x:port",
-            "http://x",
-        ] {
+        for bad in ["mqtt://:1883", "mqtt://x:port", "http://x"] {
             let err = MqttSettings::from_url(bad).unwrap_err();
             assert!(
                 err.to_string().starts_with("invalid MQTT broker address"),

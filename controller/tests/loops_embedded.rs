@@ -66,7 +66,7 @@ fn log_responder(
 ) -> std::sync::Arc<std::sync::Mutex<Vec<punnet_api::wire::LogRequest>>> {
     use punnet_api::topics::Topics;
     use punnet_api::wire::{decode, encode, LogChunk, LogRequest};
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
     let seen: std::sync::Arc<std::sync::Mutex<Vec<LogRequest>>> = Default::default();
     let topics = Topics::default();
     let (client, mut eventloop) = AsyncClient::new(

@@ -9,7 +9,7 @@ use loops_support::*;
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
 use punnet_api::wire::{encode, AgentEvent, NodeStatusReport};
 use punnet_api::{Pod, Time};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_and_agent_events_reach_the_recorder() {

@@ -113,7 +113,6 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
         .await
         .is_err());
     // Plain HTTP to the HTTPS port gets no API answer.
-    punnet_api::tls::install_default_provider();
     let plain = reqwest::Client::new()
         .get(format!("http://{http}/healthz"))
         .timeout(Duration::from_secs(5))
@@ -150,7 +149,10 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
 
     // A restart reuses every file, and old clients keep trusting it.
     let (stop, task) = start(c).await;
-    assert_eq!(files(&["ca.pem", "ca.key", "server.pem", "server.key"]), before);
+    assert_eq!(
+        files(&["ca.pem", "ca.key", "server.pem", "server.key"]),
+        before
+    );
     https_client(Some(&ca))
         .get(format!("https://{http}/healthz"))
         .send()
@@ -162,7 +164,6 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
 
 #[tokio::test]
 async fn plaintext_only_when_allowed() {
-    punnet_api::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.broker = Some("mqtt://127.0.0.1:1".into());

@@ -131,8 +131,12 @@ fn tls_config(config: &SimConfig) -> Result<Option<Arc<rustls::ClientConfig>>, S
         .ca
         .clone()
         .unwrap_or_else(|| shared::SYSTEM_CA_BUNDLE.into());
-    let pem = std::fs::read(&path)
-        .map_err(|e| SimError::Tls(format!("cannot read the CA file {} (--ca): {e}", path.display())))?;
+    let pem = std::fs::read(&path).map_err(|e| {
+        SimError::Tls(format!(
+            "cannot read the CA file {} (--ca): {e}",
+            path.display()
+        ))
+    })?;
     let tls = shared::client_config(&pem, &path.display().to_string())
         .map_err(|e| SimError::Tls(e.to_string()))?;
     Ok(Some(Arc::new(tls)))

@@ -66,7 +66,10 @@ pub fn blocking_tls(
         Some((host, _)) => host,
         None => addr,
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let bad = |reason: String| {
         TlsError::Shared(shared::TlsError::Config {
             what: format!("TLS to {addr}"),

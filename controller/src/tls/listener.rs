@@ -47,7 +47,9 @@ impl TlsListener {
                         }
                         // A client that does not trust our CA ends here; its own error
                         // says why. Debug only: port scanners would flood the log.
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "REST API: TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "REST API: TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "REST API: TLS handshake timed out"),
                     }
                 });

@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use punnet_api::tls as shared;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -257,7 +257,11 @@ pub fn host_sans(extra: &[String]) -> Result<Vec<String>, TlsError> {
         .into_iter()
         .map(IpAddr::V4)
         .collect();
-    Ok(wanted_sans(&punnet_agent::config::hostname(), &addrs, extra))
+    Ok(wanted_sans(
+        &punnet_agent::config::hostname(),
+        &addrs,
+        extra,
+    ))
 }
 
 /// Loads or makes the controller's TLS material in `data_dir` (see the module doc).
@@ -295,7 +299,10 @@ fn own_material(data_dir: &Path, sans: &[String]) -> Result<(Vec<u8>, Vec<u8>), 
     fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let now = now_secs();
     let (ca_path, ca_key_path) = (data_dir.join(CA_FILE), data_dir.join(CA_KEY_FILE));
-    let (ca_pem, ca_key_pem) = match (fs::read_to_string(&ca_path), fs::read_to_string(&ca_key_path)) {
+    let (ca_pem, ca_key_pem) = match (
+        fs::read_to_string(&ca_path),
+        fs::read_to_string(&ca_key_path),
+    ) {
         (Ok(cert), Ok(key)) => {
             restrict_mode(&ca_key_path)?;
             (cert, key)
@@ -329,8 +336,8 @@ fn own_material(data_dir: &Path, sans: &[String]) -> Result<(Vec<u8>, Vec<u8>), 
         Some("there is none yet".into())
     };
     if let Some(reason) = reason {
-        let (cert, key, issued) = issue_server_cert(&ca_pem, &ca_key_pem, sans, now)
-            .map_err(|e| match e {
+        let (cert, key, issued) =
+            issue_server_cert(&ca_pem, &ca_key_pem, sans, now).map_err(|e| match e {
                 TlsError::Generate(g) => TlsError::Unusable {
                     path: ca_key_path.clone(),
                     reason: format!("cannot sign with it: {g}"),
@@ -386,13 +393,24 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn sans() -> Vec<String> {
-        wanted_sans("pi-ctl", &["10.0.0.2".parse().unwrap()], &["ctl.lan".into()])
+        wanted_sans(
+            "pi-ctl",
+            &["10.0.0.2".parse().unwrap()],
+            &["ctl.lan".into()],
+        )
     }
 
     #[test]
     fn names_cover_loopback_host_and_extras() {
         let s = sans();
-        for name in ["localhost", "127.0.0.1", "::1", "pi-ctl", "10.0.0.2", "ctl.lan"] {
+        for name in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "pi-ctl",
+            "10.0.0.2",
+            "ctl.lan",
+        ] {
             assert!(s.contains(&name.to_string()), "{name} missing from {s:?}");
         }
         let mut sorted = s.clone();
@@ -438,13 +456,13 @@ mod tests {
             r.add_parsable_certificates(shared::parse_certs(ca.as_bytes(), "ca").unwrap());
             Arc::new(r)
         };
-        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            roots,
-            shared::provider(),
-        )
-        .build()
-        .unwrap();
-        let leaf = shared::parse_certs(cert.as_bytes(), "cert").unwrap().remove(0);
+        let v =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, shared::provider())
+                .build()
+                .unwrap();
+        let leaf = shared::parse_certs(cert.as_bytes(), "cert")
+            .unwrap()
+            .remove(0);
         let at = UnixTime::since_unix_epoch(Duration::from_secs(NOW));
         for name in ["localhost", "127.0.0.1", "pi-ctl", "ctl.lan"] {
             let sn = ServerName::try_from(name).unwrap();
@@ -475,7 +493,11 @@ mod tests {
         let first = prepare(d, &opts).unwrap();
         assert_eq!(first.ca_file, Some(d.join(CA_FILE)));
         assert_eq!(
-            fs::metadata(d.join(CA_KEY_FILE)).unwrap().permissions().mode() & 0o777,
+            fs::metadata(d.join(CA_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
         assert_eq!(
@@ -506,7 +528,10 @@ mod tests {
             cert: Some(dir.path().join("c.pem")),
             ..TlsOptions::default()
         };
-        assert!(matches!(prepare(dir.path(), &half), Err(TlsError::HalfPair)));
+        assert!(matches!(
+            prepare(dir.path(), &half),
+            Err(TlsError::HalfPair)
+        ));
         let bad = TlsOptions {
             extra_sans: vec!["bad name!".into()],
             ..TlsOptions::default()

@@ -116,7 +116,6 @@ impl Api {
 
     /// A client trusting `ca` (the controller's `ca.pem`) for an https:// base.
     pub fn with_ca(base: String, token: String, ca: Option<&Path>) -> Api {
-        punnet_api::tls::install_default_provider();
         let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20));
         if let Some(ca) = ca {
             let pem = std::fs::read(ca).unwrap();
