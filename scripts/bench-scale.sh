@@ -25,8 +25,8 @@ sizes=("$@")
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release --quiet --bin punnet-controller --bin punnet-sim
 fi
-ctl_bin=$PWD/target/release/punnet-controller
-sim_bin=$PWD/target/release/punnet-sim
+ctl_bin=${CTL_BIN:-$PWD/target/release/punnet-controller}
+sim_bin=${SIM_BIN:-$PWD/target/release/punnet-sim}
 # Every node is a socket on both sides.
 ulimit -n "$(ulimit -Hn)"
 
@@ -171,7 +171,11 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     t0=$(now)
     kill -USR1 "$sim"
     sleep 1
-    loss=$(wait_all_running "$total" "$t0" "$LOSS_TIMEOUT" "$simlog")
+    # A lost node's DaemonSet Pod is not moved (it belongs to that board); every other
+    # Pod must run again on the nodes left.
+    local lost=$(( (n * KILL_PERCENT + 50) / 100 )) after=$total
+    [ "$daemonset" = yes ] && after=$((total - lost))
+    loss=$(wait_all_running "$after" "$t0" "$LOSS_TIMEOUT" "$simlog")
     echo "  $KILL_PERCENT% of nodes lost: their Pods Running elsewhere after ${loss}s (keepalive 10 s, eviction after ${EVICTION_SECONDS}s)" >&2
     echo "$converge $rss $cpu $loss"
     cleanup

@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use punnet_api::topics::MAX_PACKET_SIZE;
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use thiserror::Error;
 use tracing::info;
 
@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     /// reserves its connection tables at this size (address space, not memory: pages
     /// are touched as clients connect), so a generous limit costs a small fleet nothing.
     pub max_connections: usize,
+    /// The topic prefix: the controller's own wildcard subscriptions (every node's status)
+    /// get large logs, every per-node filter a small one.
+    pub prefix: String,
 }
 
 impl Default for BrokerConfig {
@@ -57,6 +60,7 @@ impl Default for BrokerConfig {
             listen_v5: None,
             // A 5,000-board fleet with room to spare (the scale benchmark's largest).
             max_connections: 10_000,
+            prefix: punnet_api::topics::DEFAULT_PREFIX.to_string(),
         }
     }
 }
@@ -69,12 +73,27 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
         // Packets handed to one connection per router pass: enough to drain a burst of
         // desired-state messages without starving other clients.
         max_outgoing_packet_count: 200,
-        // Each subscription filter keeps its messages in memory in segments: up to 4 of
-        // 512 KiB, so a busy filter such as `nodes/+/status` holds at most 2 MiB. A
-        // message bigger than a segment still fits (it gets a segment to itself).
-        max_segment_size: 512 * 1024,
-        max_segment_count: 4,
-        custom_segment: None,
+        // Each subscription filter keeps its messages in memory in segments. A board's
+        // filters (its desired state, its log requests) carry full-state messages where
+        // only the newest matters, so two small segments do: at 5,000 boards the old 4 x
+        // 512 KiB per filter was gigabytes. A message bigger than a segment still fits
+        // (it gets a segment to itself).
+        max_segment_size: 32 * 1024,
+        max_segment_count: 2,
+        // The controller's wildcard filters take every board's reports: 8 MiB is several
+        // seconds of a 5,000-board fleet reporting, room for the controller to catch up.
+        custom_segment: Some(
+            fan_in_filters(&config.prefix)
+                .into_iter()
+                .map(|f| {
+                    let segments = SegmentConfig {
+                        max_segment_size: 1024 * 1024,
+                        max_segment_count: 8,
+                    };
+                    (f, segments)
+                })
+                .collect(),
+        ),
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
     };
@@ -115,6 +134,16 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
         prometheus: None,
         metrics: None,
     }
+}
+
+/// The filters the controller subscribes to that match every board's topic.
+fn fan_in_filters(prefix: &str) -> Vec<String> {
+    let topics = Topics::new(prefix);
+    vec![
+        topics.all_status(),
+        topics.all_online(),
+        topics.all_log_replies(),
+    ]
 }
 
 /// Starts the broker on `addr` (MQTT 3.1.1) and returns once it accepts connections.
@@ -222,6 +251,35 @@ mod tests {
         assert!(v4.connections.dynamic_filters);
         assert!(v4.connections.max_payload_size >= MAX_PACKET_SIZE);
         assert!(c.v5.is_none());
+    }
+
+    /// The segment size and count rumqttd gives a subscription filter, found the way
+    /// its router does.
+    fn segments_of(c: &Config, filter: &str) -> (usize, usize) {
+        let custom = c.router.custom_segment.as_ref().unwrap();
+        custom
+            .iter()
+            .find(|(f, _)| rumqttd::protocol::matches(filter, f))
+            .map(|(_, s)| (s.max_segment_size, s.max_segment_count))
+            .unwrap_or((c.router.max_segment_size, c.router.max_segment_count))
+    }
+
+    #[test]
+    fn boards_filters_stay_small_and_the_controllers_are_roomy() {
+        let c = rumqttd_config(&BrokerConfig {
+            prefix: "fleet/a".into(),
+            ..BrokerConfig::default()
+        });
+        let topics = Topics::new("fleet/a");
+        // 5,000 boards with a desired and a log-request filter each: well under 1 GiB.
+        for filter in [topics.desired("pi-1"), topics.log_request("pi-1")] {
+            let (size, count) = segments_of(&c, &filter);
+            assert!(size * count <= 64 * 1024, "{filter}: {size} x {count}");
+        }
+        for filter in [topics.all_status(), topics.all_online()] {
+            let (size, count) = segments_of(&c, &filter);
+            assert!(size * count >= 4 << 20, "{filter}: {size} x {count}");
+        }
     }
 
     #[test]

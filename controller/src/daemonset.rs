@@ -406,7 +406,7 @@ enum Wake {
 }
 
 fn wake(ev: &WatchEvent, nodes: &mut BTreeMap<String, Placement>) -> Option<Wake> {
-    match &ev.object {
+    match &*ev.object {
         Object::DaemonSet(d) => Some(Wake::One(
             d.metadata.namespace_or_default().to_string(),
             d.metadata.name.clone(),
@@ -445,6 +445,7 @@ pub async fn run_with(store: Arc<Store>, config: DaemonSetConfig, cancel: Cancel
     let mut queue: BTreeSet<(String, String)> = BTreeSet::new();
     let mut nodes = BTreeMap::new();
     let mut full = false;
+    let mut last_pass = Duration::ZERO;
     let mut take =
         |ev: &WatchEvent, queue: &mut BTreeSet<(String, String)>, full: &mut bool| match wake(
             ev, &mut nodes,
@@ -470,7 +471,7 @@ pub async fn run_with(store: Arc<Store>, config: DaemonSetConfig, cancel: Cancel
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(config.debounce) => {}
+            _ = tokio::time::sleep(crate::workqueue::pause(config.debounce, last_pass)) => {}
         }
         loop {
             match events.try_recv() {
@@ -486,11 +487,13 @@ pub async fn run_with(store: Arc<Store>, config: DaemonSetConfig, cancel: Cancel
             }
             full = false;
         }
+        let started = std::time::Instant::now();
         for (ns, name) in std::mem::take(&mut queue) {
             if let Err(e) = reconcile(&store, &ns, &name) {
                 warn!("daemonset controller: {e}");
             }
         }
+        last_pass = started.elapsed();
     }
 }
 

@@ -2,7 +2,7 @@
 //! memory (they are history, not desired state, and writing each one to sled would wear
 //! an SD card), repeats folded into one Event with a count, bounded in number and age.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -32,11 +32,25 @@ pub struct Events {
     recorded: AtomicU64,
 }
 
+/// Events by the sequence of their last occurrence, so the least recently seen is the
+/// first entry and pruning never sorts: a record at fleet scale costs O(log n), not a
+/// sort of every kept Event.
 #[derive(Default)]
 struct Inner {
-    by_key: HashMap<AggregateKey, Event>,
+    by_seq: BTreeMap<u64, Event>,
+    /// Where each aggregate currently sits in `by_seq`.
+    by_key: HashMap<AggregateKey, u64>,
     /// Bumped by every record; an Event's resourceVersion.
     sequence: u64,
+}
+
+fn key_of(e: &Event) -> AggregateKey {
+    (
+        e.involved_object.clone(),
+        e.type_.clone(),
+        e.reason.clone(),
+        e.message.clone(),
+    )
 }
 
 impl Default for Events {
@@ -154,7 +168,11 @@ impl Events {
             reason.to_string(),
             message.clone(),
         );
-        let event = inner.by_key.entry(key).or_insert_with(|| Event {
+        let previous = inner
+            .by_key
+            .insert(key, sequence)
+            .and_then(|seq| inner.by_seq.remove(&seq));
+        let mut event = previous.unwrap_or_else(|| Event {
             api_version: "v1".into(),
             kind: "Event".into(),
             metadata: ObjectMeta {
@@ -186,7 +204,8 @@ impl Events {
             .saturating_add(times.min(i32::MAX as u32) as i32);
         event.last_timestamp = Some(now);
         event.metadata.resource_version = Some(sequence.to_string());
-        let recorded = event.clone();
+        inner.by_seq.insert(sequence, event.clone());
+        let recorded = event;
         self.prune(&mut inner);
         // Sent under the lock, so `since` never misses or repeats one.
         let _ = self.feed.send(recorded.clone());
@@ -215,10 +234,10 @@ impl Events {
         let mut inner = self.lock();
         self.prune(&mut inner);
         let mut out: Vec<Event> = inner
-            .by_key
-            .values()
+            .by_seq
+            .range(version + 1..)
+            .map(|(_, e)| e)
             .filter(|e| namespace.is_none() || e.metadata.namespace.as_deref() == namespace)
-            .filter(|e| version_of(e) > version)
             .cloned()
             .collect();
         out.sort_by_key(version_of);
@@ -231,7 +250,7 @@ impl Events {
             let mut inner = self.lock();
             self.prune(&mut inner);
             inner
-                .by_key
+                .by_seq
                 .values()
                 .filter(|e| namespace.is_none() || e.metadata.namespace.as_deref() == namespace)
                 .cloned()
@@ -261,23 +280,26 @@ impl Events {
             .collect()
     }
 
+    /// Drops the least recently seen Events beyond the bound and those older than the
+    /// age limit; both are at the front of `by_seq`.
     fn prune(&self, inner: &mut Inner) {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.max_age).unwrap_or(chrono::Duration::MAX);
-        inner
-            .by_key
-            .retain(|_, e| e.last_timestamp.as_ref().is_some_and(|t| t.0 >= cutoff));
-        if inner.by_key.len() > self.max_events {
-            let mut seen: Vec<(Option<Time>, AggregateKey)> = inner
-                .by_key
-                .iter()
-                .map(|(k, e)| (e.last_timestamp, k.clone()))
-                .collect();
-            seen.sort_by_key(|a| a.0);
-            let excess = inner.by_key.len() - self.max_events;
-            for (_, key) in seen.into_iter().take(excess) {
-                inner.by_key.remove(&key);
+        loop {
+            let over = inner.by_seq.len() > self.max_events;
+            let Some(entry) = inner.by_seq.first_entry() else {
+                break;
+            };
+            let stale = entry
+                .get()
+                .last_timestamp
+                .as_ref()
+                .is_none_or(|t| t.0 < cutoff);
+            if !stale && !over {
+                break;
             }
+            let e = entry.remove();
+            inner.by_key.remove(&key_of(&e));
         }
     }
 
@@ -384,6 +406,15 @@ mod tests {
             .map(|e| e.involved_object.name)
             .collect();
         assert_eq!(names, ["p2", "p3", "p4"]);
+        // A repeat makes an Event the most recently seen: it outlives newer ones.
+        events.normal(pod("p2"), "Scheduled", "assigned");
+        events.normal(pod("p5"), "Scheduled", "assigned");
+        let kept: Vec<(String, i32)> = events
+            .list(None)
+            .into_iter()
+            .map(|e| (e.involved_object.name, e.count))
+            .collect();
+        assert_eq!(kept, [("p4".into(), 1), ("p2".into(), 2), ("p5".into(), 1)]);
 
         let events = Events::new(10, Duration::ZERO);
         events.normal(pod("x"), "Scheduled", "assigned");

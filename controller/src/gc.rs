@@ -296,9 +296,25 @@ pub fn orphan_dependents(store: &Store, uid: &str) -> Result<usize, StoreError> 
 }
 
 /// One pass: looks at every object and carries out `plan`.
-pub fn collect(store: &Store) -> Result<usize, StoreError> {
+/// One pass: acts on every dependent whose owners are gone or deleted in the
+/// foreground. Returns how many actions took effect, and whether an owner may still be
+/// waiting for its dependents afterwards (then Pod events wake the next pass).
+pub fn collect(store: &Store) -> Result<(usize, bool), StoreError> {
     let objects = list_all(store)?;
     let actions = plan(&objects);
+    let finished: BTreeSet<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Finish(key) => Some(key.uid.as_str()),
+            _ => None,
+        })
+        .collect();
+    let waiting = actions
+        .iter()
+        .any(|a| matches!(a, Action::DeleteForeground(_)))
+        || objects.iter().any(|o| {
+            waits_in_foreground(o) && !finished.contains(o.meta().uid.as_deref().unwrap_or(""))
+        });
     let mut done = 0;
     for action in &actions {
         let acted = match action {
@@ -340,7 +356,7 @@ pub fn collect(store: &Store) -> Result<usize, StoreError> {
             done += 1;
         }
     }
-    Ok(done)
+    Ok((done, waiting))
 }
 
 #[derive(Debug, Clone)]
@@ -362,7 +378,7 @@ impl Default for GcConfig {
 /// Whether an event may leave something to collect. A pass lists every object, so
 /// the frequent Pod events trigger one only while some owner waits in the foreground.
 fn wakes(ev: &WatchEvent, waiting: bool) -> bool {
-    match (&ev.object, ev.change) {
+    match (&*ev.object, ev.change) {
         (Object::Pod(_), Change::Deleted) => waiting,
         (Object::Pod(p), _) => waiting && !p.metadata.owner_references.is_empty(),
         (_, Change::Deleted) => true,
@@ -380,6 +396,7 @@ pub async fn run_with(store: Arc<Store>, config: GcConfig, cancel: CancellationT
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether the last pass left an owner waiting for its dependents.
     let mut waiting = false;
+    let mut last_pass = Duration::ZERO;
     loop {
         let due = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -395,18 +412,19 @@ pub async fn run_with(store: Arc<Store>, config: GcConfig, cancel: CancellationT
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(config.debounce) => {}
+            _ = tokio::time::sleep(crate::workqueue::pause(config.debounce, last_pass)) => {}
         }
         // The pass below sees everything these events announced.
         while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
-        match collect(&store) {
-            Ok(_) => {}
-            Err(e) => warn!("garbage collector: {e}"),
-        }
-        waiting = match list_all(&store) {
-            Ok(objs) => objs.iter().any(waits_in_foreground),
-            Err(_) => true,
+        let started = std::time::Instant::now();
+        waiting = match collect(&store) {
+            Ok((_, waiting)) => waiting,
+            Err(e) => {
+                warn!("garbage collector: {e}");
+                true
+            }
         };
+        last_pass = started.elapsed();
     }
 }
 

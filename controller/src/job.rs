@@ -362,7 +362,7 @@ fn create_pod(store: &Store, job: &Job) -> Result<Pod, StoreError> {
 }
 
 fn key_of(ev: &WatchEvent) -> Option<(String, String)> {
-    match &ev.object {
+    match &*ev.object {
         Object::Job(j) => Some((
             j.metadata.namespace_or_default().to_string(),
             j.metadata.name.clone(),
@@ -402,6 +402,7 @@ pub async fn run_with(store: Arc<Store>, config: JobConfig, cancel: Cancellation
     // Jobs to look at again when a deadline or TTL runs out.
     let mut timers: BTreeMap<(String, String), Instant> = BTreeMap::new();
     let mut full = false;
+    let mut last_pass = Duration::ZERO;
     loop {
         let next_timer = timers.values().min().copied();
         tokio::select! {
@@ -431,7 +432,7 @@ pub async fn run_with(store: Arc<Store>, config: JobConfig, cancel: Cancellation
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(config.debounce) => {}
+            _ = tokio::time::sleep(crate::workqueue::pause(config.debounce, last_pass)) => {}
         }
         loop {
             match events.try_recv() {
@@ -447,6 +448,7 @@ pub async fn run_with(store: Arc<Store>, config: JobConfig, cancel: Cancellation
             }
             full = false;
         }
+        let started = std::time::Instant::now();
         for (ns, name) in std::mem::take(&mut queue) {
             match reconcile(&store, &ns, &name) {
                 Ok(Some(after)) => {
@@ -458,6 +460,7 @@ pub async fn run_with(store: Arc<Store>, config: JobConfig, cancel: Cancellation
                 Err(e) => warn!("job controller: {e}"),
             }
         }
+        last_pass = started.elapsed();
     }
 }
 

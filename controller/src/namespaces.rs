@@ -108,7 +108,7 @@ pub async fn run(store: Arc<Store>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = resync.tick() => {}
             ev = events.recv() => match ev {
-                Ok(ev) if matches!(ev.object, Object::Namespace(_)) => {}
+                Ok(ev) if matches!(*ev.object, Object::Namespace(_)) => {}
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,

@@ -18,7 +18,7 @@ use crate::store::{Change, Store, StoreError, WatchEvent};
 /// Changes that can need a decision: a Node without a range, and a deleted Node (its
 /// range is free).
 fn is_relevant(ev: &WatchEvent) -> bool {
-    match &ev.object {
+    match &*ev.object {
         Object::Node(n) => ev.change == Change::Deleted || n.spec.pod_cidr.is_none(),
         _ => false,
     }

@@ -383,7 +383,7 @@ impl Reconciler for Controller {
     type Error = ReplicaSetError;
 
     fn keys_of(&self, _store: &Store, ev: &WatchEvent) -> Vec<Key> {
-        match &ev.object {
+        match &*ev.object {
             Object::ReplicaSet(rs) => vec![(
                 rs.metadata.namespace_or_default().to_string(),
                 rs.metadata.name.clone(),

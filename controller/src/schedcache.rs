@@ -160,7 +160,7 @@ impl SchedCache {
 
     pub fn apply(&mut self, ev: &WatchEvent) {
         let deleted = ev.change == Change::Deleted;
-        match &ev.object {
+        match &*ev.object {
             Object::Pod(p) if deleted => {
                 let key = p.metadata.key();
                 if self
@@ -306,7 +306,7 @@ mod tests {
         WatchEvent {
             revision,
             change,
-            object,
+            object: object.into(),
         }
     }
 

@@ -125,7 +125,7 @@ fn catch_up(
 /// Changes that can make a Pending Pod schedulable or need a decision: any Node change,
 /// a new or deleted Pod, an unbound Pod, and a Pod that finished (it frees resources).
 fn is_relevant(ev: &WatchEvent) -> bool {
-    match &ev.object {
+    match &*ev.object {
         Object::Node(_) => true,
         Object::Pod(p) => {
             ev.change != Change::Modified || p.spec.node_name.is_none() || scheduler::is_terminal(p)

@@ -254,8 +254,13 @@ async fn start_broker(
     tls: Option<&crate::tls::ServerTls>,
     cancel: CancellationToken,
 ) -> Result<(), ControllerError> {
+    let rumqttd = |listen| broker::BrokerConfig {
+        listen,
+        prefix: config.prefix.clone(),
+        ..Default::default()
+    };
     let Some(tls) = tls else {
-        broker::start(config.mqtt)?;
+        broker::start_with(rumqttd(config.mqtt))?;
         return Ok(());
     };
     let addr = config.mqtt;
@@ -263,7 +268,7 @@ async fn start_broker(
     // Fail on a taken public address before rumqttd starts a thread that cannot stop.
     drop(std::net::TcpListener::bind(addr).map_err(bind)?);
     let inner = crate::tls::terminator::free_loopback_port().map_err(bind)?;
-    broker::start(inner)?;
+    broker::start_with(rumqttd(inner))?;
     crate::tls::terminator::start(addr, inner, tls.mqtt.clone(), cancel)
         .await
         .map_err(bind)?;

@@ -22,7 +22,7 @@ mod volatile;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use punnet_api::{
@@ -120,8 +120,9 @@ pub enum Change {
 pub struct WatchEvent {
     pub revision: u64,
     pub change: Change,
-    /// The object after the change (before it, for `Deleted`).
-    pub object: Object,
+    /// The object after the change (before it, for `Deleted`). Shared: every watcher
+    /// gets the same copy (a Pod is ~7 KiB in memory, and a dozen parts watch).
+    pub object: Arc<Object>,
 }
 
 pub struct Store {
@@ -412,7 +413,7 @@ impl Store {
         let _ = self.events.send(WatchEvent {
             revision,
             change,
-            object: obj.clone().into_object(),
+            object: Arc::new(obj.clone().into_object()),
         });
         Ok(obj)
     }
@@ -542,7 +543,7 @@ impl Store {
         let _ = self.events.send(WatchEvent {
             revision,
             change: Change::Deleted,
-            object: current.clone().into_object(),
+            object: Arc::new(current.clone().into_object()),
         });
         Ok(Some(current))
     }

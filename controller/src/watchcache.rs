@@ -159,7 +159,7 @@ mod tests {
         WatchEvent {
             revision,
             change: Change::Added,
-            object: Object::Pod(p),
+            object: Object::Pod(p).into(),
         }
     }
 

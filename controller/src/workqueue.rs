@@ -84,6 +84,7 @@ pub async fn run<R: Reconciler>(
     let mut queue: BTreeSet<Key> = BTreeSet::new();
     let mut due: BTreeMap<Key, Instant> = BTreeMap::new();
     let mut full = false;
+    let mut last_pass = Duration::ZERO;
     loop {
         let next_due = due.values().min().copied();
         tokio::select! {
@@ -111,7 +112,7 @@ pub async fn run<R: Reconciler>(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(config.debounce) => {}
+            _ = tokio::time::sleep(pause(config.debounce, last_pass)) => {}
         }
         loop {
             match events.try_recv() {
@@ -127,7 +128,10 @@ pub async fn run<R: Reconciler>(
             }
             full = false;
         }
-        for (key, outcome) in r.reconcile_pass(&store, std::mem::take(&mut queue)) {
+        let started = Instant::now();
+        let outcomes = r.reconcile_pass(&store, std::mem::take(&mut queue));
+        last_pass = started.elapsed();
+        for (key, outcome) in outcomes {
             match outcome {
                 Ok(Some(after)) => {
                     let at = Instant::now() + after;
@@ -139,6 +143,15 @@ pub async fn run<R: Reconciler>(
             }
         }
     }
+}
+
+/// How long to gather events before a pass: the debounce, or as long as the last pass
+/// took if that was longer. A pass reads every object its keys concern, so under a
+/// stream of events (a 5,000-node fleet reporting) back-to-back passes would take a
+/// whole core; this keeps a controller at most half of one, and each pass then handles
+/// a bigger batch.
+pub fn pause(debounce: Duration, last_pass: Duration) -> Duration {
+    debounce.max(last_pass)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -491,7 +491,7 @@ impl Reconciler for Controller {
             controlled_by::<Deployment>(meta)
                 .map(|o| (meta.namespace_or_default().to_string(), o.name.clone()))
         };
-        match &ev.object {
+        match &*ev.object {
             Object::Deployment(d) => vec![(
                 d.metadata.namespace_or_default().to_string(),
                 d.metadata.name.clone(),

@@ -289,7 +289,7 @@ impl<T: ApiResource> Watcher<T> {
             }
             self.sent.retain(|_, rv| *rv > ev.revision);
         }
-        let mut obj = T::from_object(ev.object.clone())?;
+        let mut obj = T::from_object((*ev.object).clone())?;
         if ev.change == Change::Deleted {
             // As Kubernetes reports it: the deleted object at the deletion's version.
             obj.meta_mut().resource_version = Some(ev.revision.to_string());

@@ -107,7 +107,7 @@ pub async fn run(store: Arc<Store>, config: NodeLifecycleConfig, cancel: Cancell
 /// bound to) a node with `NoExecute` taints. Status-only updates of other objects are
 /// the bulk of the traffic in a big fleet and need no pass.
 fn is_relevant(ev: &WatchEvent, no_execute_nodes: &BTreeSet<String>) -> bool {
-    match &ev.object {
+    match &*ev.object {
         Object::Node(n) => {
             ev.change != Change::Deleted && reconcile_taints(n, Time::now()).is_some()
         }

@@ -179,7 +179,7 @@ impl DesiredIndex {
 
     pub fn apply(&mut self, ev: &WatchEvent) {
         let deleted = ev.change == Change::Deleted;
-        match &ev.object {
+        match &*ev.object {
             Object::Pod(pod) => {
                 let key = pod.metadata.key();
                 let new = (!deleted && is_desired(pod)).then(|| for_agent(pod));
@@ -444,7 +444,7 @@ mod tests {
         WatchEvent {
             revision,
             change,
-            object,
+            object: object.into(),
         }
     }
 

@@ -95,7 +95,7 @@ impl PodIndex {
     }
 
     pub fn apply(&mut self, ev: &WatchEvent) {
-        let Object::Pod(pod) = &ev.object else {
+        let Object::Pod(pod) = &*ev.object else {
             return;
         };
         if ev.change == Change::Deleted {
@@ -199,7 +199,7 @@ mod tests {
         WatchEvent {
             revision: revision_of(&p),
             change,
-            object: Object::Pod(p),
+            object: Object::Pod(p).into(),
         }
     }
 

@@ -105,7 +105,7 @@ impl Store {
                 let _ = self.events.send(WatchEvent {
                     revision,
                     change,
-                    object,
+                    object: std::sync::Arc::new(object),
                 });
             }
             // A kind with a tree but no manifest decoding has no watchers to tell.

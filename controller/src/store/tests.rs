@@ -235,7 +235,7 @@ fn volatile_changes_are_read_at_once_and_written_at_a_bounded_rate() {
     assert_eq!((store.revision(), store.volatile_pending()), (rev + 1, 0));
     let ev = rx.try_recv().unwrap();
     assert_eq!((ev.revision, ev.change), (rev + 1, Change::Modified));
-    let Object::Node(n) = ev.object else {
+    let Object::Node(n) = (*ev.object).clone() else {
         panic!("a Node event")
     };
     assert_eq!(n.status.capacity["cpu"], "8");
