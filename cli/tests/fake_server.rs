@@ -534,10 +534,10 @@ async fn version_and_an_unreachable_server() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let run = punnet(&format!("http://{addr}"), &["get", "nodes"]).await;
+    let run = punnet(&format!("https://{addr}"), &["get", "nodes"]).await;
     assert_eq!(
         run.result.unwrap_err().report().unwrap(),
-        format!("error: cannot reach the controller at http://{addr}: is punnet-controller running? (set --server or PUNNET_SERVER)")
+        format!("error: cannot reach the controller at https://{addr}: is punnet-controller running? (set --server or PUNNET_SERVER)")
     );
 
     let run = punnet(&server, &["get", "foo"]).await;

@@ -182,7 +182,15 @@ async fn get_events_lists_them_and_watch_only_prints_new_ones() {
     let (addr, _stop) = serve_on(&store, "127.0.0.1:0".parse().unwrap()).await;
     let server = format!("http://{addr}");
     let run = |args: &[&str]| {
-        let mut argv = vec!["punnet", "--server", &server, "--token", TOKEN];
+        // Plaintext, as the other test here.
+        let mut argv = vec![
+            "punnet",
+            "--allow-plaintext",
+            "--server",
+            &server,
+            "--token",
+            TOKEN,
+        ];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).unwrap()
     };
