@@ -118,6 +118,13 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     if "$ctl_bin" --help | grep -q -- --default-eviction-seconds; then
         flags+=(--default-eviction-seconds "$EVICTION_SECONDS")
     fi
+    # Plaintext, so the figures compare with the earlier (pre-TLS) runs; TLS adds a
+    # loopback hop per connection in front of the embedded broker.
+    local simflags=()
+    if "$ctl_bin" --help | grep -q -- --allow-plaintext; then
+        flags+=(--allow-plaintext)
+        simflags+=(--allow-plaintext)
+    fi
     ctllog=$dir/controller.log
     "$ctl_bin" "${flags[@]}" >"$ctllog" 2>&1 &
     ctl=$!
@@ -132,7 +139,7 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     fi
 
     simlog=$dir/sim.log
-    "$sim_bin" --nodes "$n" --broker "mqtt://127.0.0.1:$mqtt" --keep-alive 10s \
+    "$sim_bin" --nodes "$n" --broker "mqtt://127.0.0.1:$mqtt" "${simflags[@]}" --keep-alive 10s \
         --api "$server" --token "$token" \
         --report-interval 10s --kill "$KILL_PERCENT" "${enrol[@]}" >"$simlog" 2>&1 &
     sim=$!

@@ -9,14 +9,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
+pub const DEFAULT_BROKER: &str = "mqtts://127.0.0.1:8883";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet-agent";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// The Node's name; also the MQTT client id (`punnet-agent-<name>`) and topic segment.
     pub node_name: String,
-    /// `mqtt://host:port`, `tcp://host:port` or `host[:port]`.
+    /// `mqtts://host:port` (TLS), `mqtt://host:port` (needs `allow_plaintext`) or
+    /// `host[:port]` (TLS).
     pub broker: String,
     pub data_dir: PathBuf,
     /// From `--label`; reported with the node facts and merged into the Node's labels.
@@ -62,6 +63,11 @@ pub struct AgentConfig {
     /// The controller's public key (64 hex digits) desired state must be signed with;
     /// `None`: `<data_dir>/controller.pub` (see `identity`).
     pub controller_key: Option<PathBuf>,
+    /// The CA the broker's certificate must be signed by (the controller's `ca.pem`);
+    /// `None`: the system's CAs.
+    pub ca: Option<PathBuf>,
+    /// Accept an `mqtt://` broker URL (no TLS), with a warning.
+    pub allow_plaintext: bool,
 }
 
 impl AgentConfig {
@@ -90,6 +96,8 @@ impl AgentConfig {
             token: None,
             mqtt_login: None,
             controller_key: None,
+            ca: None,
+            allow_plaintext: false,
         }
     }
 
@@ -142,6 +150,12 @@ impl AgentConfig {
         if let Some(k) = &file.controller_key {
             self.controller_key = Some(k.clone());
         }
+        if let Some(ca) = &file.ca {
+            self.ca = Some(ca.clone());
+        }
+        if let Some(on) = file.allow_plaintext {
+            self.allow_plaintext = on;
+        }
         Ok(())
     }
 
@@ -166,6 +180,13 @@ impl AgentConfig {
             return Err(ConfigError::NodeName(name.clone()));
         }
         self.broker_address()?;
+        punnet_api::tls::check_plaintext(
+            &self.broker,
+            self.broker_tls(),
+            self.allow_plaintext,
+            "MQTT",
+            "mqtts://",
+        )?;
         let b = &self.cni_bridge;
         if b.is_empty()
             || b.len() > 15
@@ -185,6 +206,17 @@ impl AgentConfig {
     /// The broker's host and port, from `broker`.
     pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
         parse_broker_url(&self.broker)
+    }
+
+    /// Whether the broker URL asks for TLS (`mqtts://`, `ssl://` or no scheme).
+    pub fn broker_tls(&self) -> bool {
+        punnet_api::tls::mqtt_scheme(&self.broker).is_some_and(|(tls, _)| tls)
+    }
+
+    /// True when the link runs without TLS (`--allow-plaintext` and an `mqtt://` URL):
+    /// what the agent's status page shows as a warning.
+    pub fn plaintext(&self) -> bool {
+        !self.broker_tls()
     }
 }
 
@@ -215,6 +247,9 @@ pub struct ConfigFile {
     /// A bootstrap token to enrol with (see `AgentConfig::token`).
     pub token: Option<String>,
     pub controller_key: Option<PathBuf>,
+    /// The CA file, as with `--ca`.
+    pub ca: Option<PathBuf>,
+    pub allow_plaintext: Option<bool>,
 }
 
 impl ConfigFile {
@@ -261,6 +296,8 @@ pub enum ConfigError {
     Bridge(String),
     #[error("broker {url:?}: {reason}")]
     Broker { url: String, reason: &'static str },
+    #[error("broker {0}")]
+    Plaintext(#[from] punnet_api::tls::TlsError),
 }
 
 pub fn parse_label(text: &str) -> Result<(String, String), ConfigError> {
@@ -295,25 +332,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::Duration(text.to_string()))
 }
 
-/// Host and port of an MQTT broker URL. TLS schemes are refused until TLS is wired in.
+/// Host and port of an MQTT broker URL: `mqtts://` and `ssl://` default to port 8883,
+/// `mqtt://` and `tcp://` to 1883, no scheme means TLS.
 pub fn parse_broker_url(url: &str) -> Result<(String, u16), ConfigError> {
     let bad = |reason| ConfigError::Broker {
         url: url.to_string(),
         reason,
     };
-    let rest = match url.split_once("://") {
-        Some(("mqtt" | "tcp", rest)) => rest,
-        Some(("mqtts" | "ssl", _)) => return Err(bad("TLS brokers are not supported yet")),
-        Some(_) => return Err(bad("unknown scheme, use mqtt://host:port")),
-        None => url,
-    };
+    let (_, default_port) = punnet_api::tls::mqtt_scheme(url)
+        .ok_or_else(|| bad("unknown scheme, use mqtts://host:port"))?;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
             (host, port)
         }
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -346,6 +381,10 @@ mod tests {
             ("broker.lan".into(), 1883)
         );
         assert_eq!(
+            parse_broker_url("mqtts://broker.lan").unwrap(),
+            ("broker.lan".into(), 8883)
+        );
+        assert_eq!(
             parse_broker_url("pi-0:11883").unwrap(),
             ("pi-0".into(), 11883)
         );
@@ -353,7 +392,7 @@ mod tests {
             parse_broker_url("mqtt://[::1]:1884").unwrap(),
             ("::1".into(), 1884)
         );
-        assert!(parse_broker_url("mqtts://x:8883").is_err());
+        assert!(parse_broker_url("http://x:8883").is_err());
         assert!(parse_broker_url("mqtt://x:port").is_err());
     }
 
@@ -385,6 +424,11 @@ mod tests {
         assert_eq!(c.restart_backoff_base, Duration::from_secs(1));
         assert_eq!(c.broker_address().unwrap(), ("10.0.0.2".into(), 1883));
         assert!(ConfigFile::parse("nmae: typo\n").is_err());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--allow-plaintext"), "{err}");
+        c.apply_file(&ConfigFile::parse("ca: /x/ca.pem\nallow-plaintext: true\n").unwrap())
+            .unwrap();
+        assert_eq!(c.ca, Some(PathBuf::from("/x/ca.pem")));
         assert!(c.validate().is_ok());
         c.node_name = "pi/7".into();
         assert!(c.validate().is_err());

@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+pub mod tls;
 pub mod volume;
 
 pub use agent::{run, run_with_runtime, AgentError};

@@ -40,6 +40,8 @@ pub enum LinkError {
         #[source]
         source: ClientError,
     },
+    #[error("MQTT broker TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The sending half of the link, cheap to clone.
@@ -126,6 +128,7 @@ pub fn mqtt_options(config: &AgentConfig) -> Result<MqttOptions, LinkError> {
     if let Some(login) = &config.mqtt_login {
         options.set_credentials(login.username.clone(), login.password.clone());
     }
+    crate::tls::apply(&mut options, config)?;
     Ok(options)
 }
 
@@ -209,7 +212,13 @@ async fn drive(mut eventloop: EventLoop, link: Link, events: mpsc::UnboundedSend
             Err(e) => {
                 link.connected.store(false, Ordering::Relaxed);
                 let wait = jittered(backoff);
-                tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed");
+                let text = e.to_string();
+                match punnet_api::tls::explain(&text) {
+                    Some(hint) => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed: {hint}")
+                    }
+                    None => tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed"),
+                }
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -225,6 +234,7 @@ mod tests {
     fn options_follow_the_protocol_rules() {
         let mut config = AgentConfig::new("pi-1");
         config.broker = "mqtt://10.0.0.2:1884".into();
+        config.allow_plaintext = true;
         let o = mqtt_options(&config).unwrap();
         assert_eq!(o.client_id(), "punnet-agent-pi-1");
         assert!(!o.clean_session());

@@ -63,6 +63,13 @@ struct Cli {
     /// YAML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The CA the broker's certificate is checked against: the controller's
+    /// <data-dir>/ca.pem (default: the system's CAs).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Accept an mqtt:// broker URL: MQTT WITHOUT TLS. Only for trusted networks.
+    #[arg(long)]
+    allow_plaintext: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -193,6 +200,12 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(k) = &cli.controller_key {
         config.controller_key = Some(k.clone());
+    }
+    if let Some(ca) = &cli.ca {
+        config.ca = Some(ca.clone());
+    }
+    if cli.allow_plaintext {
+        config.allow_plaintext = true;
     }
     config.validate()?;
     Ok(config)

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 mod agent_support;
 
-use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
+use agent_support::{ca_file, eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 
 fn has(events: &[AgentEvent], reason: &str) -> bool {
     events.iter().any(|e| e.reason == reason)
@@ -29,6 +29,7 @@ async fn lifecycle_events_go_out_with_the_status() {
     let fake = Arc::new(FakeRuntime::new());
     let mut config = AgentConfig::new(NODE);
     config.broker = broker.url();
+    config.ca = Some(ca_file());
     config.data_dir = data.path().to_path_buf();
     trust_test_controller(data.path());
     config.heartbeat_interval = Duration::from_millis(500);

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 mod agent_support;
 
 use agent_support::{
-    eventually, free_port, pod, trust_test_controller, Controller, Mosquitto, NODE,
+    ca_file, eventually, free_port, pod, trust_test_controller, Controller, Mosquitto, NODE,
 };
 
 struct RunningAgent {
@@ -58,6 +58,7 @@ impl RunningAgent {
 fn config(broker: &str, data_dir: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(NODE);
     c.broker = broker.to_string();
+    c.ca = Some(ca_file());
     c.data_dir = data_dir.to_path_buf();
     trust_test_controller(data_dir);
     c.heartbeat_interval = Duration::from_secs(1);
@@ -198,7 +199,7 @@ async fn pods_restart_from_local_state_without_a_broker() {
 
     // "Reboot": containers gone, no network.
     let rebooted = Arc::new(FakeRuntime::new());
-    let agent = RunningAgent::start(config("mqtt://127.0.0.1:1", data.path()), rebooted.clone());
+    let agent = RunningAgent::start(config("mqtts://127.0.0.1:1", data.path()), rebooted.clone());
     eventually(Duration::from_secs(10), || rebooted.running().len() == 1).await;
     assert_eq!(rebooted.starts()[0].pod_uid, "uid-edge");
     agent.shutdown().await;
@@ -396,7 +397,7 @@ async fn reconnects_and_resubscribes_when_the_broker_comes_and_goes() {
     let fake = Arc::new(FakeRuntime::new());
     // No broker yet: the agent backs off and keeps trying.
     let agent = RunningAgent::start(
-        config(&format!("mqtt://127.0.0.1:{port}"), data.path()),
+        config(&format!("mqtts://127.0.0.1:{port}"), data.path()),
         fake.clone(),
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -434,5 +435,29 @@ async fn reconnects_and_resubscribes_when_the_broker_comes_and_goes() {
             r.generation_seen == 2 && r.pods.len() == 2
         })
         .await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_certificate_another_ca_signed_is_refused() {
+    let broker = Mosquitto::start();
+    let mut controller = Controller::connect(broker.port).await;
+    let data = tempfile::tempdir().unwrap();
+    // A CA that did not sign the broker's certificate.
+    let other = data.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+    let mut c = config(&broker.url(), data.path());
+    c.ca = Some(other);
+    let agent = RunningAgent::start(c, Arc::new(FakeRuntime::new()));
+    let online = tokio::spawn(async move {
+        controller
+            .wait_online("online", Duration::from_secs(4))
+            .await
+    })
+    .await;
+    assert!(online.is_err(), "the agent must not get through");
     agent.shutdown().await;
 }

@@ -14,7 +14,7 @@ use punnet_api::wire::NodeStatusReport;
 mod agent_support;
 mod registry_support;
 
-use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
+use agent_support::{ca_file, eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 use registry_support::{Registry, TestImage};
 
 struct Agent(Child, std::path::PathBuf);
@@ -63,7 +63,9 @@ async fn pods_run_the_variant_for_the_boards_platform_from_a_registry() {
     std::fs::create_dir_all(&data).unwrap();
     trust_test_controller(&data);
     let child = Command::new(env!("CARGO_BIN_EXE_punnet-agent"))
-        .args(["--name", NODE, "--broker", &broker.url(), "--data-dir"])
+        .args(["--name", NODE, "--broker", &broker.url(), "--ca"])
+        .arg(ca_file())
+        .arg("--data-dir")
         .arg(&data)
         .args(["--heartbeat", "1s", "--restart-backoff", "1s"])
         .args(["--insecure-registry", &registry.host()])

@@ -15,7 +15,7 @@ use rumqttc::QoS;
 
 mod agent_support;
 
-use agent_support::{eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
+use agent_support::{ca_file, eventually, pod, trust_test_controller, Controller, Mosquitto, NODE};
 
 /// The agent binary under test; `PUNNET_AGENT_BIN=target/release/punnet-agent` measures
 /// a release build.
@@ -50,7 +50,9 @@ impl AgentProcess {
             .open(data.join("agent.log"))
             .unwrap();
         let child = Command::new(agent_exe())
-            .args(["--name", NODE, "--broker", broker, "--data-dir"])
+            .args(["--name", NODE, "--broker", broker, "--ca"])
+            .arg(ca_file())
+            .arg("--data-dir")
             .arg(data)
             .args([
                 "--restart-backoff",
@@ -576,7 +578,7 @@ async fn pods_keep_running_offline_and_come_back_after_a_power_cut() {
     drop(agent);
     kill_everything(&data);
     eventually(Duration::from_secs(10), || running_names(&data).is_empty()).await;
-    let mut agent = AgentProcess::spawn(&format!("mqtt://127.0.0.1:{port}"), &data);
+    let mut agent = AgentProcess::spawn(&format!("mqtts://127.0.0.1:{port}"), &data);
     eventually(Duration::from_secs(30), || {
         running_names(&data).contains(&"steady".to_string())
     })

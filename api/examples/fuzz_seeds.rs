@@ -57,6 +57,7 @@ fn main() {
     let desired = DesiredState {
         node: "pi-1".into(),
         generation: 42,
+        epoch: 1,
         pods: vec![pod.clone()],
         pod_cidr: Some("10.42.3.0/24".into()),
         config_maps: vec![ConfigMap {

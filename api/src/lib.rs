@@ -22,6 +22,8 @@ pub mod replicaset;
 pub mod selector;
 pub mod signing;
 pub mod taint;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 pub mod validate;
 pub mod wire;

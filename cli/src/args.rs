@@ -10,9 +10,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Control a Punnet fleet: apply manifests, list and inspect Pods, Deployments and Nodes"
 )]
 pub struct Cli {
-    /// Controller URL (else $PUNNET_SERVER, else the config file, else http://127.0.0.1:6443).
+    /// Controller URL (else $PUNNET_SERVER, else the config file, else https://127.0.0.1:6443).
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
+    /// CA file the controller's certificate is checked against (else $PUNNET_CA, else
+    /// `ca:` in the config file, else the system's CAs).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Accept an http:// server: the token and everything else cross the network
+    /// unencrypted.
+    #[arg(long, global = true)]
+    pub allow_plaintext: bool,
     /// Bearer token (else $PUNNET_TOKEN, else the config file).
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,

@@ -23,6 +23,14 @@ pub enum ClientError {
     BadServer { server: String, message: String },
     #[error("cannot reach the controller at {server}: is punnet-controller running? (set --server or PUNNET_SERVER)")]
     Unreachable { server: String },
+    #[error("TLS connection to {server} refused: {hint} ({message})")]
+    Tls {
+        server: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("CA file: {0}")]
+    Ca(#[from] crate::tls::TlsError),
     /// The server answered with an error, usually a `Status`.
     #[error("Error from server ({reason}): {message}")]
     Api {
@@ -67,24 +75,34 @@ impl Client {
     pub fn new(config: &Config) -> Result<Client, ClientError> {
         let mut server = config.server.trim().to_string();
         if !server.contains("://") {
-            server = format!("http://{server}");
+            server = format!("https://{server}");
         }
         let bad = |message: String| ClientError::BadServer {
             server: config.server.clone(),
             message,
         };
         let base = Url::parse(&server).map_err(|e| bad(e.to_string()))?;
-        if base.scheme() != "http" {
-            return Err(bad(format!(
-                "the controller speaks plain HTTP for now; use http://{}",
-                base.host_str().unwrap_or("HOST")
-            )));
+        match base.scheme() {
+            "https" => {}
+            "http" if config.allow_plaintext => {}
+            "http" => {
+                return Err(bad(format!(
+                    "plain HTTP sends the token unencrypted; use https://{} (with --ca FILE naming the controller's ca.pem), or pass --allow-plaintext",
+                    base.host_str().unwrap_or("HOST")
+                )))
+            }
+            other => return Err(bad(format!("unknown scheme {other:?}; use https://"))),
         }
         if base.cannot_be_a_base() {
             return Err(bad("not a base URL".into()));
         }
+        let mut builder = reqwest::Client::builder();
+        if base.scheme() == "https" {
+            builder =
+                builder.use_preconfigured_tls(crate::tls::client_config(config.ca.as_deref())?);
+        }
         // No overall timeout: `logs -f` streams for as long as the user wants.
-        let http = reqwest::Client::builder()
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("punnet/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -210,7 +228,14 @@ impl Client {
         req: RequestBuilder,
     ) -> Result<Response, ClientError> {
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
+            let chain = error_chain(&e);
+            if let Some(hint) = punnet_api::tls::explain(&chain) {
+                ClientError::Tls {
+                    server: self.server(),
+                    message: chain,
+                    hint,
+                }
+            } else if e.is_connect() {
                 ClientError::Unreachable {
                     server: self.server(),
                 }
@@ -378,17 +403,26 @@ mod tests {
             server: "127.0.0.1:6443".into(),
             token: None,
             token_hint: None,
+            ca: None,
+            allow_plaintext: true,
         };
         let c = Client::new(&config).unwrap();
         let segs: Vec<String> = ["api", "v1", "nodes", "a b"].map(String::from).into();
         assert_eq!(
             c.url(&segs).as_str(),
-            "http://127.0.0.1:6443/api/v1/nodes/a%20b"
+            "https://127.0.0.1:6443/api/v1/nodes/a%20b"
         );
         config.server = "http://gw/punnet/".into();
         let c = Client::new(&config).unwrap();
         assert_eq!(c.url(&segs[..2]).as_str(), "http://gw/punnet/api/v1");
-        config.server = "https://gw".into();
+        config.allow_plaintext = false;
+        let err = Client::new(&config).unwrap_err().to_string();
+        assert!(err.contains("--allow-plaintext"), "{err}");
+        config.server = "ftp://gw".into();
         assert!(Client::new(&config).is_err());
+        config.server = "https://gw".into();
+        config.ca = Some("/nonexistent/ca.pem".into());
+        let err = Client::new(&config).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }

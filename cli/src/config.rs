@@ -2,6 +2,8 @@
 //! `PUNNET_SERVER`/`PUNNET_TOKEN`, then a config file (`$PUNNET_CONFIG`, else
 //! `~/.config/punnet/config.yaml`, else the controller's own `/var/lib/punnet/punnet.yaml`),
 //! then the default server. Each of server and token is resolved on its own, as kubectl does.
+//! The CA the controller's certificate is checked against comes from `--ca`, `PUNNET_CA`
+//! or the file's `ca:` (a relative path is relative to the file).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 /// The client config the controller writes next to its data (mode 0600).
 pub const CONTROLLER_CONFIG: &str = "/var/lib/punnet/punnet.yaml";
 
@@ -20,6 +22,10 @@ pub struct Config {
     /// Why no token could be read although a config file exists (typically the
     /// controller's root-only file); added to `Unauthorized` errors so the fix is obvious.
     pub token_hint: Option<String>,
+    /// The CA file for an `https://` server; `None`: the system's CAs.
+    pub ca: Option<PathBuf>,
+    /// `http://` servers are refused unless this is set (`--allow-plaintext`).
+    pub allow_plaintext: bool,
 }
 
 /// Values given on the command line.
@@ -27,6 +33,8 @@ pub struct Config {
 pub struct Flags {
     pub server: Option<String>,
     pub token: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Error)]
@@ -46,6 +54,8 @@ struct FileConfig {
     server: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 /// Resolves with the process environment and the controller's config path.
@@ -67,13 +77,22 @@ pub fn resolve_with(
     let mut server = non_empty(flags.server.clone()).or_else(|| env("PUNNET_SERVER"));
     let mut token = non_empty(flags.token.clone()).or_else(|| env("PUNNET_TOKEN"));
     let mut token_hint = None;
+    let mut ca = flags
+        .ca
+        .clone()
+        .or_else(|| env("PUNNET_CA").map(PathBuf::from));
+    // A plain http:// server needs no CA, so only an https:// one makes us read for it.
+    let need_ca = ca.is_none()
+        && !server
+            .as_deref()
+            .is_some_and(|s| s.trim().starts_with("http://"));
 
     // Files are only read for what is still missing, so that explicit flags work even
     // where the config file is unreadable.
-    if server.is_none() || token.is_none() {
+    if server.is_none() || token.is_none() || need_ca {
         let file = match env("PUNNET_CONFIG") {
             // An explicitly named file must exist: a typo should not silently fall back.
-            Some(path) => Some(read_file(Path::new(&path))?),
+            Some(path) => Some((parent(Path::new(&path)), read_file(Path::new(&path))?)),
             None => {
                 let mut candidates = Vec::new();
                 if let Some(home) = env("HOME") {
@@ -84,7 +103,7 @@ pub fn resolve_with(
                 for path in candidates {
                     match std::fs::read_to_string(&path) {
                         Ok(text) => {
-                            found = Some(parse_file(&path, &text)?);
+                            found = Some((parent(&path), parse_file(&path, &text)?));
                             break;
                         }
                         Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -101,9 +120,10 @@ pub fn resolve_with(
                 found
             }
         };
-        if let Some(file) = file {
+        if let Some((dir, file)) = file {
             server = server.or(non_empty(file.server));
             token = token.or(non_empty(file.token));
+            ca = ca.or(file.ca.map(|c| dir.join(c)));
         }
     }
     if token.is_some() {
@@ -113,7 +133,14 @@ pub fn resolve_with(
         server: server.unwrap_or_else(|| DEFAULT_SERVER.to_string()),
         token,
         token_hint,
+        ca,
+        allow_plaintext: flags.allow_plaintext,
     })
+}
+
+/// The directory a config file's relative `ca:` is resolved against.
+fn parent(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -192,6 +219,7 @@ mod tests {
         let flags = Flags {
             server: Some("http://flag:3".into()),
             token: None,
+            ..Flags::default()
         };
         let c = resolve_with(&flags, &|n| env.get(n), &system).unwrap();
         assert_eq!(c.server, "http://flag:3");
@@ -249,8 +277,32 @@ mod tests {
         let flags = Flags {
             server: Some("http://a:1".into()),
             token: Some("t".into()),
+            ..Flags::default()
         };
         let c = resolve_with(&flags, &|n| env.get(n), Path::new("/nonexistent")).unwrap();
         assert_eq!(c.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn ca_from_flag_env_or_file_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("punnet.yaml");
+        write(&file, "server: https://c:6443\ntoken: t\nca: ca.pem\n");
+        let mut env = Env(HashMap::from([(
+            "PUNNET_CONFIG",
+            file.display().to_string(),
+        )]));
+        let c = resolve_with(&Flags::default(), &|n| env.get(n), &file).unwrap();
+        assert_eq!(c.ca, Some(dir.path().join("ca.pem")));
+        assert_eq!(c.server, "https://c:6443");
+        env.0.insert("PUNNET_CA", "/env/ca.pem".into());
+        let c = resolve_with(&Flags::default(), &|n| env.get(n), &file).unwrap();
+        assert_eq!(c.ca, Some(PathBuf::from("/env/ca.pem")));
+        let flags = Flags {
+            ca: Some("/flag/ca.pem".into()),
+            ..Flags::default()
+        };
+        let c = resolve_with(&flags, &|n| env.get(n), &file).unwrap();
+        assert_eq!(c.ca, Some(PathBuf::from("/flag/ca.pem")));
     }
 }

@@ -21,6 +21,7 @@ pub mod manifests;
 pub mod rollout;
 pub mod scale;
 pub mod table;
+pub mod tls;
 pub mod tokens;
 pub mod top;
 pub mod version;
@@ -51,6 +52,8 @@ impl Ctx {
         let config = config::resolve(&config::Flags {
             server: cli.server.clone(),
             token: cli.token.clone(),
+            ca: cli.ca.clone(),
+            allow_plaintext: cli.allow_plaintext,
         })?;
         let namespace_flag = cli.namespace.clone().filter(|n| !n.is_empty());
         Ok(Ctx {

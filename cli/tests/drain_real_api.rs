@@ -10,7 +10,7 @@ use clap::Parser;
 use punnet_api::taint::TAINT_UNSCHEDULABLE;
 use punnet_api::{Container, Node, NodeCondition, OwnerReference, Pod};
 use punnet_cli::{run_with, Cli, Error};
-use punnet_controller::http::{serve, ApiState, Tokens};
+use punnet_controller::http::{serve_tls, ApiState, Tokens};
 use punnet_controller::logproxy::LogProxy;
 use punnet_controller::nodelifecycle::{self, NodeLifecycleConfig};
 use punnet_controller::podgc;
@@ -74,8 +74,14 @@ async fn start() -> Fleet {
         Arc::new(LogProxy::default()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, state, cancel.clone().cancelled_owned()));
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let tls = punnet_controller::tls::prepare(dir.path(), &Default::default()).unwrap();
+    tokio::spawn(serve_tls(
+        listener,
+        tls.https,
+        state,
+        cancel.clone().cancelled_owned(),
+    ));
     tokio::spawn(nodelifecycle::run(
         store.clone(),
         NodeLifecycleConfig {
@@ -115,7 +121,11 @@ async fn start() -> Fleet {
 impl Fleet {
     /// Runs one command line; returns its stdout, stderr and error line.
     async fn punnet(&self, args: &[&str]) -> (String, String, Option<String>) {
-        let mut argv = vec!["punnet", "--server", &self.base, "--token", TOKEN];
+        let ca = self._dir.path().join("ca.pem");
+        let ca = ca.to_str().unwrap();
+        let mut argv = vec![
+            "punnet", "--server", &self.base, "--token", TOKEN, "--ca", ca,
+        ];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -60,13 +60,29 @@ impl Fake {
         self
     }
 
+    /// Serves HTTPS with a certificate from the test CA (`test_ca`).
     async fn start(&self) -> String {
         let app = Router::new().fallback(handle).with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let tls = punnet_controller::tls::prepare(test_ca().parent().unwrap(), &Default::default())
+            .unwrap();
+        let listener =
+            punnet_controller::tls::listener::TlsListener::new(listener, tls.https).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{addr}")
+        format!("https://{addr}")
     }
+}
+
+/// The CA the fake's certificate comes from, made once per test process by the
+/// controller's own generator.
+fn test_ca() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        punnet_controller::tls::prepare(&dir, &Default::default()).unwrap();
+        dir.join("ca.pem")
+    })
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
@@ -223,7 +239,10 @@ struct Run {
 }
 
 async fn punnet(server: &str, args: &[&str]) -> Run {
-    let mut argv = vec!["punnet", "--server", server, "--token", "s3cret"];
+    let ca = test_ca().to_str().unwrap();
+    let mut argv = vec![
+        "punnet", "--server", server, "--token", "s3cret", "--ca", ca,
+    ];
     argv.extend(args);
     let cli = Cli::try_parse_from(argv).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -515,10 +534,10 @@ async fn version_and_an_unreachable_server() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let run = punnet(&format!("http://{addr}"), &["get", "nodes"]).await;
+    let run = punnet(&format!("https://{addr}"), &["get", "nodes"]).await;
     assert_eq!(
         run.result.unwrap_err().report().unwrap(),
-        format!("error: cannot reach the controller at http://{addr}: is punnet-controller running? (set --server or PUNNET_SERVER)")
+        format!("error: cannot reach the controller at https://{addr}: is punnet-controller running? (set --server or PUNNET_SERVER)")
     );
 
     let run = punnet(&server, &["get", "foo"]).await;
@@ -675,4 +694,35 @@ async fn delete_by_label_selector_deletes_what_matches() {
     assert_eq!(run.err, "No resources found in default namespace.\n");
     let run = punnet(&server, &["delete", "pods", "web-a", "-l", "app=web"]).await;
     assert!(run.result.is_err());
+}
+
+#[tokio::test]
+async fn tls_with_the_wrong_ca_or_plain_http_is_refused_with_the_fix() {
+    let fake = Fake::default();
+    let server = fake.start().await;
+    let other = tempfile::tempdir().unwrap();
+    punnet_controller::tls::prepare(other.path(), &Default::default()).unwrap();
+    let wrong = other.path().join("ca.pem");
+    let argv = [
+        "punnet",
+        "--server",
+        &server,
+        "--token",
+        "s3cret",
+        "--ca",
+        wrong.to_str().unwrap(),
+        "version",
+    ];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = run_with(Cli::try_parse_from(argv).unwrap(), &mut out, &mut err).await;
+    let msg = result.unwrap_err().to_string();
+    assert!(msg.contains("not signed by a trusted CA"), "{msg}");
+    assert!(msg.contains("--ca"), "{msg}");
+    assert!(fake.requests().is_empty(), "nothing reached the server");
+
+    let plain = server.replace("https://", "http://");
+    let argv = ["punnet", "--server", &plain, "--token", "s3cret", "version"];
+    let result = run_with(Cli::try_parse_from(argv).unwrap(), &mut out, &mut err).await;
+    let msg = result.unwrap_err().to_string();
+    assert!(msg.contains("--allow-plaintext"), "{msg}");
 }

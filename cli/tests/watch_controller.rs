@@ -104,7 +104,16 @@ async fn get_pods_watch_prints_changes_and_resumes_after_a_restart() {
     let (addr, stop) = serve_on(&store, "127.0.0.1:0".parse().unwrap()).await;
     let server = format!("http://{addr}");
     let cli = Cli::try_parse_from([
-        "punnet", "--server", &server, "--token", TOKEN, "get", "pods", "-w",
+        // Plaintext on purpose: covers `--allow-plaintext` (the other CLI tests use TLS).
+        "punnet",
+        "--allow-plaintext",
+        "--server",
+        &server,
+        "--token",
+        TOKEN,
+        "get",
+        "pods",
+        "-w",
     ])
     .unwrap();
     let (out, err) = (Shared::default(), Shared::default());
@@ -173,7 +182,15 @@ async fn get_events_lists_them_and_watch_only_prints_new_ones() {
     let (addr, _stop) = serve_on(&store, "127.0.0.1:0".parse().unwrap()).await;
     let server = format!("http://{addr}");
     let run = |args: &[&str]| {
-        let mut argv = vec!["punnet", "--server", &server, "--token", TOKEN];
+        // Plaintext, as the other test here.
+        let mut argv = vec![
+            "punnet",
+            "--allow-plaintext",
+            "--server",
+            &server,
+            "--token",
+            TOKEN,
+        ];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).unwrap()
     };

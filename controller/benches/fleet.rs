@@ -238,6 +238,8 @@ fn main() {
                 &format!("127.0.0.1:{http}"),
                 "--mqtt",
                 &format!("127.0.0.1:{mqtt}"),
+                // Plaintext: the figures compare with the earlier (pre-TLS) runs.
+                "--allow-plaintext",
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -281,6 +283,7 @@ fn main() {
                 "bench",
                 "--broker",
                 &format!("mqtt://127.0.0.1:{mqtt}"),
+                "--allow-plaintext",
                 "--insecure-registry",
                 &format!("127.0.0.1:{registry_port}"),
             ])

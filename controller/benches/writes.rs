@@ -203,6 +203,8 @@ fn main() {
                 &format!("127.0.0.1:{http}"),
                 "--mqtt",
                 &format!("127.0.0.1:{mqtt}"),
+                // Plaintext: the simulated agents below speak plain MQTT.
+                "--allow-plaintext",
             ])
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdout(Stdio::null())

@@ -65,15 +65,37 @@ pub fn write_client_config(
     http_addr: SocketAddr,
     token: &str,
 ) -> Result<PathBuf, TokenError> {
+    write_client_config_with(data_dir, &client_url(http_addr), token, None)
+}
+
+/// Writes `<data_dir>/punnet.yaml` naming `url` and, with TLS, the CA file to trust.
+pub fn write_client_config_with(
+    data_dir: &Path,
+    url: &str,
+    token: &str,
+    ca: Option<&Path>,
+) -> Result<PathBuf, TokenError> {
     let path = data_dir.join(CLIENT_CONFIG_FILE);
-    let text = format!(
+    let mut text = format!(
         "# Written by punnet-controller on every start: how `punnet` reaches this controller.\n\
-         server: {}\n\
-         token: {token}\n",
-        client_url(http_addr)
+         server: {url}\n\
+         token: {token}\n"
     );
+    if let Some(ca) = ca {
+        text.push_str(&format!("ca: {}\n", ca.display()));
+    }
     write_private(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// `client_url`, with `https://` when the API serves TLS.
+pub fn client_url_with(addr: SocketAddr, tls: bool) -> String {
+    let url = client_url(addr);
+    if tls {
+        url.replacen("http://", "https://", 1)
+    } else {
+        url
+    }
 }
 
 /// The URL a client on this host uses: a wildcard listen address is reached over

@@ -117,24 +117,40 @@ fn fetch_from_running(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let (Some(server), Some(token)) = (field("server:"), field("token:")) else {
         bail!("{} has no server: and token: lines", config_path.display());
     };
-    let Some(addr) = server.strip_prefix("http://") else {
-        bail!(
-            "{}: server {server:?} is not an http:// URL",
+    let (addr, tls) = match (
+        server.strip_prefix("https://"),
+        server.strip_prefix("http://"),
+    ) {
+        (Some(addr), _) => (addr, true),
+        (None, Some(addr)) => (addr, false),
+        _ => bail!(
+            "{}: server {server:?} is not an https:// or http:// URL",
             config_path.display()
-        );
+        ),
     };
     let addr = addr.trim_end_matches('/');
-    let mut stream = TcpStream::connect(addr)
+    let tcp = TcpStream::connect(addr)
         .with_context(|| format!("the database is in use but no controller answers on {server}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut stream: Box<dyn crate::tls::client::ReadWrite> = if tls {
+        let ca = field("ca:").map(std::path::PathBuf::from);
+        Box::new(crate::tls::client::blocking_tls(tcp, addr, ca.as_deref())?)
+    } else {
+        Box::new(tcp)
+    };
     write!(
         stream,
         "GET /backup HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading the backup from {server}"))?;
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after `Connection: close`.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the backup from {server}"));
+        }
+    }
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -13,7 +13,9 @@ use crate::podcidr::{CidrError, PodCidrs};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet";
 pub const DEFAULT_HTTP: &str = "0.0.0.0:6443";
-pub const DEFAULT_MQTT: &str = "0.0.0.0:1883";
+pub const DEFAULT_MQTT: &str = "0.0.0.0:8883";
+/// The embedded broker's address with `--allow-plaintext` (the plain MQTT port).
+pub const DEFAULT_MQTT_PLAINTEXT: &str = "0.0.0.0:1883";
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -47,6 +49,11 @@ pub struct ControllerConfig {
     /// Send SIGHUP to the process whose pid is in this file after each rewrite, so that
     /// Mosquitto reloads them.
     pub mosquitto_pid_file: Option<PathBuf>,
+    /// Certificates: the generated CA's, or the operator's (`--tls-cert/--tls-key/--ca`).
+    pub tls: crate::tls::TlsOptions,
+    /// Serve the REST API and the embedded broker without TLS, and accept an `mqtt://`
+    /// external broker (`--allow-plaintext`).
+    pub allow_plaintext: bool,
 }
 
 impl ControllerConfig {
@@ -66,6 +73,22 @@ impl ControllerConfig {
             homeassistant: None,
             mosquitto_config: None,
             mosquitto_pid_file: None,
+            tls: crate::tls::TlsOptions::default(),
+            allow_plaintext: false,
+        }
+    }
+
+    /// The CA file local clients (the controller's own MQTT client, the embedded agent,
+    /// `punnet.yaml`) trust: `--ca`, else the generated `<data-dir>/ca.pem`; `None` with
+    /// plaintext, or with an operator certificate and no `--ca` (the system's CAs).
+    pub fn client_ca(&self) -> Option<PathBuf> {
+        if self.allow_plaintext && self.tls.ca.is_none() {
+            return None;
+        }
+        match (&self.tls.ca, &self.tls.cert) {
+            (Some(ca), _) => Some(ca.clone()),
+            (None, None) => Some(self.data_dir.join(crate::tls::CA_FILE)),
+            (None, Some(_)) => None,
         }
     }
 
@@ -86,7 +109,17 @@ impl ControllerConfig {
                 } else {
                     self.mqtt.ip().to_string()
                 };
-                format!("mqtt://{ip}:{}", self.mqtt.port())
+                let scheme = if self.allow_plaintext {
+                    "mqtt"
+                } else {
+                    "mqtts"
+                };
+                let ip = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                };
+                format!("{scheme}://{ip}:{}", self.mqtt.port())
             }
         }
     }
@@ -105,6 +138,8 @@ impl ControllerConfig {
         agent.broker = self.broker_url();
         agent.prefix = self.prefix.clone();
         agent.labels = labels;
+        agent.ca = self.client_ca();
+        agent.allow_plaintext = self.allow_plaintext;
         agent
     }
 }
@@ -131,6 +166,12 @@ pub struct ConfigFile {
     pub homeassistant: Option<String>,
     pub mosquitto_config: Option<PathBuf>,
     pub mosquitto_pid_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_san: Vec<String>,
+    pub allow_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Error)]
@@ -181,12 +222,18 @@ mod tests {
     #[test]
     fn broker_url_reaches_a_wildcard_listener_over_loopback() {
         let mut c = ControllerConfig::new("/tmp/x");
+        assert_eq!(c.broker_url(), "mqtts://127.0.0.1:8883");
+        assert_eq!(c.client_ca(), Some(PathBuf::from("/tmp/x/ca.pem")));
+        c.allow_plaintext = true;
+        c.mqtt = DEFAULT_MQTT_PLAINTEXT.parse().unwrap();
         assert_eq!(c.broker_url(), "mqtt://127.0.0.1:1883");
+        assert_eq!(c.client_ca(), None);
         c.broker = Some("mqtt://broker.lan:1884".into());
         assert_eq!(c.broker_url(), "mqtt://broker.lan:1884");
         let a = c.local_agent(Some("pi".into()), BTreeMap::new());
         assert_eq!(a.data_dir, PathBuf::from("/tmp/x/agent"));
         assert_eq!(a.broker, "mqtt://broker.lan:1884");
+        assert!(a.allow_plaintext);
     }
 
     #[test]

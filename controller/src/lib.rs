@@ -33,6 +33,7 @@ pub mod scheduling;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod watchcache;
 pub mod workqueue;

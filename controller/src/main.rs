@@ -62,7 +62,8 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     encryption_key_file: Option<PathBuf>,
     /// The embedded broker's MQTT 5 listener, used by the MQTT command API (default: port
-    /// 1884 on the --mqtt address when that uses port 1883; `off`: none, and no MQTT API).
+    /// 1884 on the --mqtt address when that uses port 1883, 8884 when 8883, with TLS like
+    /// --mqtt; `off`: none, and no MQTT API).
     #[arg(long, value_name = "ADDR")]
     mqtt5: Option<String>,
     /// Publish Home Assistant MQTT discovery configs under PREFIX (default homeassistant).
@@ -76,6 +77,24 @@ struct Cli {
     /// Mosquitto reloads them (e.g. /run/mosquitto/mosquitto.pid).
     #[arg(long, value_name = "FILE")]
     mosquitto_pid_file: Option<PathBuf>,
+    /// Serve HTTPS and MQTT with this certificate (chain, PEM) instead of one from the
+    /// controller's own CA (<data-dir>/ca.pem). Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA clients should trust, and that the controller trusts for an external
+    /// mqtts:// broker (default: <data-dir>/ca.pem, created on first start).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Another name (DNS or IP) for the generated server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// Serve the REST API and the embedded broker WITHOUT TLS (and accept an mqtt://
+    /// --broker). Only for trusted networks and benchmarks.
+    #[arg(long)]
+    allow_plaintext: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -239,6 +258,16 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
     let mut c = ControllerConfig::new(data_dir);
+    c.allow_plaintext = cli.allow_plaintext || file.allow_plaintext == Some(true);
+    if c.allow_plaintext {
+        c.mqtt = config::parse_addr("--mqtt", config::DEFAULT_MQTT_PLAINTEXT)?;
+    }
+    c.tls = punnet_controller::tls::TlsOptions {
+        cert: cli.tls_cert.or(file.tls_cert),
+        key: cli.tls_key.or(file.tls_key),
+        ca: cli.ca.or(file.ca),
+        extra_sans: file.tls_san.into_iter().chain(cli.tls_sans).collect(),
+    };
     if let Some(v) = cli.http.or(file.http) {
         c.http = config::parse_addr("--http", &v)?;
     }
@@ -297,13 +326,18 @@ fn default_mqtt_v5(c: &ControllerConfig) -> Option<std::net::SocketAddr> {
     if c.broker.is_some() {
         return None;
     }
-    if c.mqtt.port() != punnet_controller::broker::DEFAULT_PORT {
-        tracing::info!(
-            "--mqtt is not on port 1883: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
-        );
-        return None;
-    }
-    let addr = std::net::SocketAddr::new(c.mqtt.ip(), punnet_controller::mqttapi::DEFAULT_V5_PORT);
+    // Next to the standard ports: 1884 beside plaintext 1883, 8884 beside TLS 8883.
+    let port = match c.mqtt.port() {
+        punnet_controller::broker::DEFAULT_PORT => punnet_controller::mqttapi::DEFAULT_V5_PORT,
+        8883 => 8884,
+        _ => {
+            tracing::info!(
+                "--mqtt is not on port 1883 or 8883: no MQTT 5 listener and no MQTT API unless --mqtt5 names one"
+            );
+            return None;
+        }
+    };
+    let addr = std::net::SocketAddr::new(c.mqtt.ip(), port);
     if std::net::TcpListener::bind(addr).is_err() {
         tracing::warn!(
             "MQTT 5 listener {addr} is taken: no MQTT API (choose another with --mqtt5)"

@@ -33,6 +33,11 @@ pub struct MqttSettings {
     pub max_backoff: Duration,
     /// MQTT username and password (the controller's own login); `None`: anonymous.
     pub credentials: Option<(String, String)>,
+    /// The URL said `mqtts://` (or gave no scheme): the connection must use TLS.
+    pub secure: bool,
+    /// The TLS client configuration (trusting the controller's CA); set by the caller
+    /// when `secure` (see `tls::client_settings`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl MqttSettings {
@@ -46,23 +51,23 @@ impl MqttSettings {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             credentials: None,
+            secure: false,
+            tls: None,
         }
     }
 
     /// `mqtt://host:port`, `tcp://host:port`, `host:port` or `host` (port 1883); IPv6
-    /// hosts in brackets, `mqtt://[::1]:1883`. TLS (`mqtts://`) is not supported yet.
+    /// hosts in brackets, `mqtt://[::1]:1883`; `mqtts://` or `ssl://` (port 8883) and a
+    /// bare `host[:port]` mean TLS.
     pub fn from_url(url: &str) -> Result<MqttSettings, MqttError> {
         let bad = |reason: &str| MqttError::BadUrl {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let rest = match url.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(bad(&format!("unsupported scheme {scheme:?} (use mqtt://)")))
-            }
-            None => url,
-        };
+        let (secure, default_port) = punnet_api::tls::mqtt_scheme(url).ok_or_else(|| {
+            bad("unsupported scheme (use mqtts://, or mqtt:// with --allow-plaintext)")
+        })?;
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
         let rest = rest.trim_end_matches('/');
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (host, after) = v6
@@ -82,9 +87,12 @@ impl MqttSettings {
             Some(p) => p
                 .parse()
                 .map_err(|_| bad("the port is not a number from 1 to 65535"))?,
-            None => 1883,
+            None => default_port,
         };
-        Ok(MqttSettings::new(host, port))
+        Ok(MqttSettings {
+            secure,
+            ..MqttSettings::new(host, port)
+        })
     }
 
     pub fn topics(&self) -> Topics {
@@ -179,6 +187,7 @@ fn options(settings: &MqttSettings) -> MqttOptions {
     if let Some((user, pass)) = &settings.credentials {
         o.set_credentials(user.clone(), pass.clone());
     }
+    crate::tls::client::apply(&mut o, settings.tls.as_ref());
     o
 }
 
@@ -326,7 +335,13 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused (is the broker running?)".to_string()
         }
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            match punnet_api::tls::explain(&text) {
+                Some(hint) => format!("{text} ({hint})"),
+                None => text,
+            }
+        }
     }
 }
 
@@ -339,16 +354,20 @@ mod tests {
         let s = MqttSettings::from_url("mqtt://pi-controller.local:1884").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("pi-controller.local", 1884));
         assert_eq!(s.client_id, DEFAULT_CLIENT_ID);
+        assert!(!s.secure);
         let s = MqttSettings::from_url("10.0.0.2").unwrap();
-        assert_eq!((s.host.as_str(), s.port), ("10.0.0.2", 1883));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.secure),
+            ("10.0.0.2", 8883, true)
+        );
+        let s = MqttSettings::from_url("mqtts://broker.lan").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.secure),
+            ("broker.lan", 8883, true)
+        );
         let s = MqttSettings::from_url("tcp://[::1]:1885/").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 1885));
-        for bad in [
-            "mqtts://x:8883",
-            "mqtt://:1883",
-            "mqtt://x:port",
-            "http://x",
-        ] {
+        for bad in ["mqtt://:1883", "mqtt://x:port", "http://x"] {
             let err = MqttSettings::from_url(bad).unwrap_err();
             assert!(
                 err.to_string().starts_with("invalid MQTT broker address"),

@@ -69,6 +69,8 @@ pub enum ControllerError {
     AgentIdentity(#[from] punnet_agent::identity::IdentityError),
     #[error("registering the local agent's key: {0}")]
     NodeKeys(#[from] sled::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub async fn run(
@@ -128,24 +130,31 @@ pub async fn run(
         BrokerAuth::new(tokens.clone(), nodes.clone(), controller_password.clone())
             .with_events(store.clone()),
     );
+    let server_tls = secure_transport(&config)?;
+    // Stops the embedded broker's TLS terminator (rumqttd itself cannot be stopped).
+    let broker_cancel = CancellationToken::new();
 
+    // Where the MQTT API's own connection reaches the embedded broker's v5 listener.
+    let mut api_v5 = None;
     let mqtt = match &config.broker {
         Some(url) => {
             info!(%url, "using external MQTT broker");
             MqttSettings::from_url(url)?
         }
         None => {
-            broker::start_with(broker::BrokerConfig {
-                listen: config.mqtt,
-                listen_v5: config.mqtt_v5,
-                auth: Some(auth),
-                prefix: config.prefix.clone(),
-                ..Default::default()
-            })?;
+            api_v5 =
+                start_broker(&config, server_tls.as_ref(), auth, broker_cancel.clone()).await?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening (only enrolled nodes, the controller and token logins are admitted)");
             MqttSettings::from_url(&config.broker_url())?
         }
     };
+    let mqtt_url = config.broker_url();
+    let mqtt = crate::tls::client::secure_settings(
+        mqtt,
+        &mqtt_url,
+        config.client_ca().as_deref(),
+        config.allow_plaintext,
+    )?;
     let mqtt = MqttSettings {
         prefix: config.prefix.clone(),
         credentials: Some((
@@ -154,7 +163,11 @@ pub async fn run(
         )),
         ..mqtt
     };
-    let mqtt_api = crate::mqttapi::config_for(&config, &mqtt)?;
+    let mut mqtt_api = crate::mqttapi::config_for(&config, &mqtt)?;
+    if let (Some(api), Some(v5)) = (mqtt_api.as_mut(), api_v5) {
+        api.host = v5.ip().to_string();
+        api.port = v5.port();
+    }
 
     let listener =
         TcpListener::bind(config.http)
@@ -164,7 +177,12 @@ pub async fn run(
                 source,
             })?;
     let http_addr = listener.local_addr().map_err(ControllerError::Serve)?;
-    let client_config = auth_token::write_client_config(&config.data_dir, http_addr, &token)?;
+    let client_config = auth_token::write_client_config_with(
+        &config.data_dir,
+        &auth_token::client_url_with(http_addr, server_tls.is_some()),
+        &token,
+        server_tls.as_ref().and_then(|t| t.ca_file.as_deref()),
+    )?;
     info!(addr = %http_addr, client_config = %client_config.display(), "API listening");
 
     let cancel = CancellationToken::new();
@@ -246,7 +264,11 @@ pub async fn run(
         nodeipam::run(s, cidrs, c).await;
         Ok(())
     });
-    let state = ApiState::new(store.clone(), tokens.clone(), logs).with_metrics(metrics);
+    let state = ApiState::new(store.clone(), tokens.clone(), logs)
+        .with_metrics(metrics)
+        .with_transport(http::Transport {
+            plaintext: config.allow_plaintext,
+        });
     if let Some(api) = mqtt_api {
         let parts = crate::mqttapi::MqttApiParts {
             store: store.clone(),
@@ -261,10 +283,13 @@ pub async fn run(
         });
     }
     let c = cancel.clone();
+    let https = server_tls.as_ref().map(|t| t.https.clone());
     tasks.spawn(async move {
-        http::serve(listener, state, c.cancelled_owned())
-            .await
-            .map_err(ControllerError::Serve)
+        match https {
+            Some(tls) => http::serve_tls(listener, tls, state, c.cancelled_owned()).await,
+            None => http::serve(listener, state, c.cancelled_owned()).await,
+        }
+        .map_err(ControllerError::Serve)
     });
     if let Some(mut agent) = config.agent.clone() {
         // The local agent needs no enrolment: its key is registered and it is given the
@@ -309,6 +334,7 @@ pub async fn run(
         }
     }
     cancel.cancel();
+    broker_cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         warn!("parts still running after {SHUTDOWN_GRACE:?}; terminating now");
@@ -316,4 +342,77 @@ pub async fn run(
     // Heartbeats kept in memory reach the disk now (see `store::volatile`).
     store.persist_volatile().await?;
     result
+}
+
+/// The listeners' TLS (see `tls`), or `None` with `--allow-plaintext`, which is logged.
+fn secure_transport(
+    config: &ControllerConfig,
+) -> Result<Option<crate::tls::ServerTls>, ControllerError> {
+    if config.allow_plaintext {
+        warn!("--allow-plaintext: the REST API and the embedded MQTT broker run WITHOUT TLS; tokens and desired state cross the network unencrypted");
+        return Ok(None);
+    }
+    let tls = crate::tls::prepare(&config.data_dir, &config.tls)?;
+    if let Some(ca) = &tls.ca_file {
+        info!(ca = %ca.display(), "TLS on; clients trust this CA (punnet-agent --ca, punnet --ca)");
+    }
+    Ok(Some(tls))
+}
+
+/// Starts the embedded broker: plaintext on `config.mqtt`, or with TLS on `config.mqtt`
+/// through the terminator in front of rumqttd on a loopback port (see
+/// `tls::terminator` for why).
+/// Starts the embedded broker: rumqttd itself, behind a TLS terminator unless
+/// plaintext. Returns where the controller's own MQTT API connection reaches its MQTT 5
+/// listener: on loopback behind the terminator, it connects to rumqttd directly.
+async fn start_broker(
+    config: &ControllerConfig,
+    tls: Option<&crate::tls::ServerTls>,
+    auth: Arc<BrokerAuth>,
+    cancel: CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, ControllerError> {
+    let rumqttd = |listen, listen_v5| broker::BrokerConfig {
+        listen,
+        listen_v5,
+        auth: Some(auth.clone()),
+        prefix: config.prefix.clone(),
+        ..Default::default()
+    };
+    let Some(tls) = tls else {
+        broker::start_with(rumqttd(config.mqtt, config.mqtt_v5))?;
+        return Ok(config.mqtt_v5);
+    };
+    let addr = config.mqtt;
+    let bind = |source| broker::BrokerError::Bind { addr, source };
+    // Fail on a taken public address before rumqttd starts a thread that cannot stop.
+    drop(std::net::TcpListener::bind(addr).map_err(bind)?);
+    let inner = crate::tls::terminator::free_loopback_port().map_err(bind)?;
+    let inner_v5 = match config.mqtt_v5 {
+        Some(public) => {
+            let bind = |source| broker::BrokerError::Bind {
+                addr: public,
+                source,
+            };
+            drop(std::net::TcpListener::bind(public).map_err(bind)?);
+            Some((
+                public,
+                crate::tls::terminator::free_loopback_port().map_err(bind)?,
+            ))
+        }
+        None => None,
+    };
+    broker::start_with(rumqttd(inner, inner_v5.map(|(_, i)| i)))?;
+    crate::tls::terminator::start(addr, inner, tls.mqtt.clone(), cancel.clone())
+        .await
+        .map_err(bind)?;
+    if let Some((public, inner)) = inner_v5 {
+        let bind = |source| broker::BrokerError::Bind {
+            addr: public,
+            source,
+        };
+        crate::tls::terminator::start(public, inner, tls.mqtt.clone(), cancel)
+            .await
+            .map_err(bind)?;
+    }
+    Ok(inner_v5.map(|(_, i)| i))
 }

@@ -219,7 +219,9 @@ impl Fleet {
         }
         let child = agent
             .args(["--name", &self.node])
-            .args(["--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt)])
+            .args(["--broker", &format!("mqtts://127.0.0.1:{}", self.mqtt)])
+            .arg("--ca")
+            .arg(self.controller_dir().join("ca.pem"))
             .arg("--data-dir")
             .arg(self.agent_dir())
             .args(["--restart-backoff", "1s", "--heartbeat", "1s"])
@@ -266,7 +268,8 @@ impl Fleet {
             std::fs::read_to_string(self.controller_dir().join("admin.token")).unwrap_or_default();
         Command::new(bin("punnet"))
             .args(args)
-            .env("PUNNET_SERVER", format!("http://127.0.0.1:{}", self.http))
+            .env("PUNNET_SERVER", format!("https://127.0.0.1:{}", self.http))
+            .env("PUNNET_CA", self.controller_dir().join("ca.pem"))
             .env("PUNNET_TOKEN", token.trim())
             .env("PUNNET_CONFIG", self.dir.path().join("no-config.yaml"))
             .output()
@@ -681,7 +684,8 @@ spec:
     let token = std::fs::read_to_string(fleet.controller_dir().join("admin.token")).unwrap();
     let mut follow = Command::new(bin("punnet"))
         .args(["logs", "-f", "--tail", "1", "ticker"])
-        .env("PUNNET_SERVER", format!("http://127.0.0.1:{}", fleet.http))
+        .env("PUNNET_SERVER", format!("https://127.0.0.1:{}", fleet.http))
+        .env("PUNNET_CA", fleet.controller_dir().join("ca.pem"))
         .env("PUNNET_TOKEN", token.trim())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -21,7 +21,7 @@ fn config_map(value: &str) -> ConfigMap {
 async fn pod_cidr_config_maps_and_secrets_reach_the_node_and_follow_changes() {
     let wait = Duration::from_secs(15);
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     let agent = FakeAgent::start("n1", port);
 

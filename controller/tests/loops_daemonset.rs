@@ -96,7 +96,7 @@ fn nodes_with_pods(store: &Store) -> Vec<String> {
 async fn a_daemon_set_follows_nodes_labels_and_its_template() {
     let wait = Duration::from_secs(30);
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     let fast = DaemonSetConfig {
         resync: Duration::from_secs(2),

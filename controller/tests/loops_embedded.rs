@@ -10,7 +10,7 @@ use loops_support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_to_node_and_back_over_the_embedded_broker() {
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     tokio::time::timeout(Duration::from_secs(60), basic_flow(port))
         .await
         .expect("flow took over 60 s");
@@ -20,7 +20,7 @@ async fn deployment_to_node_and_back_over_the_embedded_broker() {
 async fn a_silent_node_becomes_not_ready_after_the_grace_period() {
     use punnet_api::Node;
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start_with_grace(port, Duration::from_millis(800));
     let agent = FakeAgent::start("n2", port);
     let wait = Duration::from_secs(10);
@@ -66,11 +66,11 @@ fn log_responder(
 ) -> std::sync::Arc<std::sync::Mutex<Vec<punnet_api::wire::LogRequest>>> {
     use punnet_api::topics::Topics;
     use punnet_api::wire::{decode, encode, LogChunk, LogRequest};
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
     let seen: std::sync::Arc<std::sync::Mutex<Vec<LogRequest>>> = Default::default();
     let topics = Topics::default();
     let (client, mut eventloop) = AsyncClient::new(
-        MqttOptions::new(format!("logs-{node}"), "127.0.0.1", port),
+        crate::loops_support::mqtt_options(format!("logs-{node}"), port),
         64,
     );
     let (node, log) = (node.to_string(), seen.clone());
@@ -139,7 +139,7 @@ async fn logs_are_proxied_from_the_agent() {
     use punnet_api::wire::LogRequest;
     use punnet_controller::http::logs::{LogError, LogSource};
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     let seen = log_responder(port, "n1");
     let request = |pod: &str, follow: bool| LogRequest {

@@ -9,12 +9,12 @@ use loops_support::*;
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE};
 use punnet_api::wire::{AgentEvent, NodeStatusReport};
 use punnet_api::{Pod, Time};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_and_agent_events_reach_the_recorder() {
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let wait = Duration::from_secs(10);
     let ctl = Controller::start(port);
     let agent = FakeAgent::start("n1", port);
@@ -42,7 +42,7 @@ async fn scheduler_and_agent_events_reach_the_recorder() {
     assert_eq!(scheduled.source.component, "default-scheduler");
 
     // What a real agent sends when the image cannot be pulled, twice.
-    let mut o = MqttOptions::new("events-test", "127.0.0.1", port);
+    let mut o = loops_support::mqtt_options("events-test", port);
     o.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
     let (client, mut eventloop) = AsyncClient::new(o, 10);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });

@@ -78,7 +78,7 @@ fn pods_of(ctl: &Controller, name: &str) -> Vec<Pod> {
 async fn a_job_runs_its_completions_two_at_a_time() {
     let wait = Duration::from_secs(30);
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     start_jobs(&ctl);
     let agents: Vec<Arc<FakeAgent>> = ["j1", "j2"]
@@ -152,7 +152,7 @@ async fn a_job_runs_its_completions_two_at_a_time() {
 async fn a_job_fails_after_its_backoff_limit() {
     let wait = Duration::from_secs(30);
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     start_jobs(&ctl);
     let agent = Arc::new(FakeAgent::start("j3", port));

@@ -46,7 +46,7 @@ fn web_pods(ctl: &Controller) -> Vec<Pod> {
 async fn a_lost_nodes_pods_move_and_its_agent_drops_them_when_it_returns() {
     let wait = Duration::from_secs(20);
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start_with_grace(port, Duration::from_secs(1));
     let lifecycle = tokio::spawn(nodelifecycle::run(
         ctl.store.clone(),

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Starts a broker, the controller loops and one agent; Node n1 is Ready on return.
 async fn fleet() -> (Controller, FakeAgent) {
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    embedded_broker(port).await;
     let ctl = Controller::start(port);
     let agent = FakeAgent::start("n1", port);
     let store = ctl.store.clone();

@@ -31,8 +31,11 @@ use node::{NodeSettings, SimNode};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum SimError {
-    #[error("broker URL {url:?}: {reason} (expected mqtt://HOST:PORT)")]
+    #[error("broker URL {url:?}: {reason} (expected mqtts://HOST:PORT)")]
     BrokerUrl { url: String, reason: String },
+    /// The CA could not be read or used, or plaintext was not allowed.
+    #[error("{0}")]
+    Tls(String),
     #[error("--kill {0}: a percentage must be between 0 and 100")]
     KillPercent(f64),
     #[error("--nodes must be at least 1")]
@@ -56,8 +59,11 @@ pub struct SimConfig {
     pub name_prefix: String,
     /// Index of the first node (several simulators can share one controller).
     pub first_index: usize,
-    /// `mqtt://HOST:PORT`.
+    /// `mqtts://HOST:PORT` (or `mqtt://` with `allow_plaintext`).
     pub broker: String,
+    /// The CA the broker's certificate is checked against (`--ca`); `None`: the system's.
+    pub ca: Option<std::path::PathBuf>,
+    pub allow_plaintext: bool,
     /// MQTT topic prefix, as the agent's `--prefix`.
     pub prefix: String,
     /// A status report at least this often (the agent's heartbeat).
@@ -90,7 +96,9 @@ impl Default for SimConfig {
             nodes: 10,
             name_prefix: "sim-".into(),
             first_index: 0,
-            broker: "mqtt://127.0.0.1:1883".into(),
+            broker: "mqtts://127.0.0.1:8883".into(),
+            ca: None,
+            allow_plaintext: false,
             prefix: punnet_api::topics::DEFAULT_PREFIX.into(),
             report_interval: Duration::from_secs(10),
             keep_alive: Duration::from_secs(10),
@@ -108,19 +116,16 @@ impl Default for SimConfig {
     }
 }
 
-/// `mqtt://HOST:PORT` (or `HOST:PORT`) as host and port.
+/// `mqtts://HOST:PORT`, `mqtt://HOST:PORT` (or `HOST:PORT`, TLS) as host and port.
 pub fn parse_broker(url: &str) -> Result<(String, u16), SimError> {
     let bad = |reason: &str| SimError::BrokerUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .unwrap_or(url);
-    if rest.contains("://") {
-        return Err(bad("only mqtt:// is supported"));
+    if punnet_api::tls::mqtt_scheme(url).is_none() {
+        return Err(bad("only mqtts:// and mqtt:// are supported"));
     }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let (host, port) = rest
         .trim_end_matches('/')
         .rsplit_once(':')
@@ -131,6 +136,36 @@ pub fn parse_broker(url: &str) -> Result<(String, u16), SimError> {
         return Err(bad("no host"));
     }
     Ok((host.to_string(), port))
+}
+
+/// TLS for an `mqtts://` broker, trusting `config.ca`; `None` for an allowed `mqtt://`.
+fn tls_config(config: &SimConfig) -> Result<Option<Arc<rustls::ClientConfig>>, SimError> {
+    use punnet_api::tls as shared;
+    let secure = shared::mqtt_scheme(&config.broker).is_some_and(|(tls, _)| tls);
+    shared::check_plaintext(
+        &config.broker,
+        secure,
+        config.allow_plaintext,
+        "MQTT",
+        "mqtts://",
+    )
+    .map_err(|e| SimError::Tls(e.to_string()))?;
+    if !secure {
+        return Ok(None);
+    }
+    let path = config
+        .ca
+        .clone()
+        .unwrap_or_else(|| shared::SYSTEM_CA_BUNDLE.into());
+    let pem = std::fs::read(&path).map_err(|e| {
+        SimError::Tls(format!(
+            "cannot read the CA file {} (--ca): {e}",
+            path.display()
+        ))
+    })?;
+    let tls = shared::client_config(&pem, &path.display().to_string())
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Which nodes (by position, `0..nodes`) a kill of `percent` takes: spread evenly over
@@ -157,6 +192,7 @@ pub async fn register_keys(
     api: &str,
     token: &str,
     keys: &[(String, PublicKey)],
+    ca: Option<&std::path::Path>,
 ) -> Result<(), SimError> {
     let url = format!("{}/nodekeys", api.trim_end_matches('/'));
     let items: Vec<serde_json::Value> = keys
@@ -167,7 +203,24 @@ pub async fn register_keys(
         url: url.clone(),
         message,
     };
-    let response = reqwest::Client::new()
+    let mut client = reqwest::Client::builder();
+    if url.starts_with("https://") {
+        // The controller's CA, as for the broker (`--ca`); else the system's.
+        let path = ca
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| punnet_api::tls::SYSTEM_CA_BUNDLE.into());
+        let pem = std::fs::read(&path).map_err(|e| {
+            err(format!(
+                "cannot read the CA file {} (--ca): {e}",
+                path.display()
+            ))
+        })?;
+        let tls = punnet_api::tls::client_config(&pem, &path.display().to_string())
+            .map_err(|e| err(e.to_string()))?;
+        client = client.use_preconfigured_tls(tls);
+    }
+    let client = client.build().map_err(|e| err(e.to_string()))?;
+    let response = client
         .post(&url)
         .bearer_auth(token)
         .json(&serde_json::json!({ "items": items }))
@@ -208,11 +261,13 @@ pub async fn run(
         .zip(&keys)
         .map(|(n, k)| (n.clone(), k.public_key()))
         .collect();
-    register_keys(&config.api, &config.token, &public).await?;
+    register_keys(&config.api, &config.token, &public, config.ca.as_deref()).await?;
     let mut keys = keys.into_iter();
+    let tls = tls_config(&config)?;
     let settings = Arc::new(NodeSettings {
         host,
         port,
+        tls,
         topics: Topics::new(&config.prefix),
         report_interval: config.report_interval,
         keep_alive: config.keep_alive,
@@ -352,7 +407,8 @@ mod tests {
             ("broker.lan".into(), 8883)
         );
         assert_eq!(parse_broker("mqtt://[::1]:1").unwrap(), ("::1".into(), 1));
-        assert!(parse_broker("mqtts://x:1").is_err());
+        assert_eq!(parse_broker("mqtts://x:1").unwrap(), ("x".into(), 1));
+        assert!(parse_broker("http://x:1").is_err());
         assert!(parse_broker("mqtt://x").is_err());
         assert!(parse_broker("mqtt://:1").is_err());
     }

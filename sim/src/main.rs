@@ -36,9 +36,15 @@ struct Cli {
     /// Number of the first node (to run several simulators against one controller).
     #[arg(long, default_value_t = 0)]
     first_index: usize,
-    /// The MQTT broker the controller uses.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    /// The MQTT broker the controller uses (mqtt:// needs --allow-plaintext).
+    #[arg(long, default_value = "mqtts://127.0.0.1:8883")]
     broker: String,
+    /// The CA the broker's certificate is checked against (the controller's ca.pem).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Accept an mqtt:// broker (no TLS).
+    #[arg(long)]
+    allow_plaintext: bool,
     /// MQTT topic prefix.
     #[arg(long, default_value = punnet_api::topics::DEFAULT_PREFIX)]
     prefix: String,
@@ -128,6 +134,8 @@ fn main() -> anyhow::Result<()> {
             name_prefix: cli.name_prefix,
             first_index: cli.first_index,
             broker: cli.broker,
+            ca: cli.ca,
+            allow_plaintext: cli.allow_plaintext,
             prefix: cli.prefix,
             report_interval: cli.report_interval,
             keep_alive: cli.keep_alive,

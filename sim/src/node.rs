@@ -51,6 +51,8 @@ pub enum KillMode {
 pub struct NodeSettings {
     pub host: String,
     pub port: u16,
+    /// TLS towards an `mqtts://` broker.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub topics: Topics,
     pub report_interval: Duration,
     pub keep_alive: Duration,
@@ -113,6 +115,11 @@ impl SimNode {
             ));
         if let Some(password) = &self.password {
             o.set_credentials(self.name.clone(), password.clone());
+        }
+        if let Some(tls) = &s.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
         }
         o
     }

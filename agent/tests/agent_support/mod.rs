@@ -1,5 +1,6 @@
 //! Shared by the agent's integration tests: a Mosquitto on a free loopback port, a test
-//! MQTT client playing the controller, and Pod fixtures.
+//! MQTT client playing the controller, and Pod fixtures. The broker serves MQTT over TLS
+//! with a certificate from a test CA (`ca_file`), which every client here trusts.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -58,6 +59,37 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The test CA and a server certificate for 127.0.0.1 signed by it, made once per test
+/// process: (directory holding `ca.pem`, `server.pem`, `server.key`).
+fn test_pki() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "punnet agent test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        dir
+    })
+}
+
+/// The CA file agents under test are given (`--ca`).
+pub fn ca_file() -> std::path::PathBuf {
+    test_pki().join("ca.pem")
+}
+
 impl Mosquitto {
     pub fn start() -> Mosquitto {
         Mosquitto::start_on(free_port())
@@ -65,11 +97,34 @@ impl Mosquitto {
 
     /// On a given port: to restart a broker where its clients expect it.
     pub fn start_on(port: u16) -> Mosquitto {
+        let pki = test_pki();
+        Mosquitto::start_with(
+            port,
+            &format!(
+                "certfile {}\nkeyfile {}\n",
+                pki.join("server.pem").display(),
+                pki.join("server.key").display()
+            ),
+        )
+    }
+
+    /// Without TLS (for `--allow-plaintext`); `url` is then still `mqtts://`: use
+    /// `plain_url`.
+    pub fn start_plaintext() -> Mosquitto {
+        Mosquitto::start_with(free_port(), "")
+    }
+
+    pub fn plain_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
+        // `user root`: the certificate files are in a root-only directory.
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\nuser root\n"),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -95,7 +150,7 @@ impl Mosquitto {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        format!("mqtts://127.0.0.1:{}", self.port)
     }
 }
 
@@ -134,6 +189,10 @@ impl Controller {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut options = MqttOptions::new(format!("test-controller-{n}"), "127.0.0.1", port);
         options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+        let tls = punnet_agent::tls::client_config(Some(&ca_file())).unwrap();
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let (tx, messages) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -18,6 +18,14 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Open, like `/healthz`, for status pages and monitoring: whether the controller serves
+/// without TLS (`--allow-plaintext`).
+pub async fn status(
+    axum::extract::State(state): axum::extract::State<crate::http::ApiState>,
+) -> Json<Value> {
+    Json(json!({ "status": "ok", "plaintext": state.transport.plaintext }))
+}
+
 pub async fn version() -> Json<Value> {
     Json(json!({
         "major": env!("CARGO_PKG_VERSION_MAJOR"),

@@ -63,6 +63,16 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Recent committed changes, for watches that start from a resourceVersion.
     pub watch: Arc<WatchCache>,
+    /// Whether the API and the broker run without TLS, for `/status` and status pages.
+    pub transport: Transport,
+}
+
+/// How the controller's listeners are secured (`--allow-plaintext` turns TLS off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transport {
+    /// True when the REST API and the MQTT connection run without TLS.
+    pub plaintext: bool,
 }
 
 impl ApiState {
@@ -73,7 +83,13 @@ impl ApiState {
             tokens,
             logs,
             metrics: Arc::default(),
+            transport: Transport::default(),
         }
+    }
+
+    /// Reports this transport on `/status`.
+    pub fn with_transport(self, transport: Transport) -> ApiState {
+        ApiState { transport, ..self }
     }
 
     /// Serves these figures (node sync's) instead of an empty set.
@@ -219,6 +235,7 @@ pub fn router(state: ApiState) -> Router {
         ));
     let open = Router::new()
         .route("/healthz", get(discovery::healthz))
+        .route("/status", get(discovery::status))
         .method_not_allowed_fallback(method_not_allowed);
     api.merge(open)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -247,6 +264,17 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ApiError::method_not_allowed(format!("{method} is not supported on {}", uri.path()))
 }
 
+/// Serves the API over TLS on `listener` (see `tls::listener`), like `serve`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::tls::listener::TlsListener::new(listener, tls)?;
+    serve_on(listener, "https", state, shutdown).await
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then lets running requests
 /// finish for up to `SHUTDOWN_GRACE`.
 pub async fn serve(
@@ -254,10 +282,22 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, "http", state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    scheme: &str,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let stop = CancellationToken::new();
     let app = router(state).layer(Extension(ShutdownSignal(stop.clone())));
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("REST API listening on http://{addr}");
+    if let Ok(addr) = axum::serve::Listener::local_addr(&listener) {
+        tracing::info!("REST API listening on {scheme}://{addr}");
     }
     let signal = {
         let stop = stop.clone();

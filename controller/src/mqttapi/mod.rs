@@ -66,6 +66,9 @@ pub struct MqttApiConfig {
     pub button_token: Option<String>,
     /// MQTT username and password, for a broker that asks for them.
     pub credentials: Option<(String, String)>,
+    /// TLS towards an external `mqtts://` broker; `None`: plain TCP (the embedded
+    /// broker's v5 listener is reached on loopback, behind its TLS terminator).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MqttApiConfig {
@@ -79,6 +82,7 @@ impl MqttApiConfig {
             homeassistant: None,
             button_token: None,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -108,6 +112,11 @@ pub async fn run(parts: MqttApiParts, config: MqttApiConfig, cancel: Cancellatio
         ));
     if let Some((user, password)) = &config.credentials {
         o.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
     }
     let (client, eventloop) = AsyncClient::new(o, 256);
     let (commands_tx, commands_rx) = mpsc::channel(64);

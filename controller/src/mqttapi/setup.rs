@@ -52,6 +52,10 @@ pub fn config_for(
     let mut api = MqttApiConfig::new(host, port, &config.prefix);
     // The API's connection logs in as the controller, as its node-sync connection does.
     api.credentials = mqtt.credentials.clone();
+    // An external broker over TLS: the API's connection trusts what node sync's does.
+    if config.broker.is_some() {
+        api.tls = mqtt.tls.clone();
+    }
     if let Some(disc) = &config.homeassistant {
         api.homeassistant = Some(disc.trim_end_matches('/').to_string());
         api.button_token = Some(button_token(&config.data_dir)?);

@@ -1,5 +1,7 @@
 //! The real `punnet-controller` binary as a child process on free loopback ports, for
 //! tests that kill it (`kill -9`) or run its subcommands, plus a blocking API client.
+//! The API is HTTPS, trusted through the CA the controller made in its data directory,
+//! unless the test passes `--allow-plaintext`.
 
 #![allow(dead_code)]
 
@@ -48,6 +50,7 @@ impl Controller {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("punnet-controller starts");
+        let plaintext = extra.contains(&"--allow-plaintext");
         let mut c = Controller {
             child,
             api: Api::new(format!("http://{http}"), String::new()),
@@ -56,6 +59,16 @@ impl Controller {
         loop {
             if let Some(status) = c.child.try_wait().unwrap() {
                 panic!("punnet-controller exited at start: {status}");
+            }
+            let ca = data_dir.join("ca.pem");
+            if !plaintext {
+                // The CA appears before the API listens; until then there is nothing to trust.
+                if !ca.exists() {
+                    assert!(Instant::now() < deadline, "controller never made its CA");
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                c.api = Api::with_ca(format!("https://{http}"), String::new(), Some(&ca));
             }
             let healthy = c
                 .api
@@ -98,13 +111,21 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String, token: String) -> Api {
+        Api::with_ca(base, token, None)
+    }
+
+    /// A client trusting `ca` (the controller's `ca.pem`) for an https:// base.
+    pub fn with_ca(base: String, token: String, ca: Option<&Path>) -> Api {
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).unwrap();
+            let tls = punnet_api::tls::client_config(&pem, "ca.pem").unwrap();
+            builder = builder.use_preconfigured_tls(tls);
+        }
         Api {
             base,
             token,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            http: builder.build().unwrap(),
         }
     }
 

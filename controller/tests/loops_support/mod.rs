@@ -1,6 +1,8 @@
 //! Shared pieces of the control-loop tests: the controller's loops over a temporary
 //! store, a fake agent speaking the wire protocol over a real broker, a Mosquitto
-//! process on a free loopback port, and polling helpers.
+//! process on a free loopback port, and polling helpers. Everything speaks MQTT over
+//! TLS, trusting one test CA made by the controller's own generator (`test_tls`);
+//! `*_plaintext` variants cover `--allow-plaintext`.
 
 #![allow(dead_code)]
 
@@ -28,6 +30,60 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The test process's TLS material: a CA and a server certificate for 127.0.0.1 made by
+/// `punnet_controller::tls::prepare`, shared by every broker and client here.
+pub struct TestTls {
+    pub dir: PathBuf,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub server: punnet_controller::tls::ServerTls,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+pub fn test_tls() -> &'static TestTls {
+    static TLS: std::sync::OnceLock<TestTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        // Kept for the whole test process (brokers read the files).
+        let dir = tempfile::tempdir().unwrap().keep();
+        let server =
+            punnet_controller::tls::prepare(&dir, &punnet_controller::tls::TlsOptions::default())
+                .unwrap();
+        let ca_file = dir.join(punnet_controller::tls::CA_FILE);
+        let client = punnet_controller::tls::client::load_client_config(Some(&ca_file)).unwrap();
+        TestTls {
+            cert_file: dir.join(punnet_controller::tls::CERT_FILE),
+            key_file: dir.join(punnet_controller::tls::KEY_FILE),
+            dir,
+            ca_file,
+            server,
+            client,
+        }
+    })
+}
+
+/// MQTT options for a test client of the broker on `port`, over TLS.
+pub fn mqtt_options(id: impl Into<String>, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    punnet_controller::tls::client::apply(&mut o, Some(&test_tls().client));
+    o
+}
+
+/// The embedded broker as the controller runs it: TLS on `port` (the terminator) in
+/// front of rumqttd on a loopback port.
+pub async fn embedded_broker(port: u16) {
+    let inner = punnet_controller::tls::terminator::free_loopback_port().unwrap();
+    punnet_controller::broker::start(inner).unwrap();
+    punnet_controller::tls::terminator::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        inner,
+        test_tls().server.mqtt.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+}
 
 pub fn free_port() -> u16 {
     // Below the kernel's ephemeral range (32768+): a port a test binds again after a
@@ -166,6 +222,8 @@ impl Controller {
             refresh: Duration::from_millis(300),
         }));
         let mut mqtt = MqttSettings::new("127.0.0.1", port);
+        mqtt.secure = true;
+        mqtt.tls = Some(test_tls().client.clone());
         mqtt.min_backoff = Duration::from_millis(50);
         mqtt.max_backoff = Duration::from_millis(300);
         let sync = NodeSyncConfig {
@@ -272,7 +330,7 @@ impl FakeAgent {
     pub fn start(node: &str, port: u16) -> FakeAgent {
         trust_fake_agents(port, None, Some(node));
         let topics = Topics::default();
-        let mut o = MqttOptions::new(format!("agent-{node}"), "127.0.0.1", port);
+        let mut o = mqtt_options(format!("agent-{node}"), port);
         o.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
             .set_last_will(LastWill::new(
@@ -460,7 +518,7 @@ pub fn running() -> PodStatus {
 /// The retained message on `topic`, read by a fresh client (what a reconnecting agent
 /// would get), or `None` if there is none within `wait`.
 pub async fn read_retained(port: u16, topic: &str, wait: Duration) -> Option<Vec<u8>> {
-    let mut o = MqttOptions::new(format!("reader-{}", rand_id()), "127.0.0.1", port);
+    let mut o = mqtt_options(format!("reader-{}", rand_id()), port);
     o.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
     let (client, mut eventloop) = AsyncClient::new(o, 10);
     client.subscribe(topic, QoS::AtLeastOnce).await.ok()?;
@@ -498,14 +556,32 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Mosquitto serving MQTT over TLS with a certificate from the test CA.
     pub fn start(port: u16) -> Mosquitto {
+        let tls = test_tls();
+        Mosquitto::start_with(
+            port,
+            &format!(
+                "certfile {}\nkeyfile {}\n",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ),
+        )
+    }
+
+    /// Mosquitto without TLS.
+    pub fn start_plaintext(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "")
+    }
+
+    fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         // `user root`: otherwise it drops to the `mosquitto` user when started as root.
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
+                "listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\nuser root\n"
             ),
         )
         .unwrap();
