@@ -234,6 +234,8 @@ async fn exchange(
         .set_keep_alive(Duration::from_secs(10))
         .set_max_packet_size(64 * 1024, 64 * 1024)
         .set_credentials(token.mqtt_username(), token.secret.clone());
+    // The same TLS as the link: the token crosses this connection.
+    crate::tls::apply(&mut options, config).map_err(|e| Attempt::Retry(e.to_string()))?;
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     let reply_topic = enrol::reply_topic(&config.prefix, &client_id);
     let request_topic = enrol::request_topic(&config.prefix, &client_id);

@@ -38,6 +38,7 @@ impl RunningAgent {
         c.heartbeat_interval = Duration::from_millis(300);
         c.keep_alive = Duration::from_secs(2);
         c.pod_network = false;
+        c.ca = Some(agent_support::ca_file());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(punnet_agent::run_with_runtime(c, runtime, async {
             let _ = stopped.await;
@@ -80,6 +81,8 @@ fn mosquitto_pub(port: u16, bytes: &[u8]) {
     let topic = format!("punnet/v1/nodes/{NODE}/desired");
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
+        .arg("--cafile")
+        .arg(agent_support::ca_file())
         .args(["-t", &topic, "-f"])
         .arg(file.path())
         .status()
@@ -137,11 +140,12 @@ async fn forged_unsigned_and_replayed_desired_state_is_refused_and_counted() {
     })
     .await;
 
-    // Status is signed with the key in node.pub.
+    // Status is signed with the key in node.pub (reports sent before generation 5 was
+    // applied may still be queued: wait for one that saw it).
     let topic = controller.topics.status(NODE);
     let report = controller
         .wait_for(&topic, Duration::from_secs(10), |b| {
-            verified_status(data.path(), b)
+            verified_status(data.path(), b).filter(|r| r.generation_seen == 5)
         })
         .await;
     assert_eq!(report.generation_seen, 5);

@@ -113,11 +113,18 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
     };
     let mut connections = connections;
     if let Some(auth) = &config.auth {
-        let auth = auth.clone();
+        // rumqttd cannot be stopped and keeps its handler for good: holding the token
+        // store (and with it the database) from here would keep the database locked
+        // after `run` returned. The controller holds the strong reference while it runs.
+        let auth = std::sync::Arc::downgrade(auth);
         connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-            let auth = auth.clone();
+            let auth = auth.upgrade();
             async move {
-                match auth.check(&user, &pass) {
+                let checked = match &auth {
+                    Some(auth) => auth.check(&user, &pass),
+                    None => Err("the controller has stopped".to_string()),
+                };
+                match checked {
                     Ok(who) => {
                         tracing::debug!(client = %client_id, ?who, "MQTT login accepted");
                         true

@@ -173,6 +173,7 @@ pub async fn run(enroller: Enroller, settings: MqttSettings, cancel: Cancellatio
     if let Some((user, pass)) = &settings.credentials {
         options.set_credentials(user.clone(), pass.clone());
     }
+    crate::tls::client::apply(&mut options, settings.tls.as_ref());
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let filter = enrol::all_requests(&settings.prefix);
     let mut failures: u32 = 0;

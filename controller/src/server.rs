@@ -142,8 +142,13 @@ pub async fn run(
             MqttSettings::from_url(url)?
         }
         None => {
-            api_v5 =
-                start_broker(&config, server_tls.as_ref(), auth, broker_cancel.clone()).await?;
+            api_v5 = start_broker(
+                &config,
+                server_tls.as_ref(),
+                auth.clone(),
+                broker_cancel.clone(),
+            )
+            .await?;
             info!(addr = %config.mqtt, "embedded MQTT broker listening (only enrolled nodes, the controller and token logins are admitted)");
             MqttSettings::from_url(&config.broker_url())?
         }
@@ -335,6 +340,8 @@ pub async fn run(
     }
     cancel.cancel();
     broker_cancel.cancel();
+    // The embedded broker's login check lives as long as this (see `broker`).
+    drop(auth);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         warn!("parts still running after {SHUTDOWN_GRACE:?}; terminating now");

@@ -178,32 +178,7 @@ impl Fleet {
         });
     }
 
-    /// What enrolment does: the agent gets the controller's public key, and the
-    /// controller registers the agent's (made here, as the agent would on first start).
-    fn trust_each_other(&self) {
-        let agent_dir = self.agent_dir();
-        std::fs::create_dir_all(&agent_dir).unwrap();
-        std::fs::copy(
-            self.controller_dir().join("controller.pub"),
-            agent_dir.join("controller.pub"),
-        )
-        .unwrap();
-        let key = punnet_agent::identity::NodeKey::load_or_create(&agent_dir).unwrap();
-        let token = std::fs::read_to_string(self.controller_dir().join("admin.token")).unwrap();
-        let response = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/nodekeys", self.http))
-            .bearer_auth(token.trim())
-            .json(&serde_json::json!({"items": [{
-                "node": self.node,
-                "publicKey": punnet_api::signing::public_key_hex(&key.public_key()),
-            }]}))
-            .send()
-            .unwrap();
-        assert!(response.status().is_success(), "{:?}", response.text());
-    }
-
     fn start_agent(&mut self) {
-        self.trust_each_other();
         let mut agent = Command::new(bin("punnet-agent"));
         // The embedded broker admits enrolled nodes only: the first start enrols with a
         // one-use token, later ones log in with the credentials kept in the data dir.

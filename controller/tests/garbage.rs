@@ -57,6 +57,7 @@ async fn garbage_on_every_subscribed_topic_leaves_controller_and_agent_working()
     config.http = free_addr();
     config.mqtt = free_addr();
     config.broker = Some(format!("mqtt://127.0.0.1:{}", recorder.port));
+    config.allow_plaintext = true;
     let (stop_controller, stopped) = oneshot::channel::<()>();
     let controller = tokio::spawn(punnet_controller::run(config.clone(), async {
         let _ = stopped.await;
@@ -68,6 +69,13 @@ async fn garbage_on_every_subscribed_topic_leaves_controller_and_agent_working()
     agent_config.heartbeat_interval = Duration::from_secs(1);
     agent_config.keep_alive = Duration::from_secs(5);
     agent_config.pod_network = false;
+    agent_config.allow_plaintext = true;
+    // The agent trusts the controller's signing key and the controller knows the agent's
+    // (as enrolment would arrange): only the garbage is unsigned or forged.
+    agent_config.controller_key = Some(config.data_dir.join("controller.pub"));
+    let api = Api::new(&config).await;
+    let node_key = punnet_agent::identity::NodeKey::load_or_create(&agent_config.data_dir).unwrap();
+    api.register_key(NODE, &node_key.public_key()).await;
     let fake = Arc::new(FakeRuntime::new());
     let (stop_agent, agent_stopped) = oneshot::channel::<()>();
     let agent = tokio::spawn(punnet_agent::run_with_runtime(
@@ -78,7 +86,6 @@ async fn garbage_on_every_subscribed_topic_leaves_controller_and_agent_working()
         },
     ));
 
-    let api = Api::new(&config).await;
     api.wait_node_ready(Duration::from_secs(30)).await;
 
     // Every subscription the two made, which must at least be the ones known today.
@@ -496,6 +503,27 @@ impl Api {
             .await
             .unwrap();
         assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+    }
+
+    /// Registers a node's signing key, once the API answers.
+    async fn register_key(&self, node: &str, key: &[u8; 32]) {
+        let body = serde_json::json!({"items": [{"node": node, "publicKey": hex::encode(key)}]});
+        wait_for_async(
+            "the node key registered",
+            Duration::from_secs(30),
+            || async {
+                let resp = self
+                    .client
+                    .post(format!("{}/nodekeys", self.base))
+                    .bearer_auth(&self.token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                resp.status().is_success().then_some(())
+            },
+        )
+        .await;
     }
 
     async fn wait_node_ready(&self, within: Duration) {

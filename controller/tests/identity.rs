@@ -35,6 +35,8 @@ async fn start() -> Running {
     let (http, mqtt) = (free_addr(), free_addr());
     config.http = http;
     config.mqtt = mqtt;
+    // Identity is what is tested here; TLS has tests of its own.
+    config.allow_plaintext = true;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         punnet_controller::run(config, async {
@@ -110,6 +112,7 @@ impl Running {
         let mut a = AgentConfig::new(name);
         a.data_dir = self.dir.path().join(format!("agent-{name}"));
         a.broker = format!("mqtt://{}", self.mqtt);
+        a.allow_plaintext = true;
         a.token = token.map(str::to_string);
         a
     }

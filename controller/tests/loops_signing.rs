@@ -22,6 +22,8 @@ fn mosquitto_pub(port: u16, topic: &str, bytes: &[u8]) {
     std::fs::write(file.path(), bytes).unwrap();
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .arg("--cafile")
+        .arg(&loops_support::test_tls().ca_file)
         .args(["-t", topic, "-f"])
         .arg(file.path())
         .status()
@@ -175,7 +177,7 @@ async fn forged_status_is_refused(port: u16, a: &str, b: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_status_is_refused_over_the_embedded_broker() {
     let port = free_port();
-    punnet_controller::broker::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    loops_support::embedded_broker(port).await;
     forged_status_is_refused(port, "sig-e1", "sig-e2").await;
 }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loops_support::{free_port, FakeAgent, Mosquitto};
+use loops_support::{agent_key, free_port, test_tls, FakeAgent, Mosquitto};
 use punnet_controller::ControllerConfig;
 use serde_json::Value;
 
@@ -34,9 +34,17 @@ impl Controller {
         config.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         config.mqtt = format!("127.0.0.1:{v4}").parse().unwrap();
         match mosquitto {
-            Some(port) => config.broker = Some(format!("mqtt://127.0.0.1:{port}")),
+            Some(port) => config.broker = Some(format!("mqtts://127.0.0.1:{port}")),
             None => config.mqtt_v5 = Some(format!("127.0.0.1:{v5}").parse().unwrap()),
         }
+        // The test CA, which the fake agent and the Mosquitto clients trust too.
+        let tls = test_tls();
+        config.tls = punnet_controller::tls::TlsOptions {
+            cert: Some(tls.cert_file.clone()),
+            key: Some(tls.key_file.clone()),
+            ca: Some(tls.ca_file.clone()),
+            extra_sans: Vec::new(),
+        };
         config.homeassistant = Some("homeassistant".into());
         let http = config.http;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -51,25 +59,77 @@ impl Controller {
         let deadline = Instant::now() + Duration::from_secs(20);
         let token = loop {
             if let Ok(t) = std::fs::read_to_string(&token_file) {
-                if reqwest::get(format!("http://{http}/healthz")).await.is_ok() {
+                if https()
+                    .get(format!("https://{http}/healthz"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
                     break t.trim().to_string();
                 }
             }
             assert!(Instant::now() < deadline, "controller did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        Controller {
+        let ctl = Controller {
             http,
             token,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
+        };
+        // As enrolment would: the fake agent's key is known, and the Mosquitto clients
+        // log in as an operator (the embedded broker admits only known logins).
+        ctl.post(
+            "/nodekeys",
+            serde_json::json!({"items": [{
+                "node": "pi-1",
+                "publicKey": punnet_api::signing::public_key_hex(&agent_key("pi-1").public_key()),
+            }]}),
+        )
+        .await;
+        let op = ctl
+            .post(
+                "/apis/punnet.io/v1/tokens",
+                serde_json::json!({"role": "operator"}),
+            )
+            .await;
+        let login = vec![
+            "-u".to_string(),
+            op["mqtt"]["username"].as_str().unwrap().to_string(),
+            "-P".to_string(),
+            op["mqtt"]["password"].as_str().unwrap().to_string(),
+        ];
+        loops_support::set_broker_login(
+            v4,
+            op["mqtt"]["username"].as_str().unwrap(),
+            op["mqtt"]["password"].as_str().unwrap(),
+        );
+        let mut logins = LOGINS.lock().unwrap();
+        logins.insert(v4, login.clone());
+        logins.insert(v5, login.clone());
+        if let Some(port) = mosquitto {
+            logins.insert(port, login);
         }
+        drop(logins);
+        ctl
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let resp = https()
+            .post(format!("https://{}{path}", self.http))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+        resp.json().await.unwrap()
     }
 
     async fn get(&self, path: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("http://{}{path}", self.http))
+        https()
+            .get(format!("https://{}{path}", self.http))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -81,8 +141,8 @@ impl Controller {
 
     /// The REST API's answer to the same apply, for comparing messages.
     async fn rest_apply(&self, path: &str, body: &str) -> Value {
-        reqwest::Client::new()
-            .patch(format!("http://{}{path}", self.http))
+        https()
+            .patch(format!("https://{}{path}", self.http))
             .bearer_auth(&self.token)
             .header("content-type", "application/apply-patch+yaml")
             .body(body.to_string())
@@ -104,6 +164,36 @@ impl Controller {
     }
 }
 
+/// Operator logins by broker port (both tests of this file run at once).
+static LOGINS: std::sync::Mutex<std::collections::BTreeMap<u16, Vec<String>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The Mosquitto clients' TLS trust and login for a broker port.
+fn client_options(port: u16) -> Vec<String> {
+    let mut args = vec![
+        "--cafile".to_string(),
+        test_tls().ca_file.display().to_string(),
+    ];
+    args.extend(
+        LOGINS
+            .lock()
+            .unwrap()
+            .get(&port)
+            .cloned()
+            .unwrap_or_default(),
+    );
+    args
+}
+
+/// HTTPS trusting the test CA.
+fn https() -> reqwest::Client {
+    let pem = std::fs::read(&test_tls().ca_file).unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(punnet_api::tls::client_config(&pem, "test CA").unwrap())
+        .build()
+        .unwrap()
+}
+
 /// `mosquitto_sub` for one message on `topic`, started now (already subscribed when it
 /// returns, as far as a short wait can tell).
 struct Sub(Child);
@@ -111,6 +201,7 @@ struct Sub(Child);
 impl Sub {
     async fn start(port: u16, v5: bool, topic: &str, wait_s: u32) -> Sub {
         let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(client_options(port));
         cmd.args([
             "-h",
             "127.0.0.1",
@@ -148,6 +239,7 @@ impl Sub {
 
 fn publish(port: u16, topic: &str, payload: &str, v5_props: &[(&str, &str)]) {
     let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(client_options(port));
     cmd.args([
         "-h",
         "127.0.0.1",

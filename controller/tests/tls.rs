@@ -32,10 +32,17 @@ async fn start(
     let task = tokio::spawn(punnet_controller::run(config, async {
         let _ = stopped.await;
     }));
-    eventually("the API listens", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(addr).ok().map(|_| ())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if task.is_finished() {
+            panic!("the controller stopped: {:?}", task.await);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API does not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     (stop, task)
 }
 
@@ -124,7 +131,14 @@ async fn secure_by_default_with_its_own_ca_reused_across_restarts() {
     );
 
     // MQTT over TLS: the CA's client connects, another CA's is refused, plain MQTT too.
-    mqtt_connect(options_trusting(&ca, mqtt_port))
+    // (With a login the embedded broker admits: the controller's own.)
+    let mut trusting = options_trusting(&ca, mqtt_port);
+    let password = std::fs::read_to_string(dir.path().join("mqtt.password")).unwrap();
+    trusting.set_credentials(
+        punnet_api::enrol::CONTROLLER_USERNAME,
+        password.trim().to_string(),
+    );
+    mqtt_connect(trusting)
         .await
         .expect("a client trusting the CA connects");
     let err = mqtt_connect(options_trusting(&other_ca, mqtt_port))
@@ -202,10 +216,21 @@ async fn external_mosquitto_over_tls_with_a_cert_from_a_punnet_ca() {
     let http = c.http;
     let (stop, task) = start(c).await;
 
-    // A node on the same broker registers through it.
-    let _agent = FakeAgent::start("m1", port);
+    // A node on the same broker registers through it (its key known, as after
+    // enrolment).
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     let client = https_client(Some(&dir.path().join("ca.pem")));
+    let key = punnet_api::signing::public_key_hex(&agent_key("m1").public_key());
+    let body = serde_json::json!({"items": [{"node": "m1", "publicKey": key}]});
+    let registered = client
+        .post(format!("https://{http}/nodekeys"))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success(), "{registered:?}");
+    let _agent = FakeAgent::start("m1", port);
     eventually_async("node m1 registered", Duration::from_secs(20), || {
         let req = client
             .get(format!("https://{http}/api/v1/nodes/m1"))

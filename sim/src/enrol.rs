@@ -38,6 +38,11 @@ pub async fn enrol(
     o.set_clean_session(true)
         .set_keep_alive(Duration::from_secs(30))
         .set_credentials(token.mqtt_username(), token.secret.clone());
+    if let Some(tls) = &settings.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(o, 4);
     let prefix = settings.topics.prefix().to_string();
     let reply_topic = enrol::reply_topic(&prefix, &client_id);

@@ -67,7 +67,22 @@ pub fn test_tls() -> &'static TestTls {
 pub fn mqtt_options(id: impl Into<String>, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     punnet_controller::tls::client::apply(&mut o, Some(&test_tls().client));
+    let logins = BROKER_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((user, pass)) = logins.iter().find(|(p, _)| *p == port).map(|(_, l)| l) {
+        o.set_credentials(user.clone(), pass.clone());
+    }
     o
+}
+
+/// Logins the test clients use on a broker port that asks for one (a controller's
+/// embedded broker admits only known logins).
+static BROKER_LOGINS: Mutex<Vec<(u16, (String, String))>> = Mutex::new(Vec::new());
+
+#[allow(dead_code)]
+pub fn set_broker_login(port: u16, user: &str, password: &str) {
+    let mut logins = BROKER_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
+    logins.retain(|(p, _)| *p != port);
+    logins.push((port, (user.to_string(), password.to_string())));
 }
 
 /// The embedded broker as the controller runs it: TLS on `port` (the terminator) in
