@@ -54,15 +54,16 @@ api() { # METHOD PATH [BODY]
 }
 
 ready_nodes() {
-    api GET /api/v1/nodes | jq '[.items[] | select(any(.status.conditions[]?; .type=="Ready" and .status=="True"))] | length'
+    # A busy controller may answer with an error: count that as none yet.
+    api GET /api/v1/nodes | jq '[(.items // [])[] | select(any(.status.conditions[]?; .type=="Ready" and .status=="True"))] | length' 2>/dev/null || echo 0
 }
 
 # Ready Pods of the benchmark's workloads, as their controllers count them.
 ready_pods() {
     local d s=0
-    d=$(api GET /apis/apps/v1/namespaces/default/deployments | jq '[.items[].status.readyReplicas // 0] | add // 0')
+    d=$(api GET /apis/apps/v1/namespaces/default/deployments | jq '[(.items // [])[].status.readyReplicas // 0] | add // 0' 2>/dev/null || echo 0)
     if [ "$daemonset" = yes ]; then
-        s=$(api GET /apis/apps/v1/namespaces/default/daemonsets | jq '[.items[].status.numberReady // 0] | add // 0')
+        s=$(api GET /apis/apps/v1/namespaces/default/daemonsets | jq '[(.items // [])[].status.numberReady // 0] | add // 0' 2>/dev/null || echo 0)
     fi
     echo $((d + s))
 }
@@ -114,7 +115,9 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     dir=$(mktemp -d /tmp/punnet-scale.XXXXXX)
     http=$(free_port)
     mqtt=$(free_port)
-    local flags=(--data-dir "$dir" --http "127.0.0.1:$http" --mqtt "127.0.0.1:$mqtt")
+    # The default cluster CIDR 10.42.0.0/16 has 256 /24 Pod ranges: far too few here.
+    local flags=(--data-dir "$dir" --http "127.0.0.1:$http" --mqtt "127.0.0.1:$mqtt"
+        --cluster-cidr 10.0.0.0/8 --node-cidr-mask-size 24)
     if "$ctl_bin" --help | grep -q -- --default-eviction-seconds; then
         flags+=(--default-eviction-seconds "$EVICTION_SECONDS")
     fi
