@@ -235,7 +235,10 @@ impl Events {
         self.prune(&mut inner);
         let mut out: Vec<Event> = inner
             .by_seq
-            .range(version + 1..)
+            .range((
+                std::ops::Bound::Excluded(version),
+                std::ops::Bound::Unbounded,
+            ))
             .map(|(_, e)| e)
             .filter(|e| namespace.is_none() || e.metadata.namespace.as_deref() == namespace)
             .cloned()
@@ -406,6 +409,8 @@ mod tests {
             .map(|e| e.involved_object.name)
             .collect();
         assert_eq!(names, ["p2", "p3", "p4"]);
+        // A watch from the largest version there is sees nothing, and does not panic.
+        assert!(events.since(u64::MAX, None).0.is_empty());
         // A repeat makes an Event the most recently seen: it outlives newer ones.
         events.normal(pod("p2"), "Scheduled", "assigned");
         events.normal(pod("p5"), "Scheduled", "assigned");
