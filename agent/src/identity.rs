@@ -59,6 +59,40 @@ pub struct NodeKey {
     key: SigningKey,
 }
 
+/// Why a key file could not be read or made.
+#[derive(Debug)]
+pub enum KeyFileError {
+    Io(PathBuf, std::io::Error),
+    Key(PathBuf, KeyError),
+}
+
+/// Reads the ed25519 key (PKCS#8) at `path`, or makes one there (mode 0600, synced) when
+/// there is none; true when it was made. The agent's node key and the controller's
+/// signing key are both kept this way.
+pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), KeyFileError> {
+    let io = |source| KeyFileError::Io(path.to_path_buf(), source);
+    let key_err = |source| KeyFileError::Key(path.to_path_buf(), source);
+    match std::fs::read(path) {
+        Ok(bytes) => Ok((SigningKey::from_pkcs8(&bytes).map_err(key_err)?, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| KeyFileError::Io(dir.to_path_buf(), e))?;
+            }
+            let pkcs8 = SigningKey::generate_pkcs8().map_err(key_err)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            file.write_all(&pkcs8).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok((SigningKey::from_pkcs8(&pkcs8).map_err(key_err)?, true))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 impl NodeKey {
     /// Loads `<data_dir>/node.key`, or makes it (mode 0600) and `node.pub` on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<NodeKey, IdentityError> {
@@ -67,28 +101,13 @@ impl NodeKey {
             path: path.to_path_buf(),
             source,
         };
-        let key_err = |source| IdentityError::NodeKey {
-            path: path.clone(),
-            source,
-        };
-        let key = match std::fs::read(&path) {
-            Ok(bytes) => SigningKey::from_pkcs8(&bytes).map_err(key_err)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(|e| io(data_dir, e))?;
-                let pkcs8 = SigningKey::generate_pkcs8().map_err(key_err)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| io(&path, e))?;
-                file.write_all(&pkcs8).map_err(|e| io(&path, e))?;
-                file.sync_all().map_err(|e| io(&path, e))?;
-                tracing::info!("created this node's key {}", path.display());
-                SigningKey::from_pkcs8(&pkcs8).map_err(key_err)?
-            }
-            Err(e) => return Err(io(&path, e)),
-        };
+        let (key, created) = load_or_create_key(&path).map_err(|e| match e {
+            KeyFileError::Io(path, source) => IdentityError::Io { path, source },
+            KeyFileError::Key(path, source) => IdentityError::NodeKey { path, source },
+        })?;
+        if created {
+            tracing::info!("created this node's key {}", path.display());
+        }
         let pub_path = data_dir.join(NODE_PUB_FILE);
         let line = public_key_hex(&key.public_key()) + "\n";
         if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(line.as_str()) {

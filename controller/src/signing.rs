@@ -14,8 +14,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -64,33 +62,15 @@ pub struct ControllerKey {
 impl ControllerKey {
     /// Loads `<data_dir>/signing.key`, or creates it (mode 0600) on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<ControllerKey, SigningError> {
+        use punnet_agent::identity::{load_or_create_key, KeyFileError};
         let path = data_dir.join(SIGNING_KEY_FILE);
-        let io = |source| SigningError::Io {
-            path: path.clone(),
-            source,
-        };
-        let key_err = |source| SigningError::Key {
-            path: path.clone(),
-            source,
-        };
-        let key = match std::fs::read(&path) {
-            Ok(bytes) => SigningKey::from_pkcs8(&bytes).map_err(key_err)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(io)?;
-                let pkcs8 = SigningKey::generate_pkcs8().map_err(key_err)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
-                file.write_all(&pkcs8).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                tracing::info!("created the controller's signing key {}", path.display());
-                SigningKey::from_pkcs8(&pkcs8).map_err(key_err)?
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let (key, created) = load_or_create_key(&path).map_err(|e| match e {
+            KeyFileError::Io(path, source) => SigningError::Io { path, source },
+            KeyFileError::Key(path, source) => SigningError::Key { path, source },
+        })?;
+        if created {
+            tracing::info!("created the controller's signing key {}", path.display());
+        }
         Ok(ControllerKey { key, path })
     }
 
