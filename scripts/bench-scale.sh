@@ -8,11 +8,15 @@
 #   ./scripts/bench-scale.sh [NODES...]        (default: 1000 5000)
 # Environment: RUNS (1), PODS_PER_NODE (10), USE_DAEMONSET (auto|yes|no),
 #   EVICTION_SECONDS (5; Pods' tolerance of an unreachable node, when the controller
-#   has --default-eviction-seconds), SKIP_BUILD, KEEP (keep the data directory).
+#   has --default-eviction-seconds), SKIP_BUILD, KEEP (keep the data directory),
+#   BROKER (embedded | mosquitto: an external Mosquitto on loopback, anonymous, so the
+#   controller's figures can be told apart from the embedded broker's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-1}
+BROKER=${BROKER:-embedded}
+case "$BROKER" in embedded|mosquitto) ;; *) echo "error: BROKER=$BROKER: expected embedded or mosquitto" >&2; exit 2 ;; esac
 PODS_PER_NODE=${PODS_PER_NODE:-10}
 USE_DAEMONSET=${USE_DAEMONSET:-auto}
 EVICTION_SECONDS=${EVICTION_SECONDS:-5}
@@ -128,6 +132,21 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
         flags+=(--allow-plaintext)
         simflags+=(--allow-plaintext)
     fi
+    if [ "$BROKER" = mosquitto ]; then
+        # Anonymous on loopback: the benchmark measures the controller, not the ACLs.
+        chown mosquitto "$dir" 2>/dev/null || true
+        cat >"$dir/mosquitto.conf" <<CONF
+listener $mqtt 127.0.0.1
+allow_anonymous true
+max_connections -1
+persistence false
+max_queued_messages 10000
+CONF
+        mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+        pids+=("$!")
+        for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$mqtt") 2>/dev/null && break; sleep 0.1; done
+        flags+=(--broker "mqtt://127.0.0.1:$mqtt")
+    fi
     ctllog=$dir/controller.log
     "$ctl_bin" "${flags[@]}" >"$ctllog" 2>&1 &
     ctl=$!
@@ -137,7 +156,7 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
     token=$(awk '/^token:/ {print $2}' "$dir/punnet.yaml")
     # The embedded broker admits enrolled nodes only: one bootstrap token for the fleet.
     local enrol=()
-    if "$sim_bin" --help | grep -q -- --enrol-token; then
+    if [ "$BROKER" = embedded ] && "$sim_bin" --help | grep -q -- --enrol-token; then
         enrol=(--enrol-token "$(api POST /apis/punnet.io/v1/tokens "{\"uses\": $n}" | jq -r .token)")
     fi
 
@@ -192,7 +211,7 @@ run_once() { # nodes -> prints "converge_s rss_mib cpu_s loss_s"
 }
 
 results=$(mktemp)
-echo "==> scale: controller with the embedded broker, punnet-sim, $PODS_PER_NODE Pods per node"
+echo "==> scale: controller with the $BROKER broker, punnet-sim, $PODS_PER_NODE Pods per node"
 for n in "${sizes[@]}"; do
     conv=() rss=() cpu=() loss=()
     for r in $(seq "$RUNS"); do

@@ -1,9 +1,11 @@
 //! punnet-controller: keeps the fleet's state in sled, serves the REST API, runs the
 //! workload controllers and the scheduler, and pushes each node's desired Pods over MQTT.
 
+pub mod acl;
 pub mod auth_token;
 pub mod backup;
 pub mod broker;
+pub mod broker_gate;
 pub mod config;
 pub mod daemonset;
 pub mod deployment;

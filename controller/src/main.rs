@@ -133,6 +133,10 @@ enum Command {
         /// MQTT topic prefix.
         #[arg(long, default_value = punnet_api::topics::DEFAULT_PREFIX)]
         prefix: String,
+        /// Let operator logins read Home Assistant's discovery prefix (as the controller's
+        /// --homeassistant publishes there).
+        #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "homeassistant")]
+        homeassistant: Option<String>,
     },
 }
 
@@ -233,11 +237,13 @@ fn run_command(
             dir,
             data_dir,
             prefix,
+            homeassistant,
         } => {
             let data_dir = data_dir
                 .or(global_data_dir)
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
-            punnet_controller::mosquitto::write_offline(&data_dir, &dir, &prefix)
+            let scope = punnet_controller::acl::Scope::new(&prefix, homeassistant.as_deref());
+            punnet_controller::mosquitto::write_offline(&data_dir, &dir, &scope)
                 .map_err(anyhow::Error::msg)?;
             println!(
                 "wrote {0}/passwd and {0}/acl; in mosquitto.conf: password_file {0}/passwd, acl_file {0}/acl, allow_anonymous false",

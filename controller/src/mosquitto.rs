@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use punnet_api::enrol::{token_username, CONTROLLER_USERNAME};
 
+use crate::acl;
 use crate::identity::NodeIdentity;
 use crate::tokens::{Role, TokenRecord};
 
@@ -23,7 +24,7 @@ pub const ACL_FILE: &str = "acl";
 
 /// What goes into the files.
 pub struct Logins<'a> {
-    pub prefix: &'a str,
+    pub scope: &'a acl::Scope,
     /// `$7$` hash of the controller's password.
     pub controller_hash: String,
     pub nodes: &'a [NodeIdentity],
@@ -54,28 +55,34 @@ impl Logins<'_> {
     }
 
     pub fn acl_file(&self) -> String {
-        let p = self.prefix.trim_end_matches('/');
         let mut out = String::from(
             "# Written by punnet-controller (mosquitto-config); rewritten on every enrolment.\n\
              # Any login may enrol, confined to the topics named by its own client id.\n",
         );
-        let _ = writeln!(out, "pattern write {p}/enrol/%c/request");
-        let _ = writeln!(out, "pattern read {p}/enrol/%c/reply\n");
+        let rules = |out: &mut String, keyword: &str, rules: Vec<acl::Rule>| {
+            for r in rules {
+                let _ = writeln!(out, "{keyword} {} {}", r.access.keyword(), r.filter);
+            }
+            out.push('\n');
+        };
+        rules(
+            &mut out,
+            "pattern",
+            acl::enrol_rules(&self.scope.prefix, "%c"),
+        );
         let _ = writeln!(out, "user {CONTROLLER_USERNAME}\ntopic readwrite #\n");
         for n in self.nodes {
-            let node = &n.node;
-            let _ = writeln!(out, "user {node}");
-            let _ = writeln!(out, "topic read {p}/nodes/{node}/desired");
-            let _ = writeln!(out, "topic read {p}/nodes/{node}/logs/request");
-            let _ = writeln!(out, "topic write {p}/nodes/{node}/status");
-            let _ = writeln!(out, "topic readwrite {p}/nodes/{node}/online");
-            let _ = writeln!(out, "topic write {p}/nodes/{node}/logs/reply/#\n");
+            let _ = writeln!(out, "user {}", n.node);
+            rules(
+                &mut out,
+                "topic",
+                acl::node_rules(&self.scope.prefix, &n.node),
+            );
         }
         for t in self.broker_tokens() {
             if matches!(t.role, Role::Operator | Role::Admin) {
                 let _ = writeln!(out, "user {}", token_username(&t.id));
-                let _ = writeln!(out, "topic readwrite {p}/cmd/#");
-                let _ = writeln!(out, "topic read {p}/status/#\n");
+                rules(&mut out, "topic", acl::operator_rules(self.scope));
             }
         }
         out
@@ -115,7 +122,7 @@ pub fn write(dir: &Path, logins: &Logins<'_>) -> std::io::Result<(PathBuf, PathB
 pub fn sync(
     dir: &Path,
     pid_file: Option<&Path>,
-    prefix: &str,
+    scope: &acl::Scope,
     controller_password: &str,
     tokens: &crate::tokens::Tokens,
     nodes: &crate::identity::NodeIdentities,
@@ -126,7 +133,7 @@ pub fn sync(
     let nodes = nodes.list().map_err(|e| e.to_string())?;
     let tokens = tokens.list().map_err(|e| e.to_string())?;
     let logins = Logins {
-        prefix,
+        scope,
         controller_hash: punnet_api::enrol::mosquitto_hash(controller_password, rand::random()),
         nodes: &nodes,
         tokens: &tokens,
@@ -153,7 +160,7 @@ pub fn sync(
 }
 
 /// `punnet-controller mosquitto-config DIR` on a stopped controller's data dir.
-pub fn write_offline(data_dir: &Path, dir: &Path, prefix: &str) -> Result<(), String> {
+pub fn write_offline(data_dir: &Path, dir: &Path, scope: &acl::Scope) -> Result<(), String> {
     let db_dir = crate::backup::db_dir(data_dir);
     let db = sled::Config::new().path(&db_dir).open().map_err(|e| {
         format!(
@@ -173,7 +180,7 @@ pub fn write_offline(data_dir: &Path, dir: &Path, prefix: &str) -> Result<(), St
             .map_err(|e| e.to_string())?,
     );
     let password = crate::identity::controller_password(data_dir).map_err(|e| e.to_string())?;
-    sync(dir, None, prefix, &password, &tokens, &nodes)
+    sync(dir, None, scope, &password, &tokens, &nodes)
 }
 
 /// The `mosquitto` user's uid and gid from /etc/passwd, if it exists.
@@ -222,8 +229,9 @@ mod tests {
             token("cccccccccccc", Role::ReadOnly, None),
             token("dddddddddddd", Role::Bootstrap, Some(3)),
         ];
+        let scope = acl::Scope::new("punnet/v1", None);
         let l = Logins {
-            prefix: "punnet/v1",
+            scope: &scope,
             controller_hash: mosquitto_hash("c", [2; 12]),
             nodes: &nodes,
             tokens: &tokens,

@@ -339,6 +339,7 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
         store.recorder().recorded()
     );
     crate::signing::render_metrics(&mut out);
+    crate::broker_gate::render_metrics(&mut out);
     Ok(out)
 }
 

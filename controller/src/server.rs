@@ -101,10 +101,10 @@ pub async fn run(
     let controller_password = identity::controller_password(&config.data_dir)?;
     if let Some(dir) = config.mosquitto_config.clone() {
         let sync = {
-            let (dir, pid, prefix) = (
+            let (dir, pid, scope) = (
                 dir,
                 config.mosquitto_pid_file.clone(),
-                config.prefix.clone(),
+                crate::acl::Scope::new(&config.prefix, config.homeassistant.as_deref()),
             );
             let (t, n, pw) = (
                 Arc::downgrade(&tokens),
@@ -113,7 +113,7 @@ pub async fn run(
             );
             move || {
                 let Some(t) = t.upgrade() else { return };
-                match mosquitto::sync(&dir, pid.as_deref(), &prefix, &pw, &t, &n) {
+                match mosquitto::sync(&dir, pid.as_deref(), &scope, &pw, &t, &n) {
                     Ok(()) => {
                         info!(dir = %dir.display(), "Mosquitto password and ACL files written")
                     }
@@ -131,7 +131,7 @@ pub async fn run(
             .with_events(store.clone()),
     );
     let server_tls = secure_transport(&config)?;
-    // Stops the embedded broker's TLS terminator (rumqttd itself cannot be stopped).
+    // Stops the embedded broker's gate (rumqttd itself cannot be stopped).
     let broker_cancel = CancellationToken::new();
 
     // Where the MQTT API's own connection reaches the embedded broker's v5 listener.
@@ -366,60 +366,57 @@ fn secure_transport(
     Ok(Some(tls))
 }
 
-/// Starts the embedded broker: plaintext on `config.mqtt`, or with TLS on `config.mqtt`
-/// through the terminator in front of rumqttd on a loopback port (see
-/// `tls::terminator` for why).
-/// Starts the embedded broker: rumqttd itself, behind a TLS terminator unless
-/// plaintext. Returns where the controller's own MQTT API connection reaches its MQTT 5
-/// listener: on loopback behind the terminator, it connects to rumqttd directly.
+/// Starts the embedded broker: rumqttd on loopback ports, behind the gate (which
+/// terminates TLS unless plaintext, and confines each login to its topics; see
+/// `broker_gate`) on the public addresses. Returns where the controller's own MQTT API
+/// connection reaches rumqttd's MQTT 5 listener directly.
 async fn start_broker(
     config: &ControllerConfig,
     tls: Option<&crate::tls::ServerTls>,
     auth: Arc<BrokerAuth>,
     cancel: CancellationToken,
 ) -> Result<Option<std::net::SocketAddr>, ControllerError> {
-    let rumqttd = |listen, listen_v5| broker::BrokerConfig {
-        listen,
-        listen_v5,
+    use crate::acl;
+    use crate::broker_gate::{self, Gate, Version};
+    // Fail on a taken public address before rumqttd starts a thread that cannot stop.
+    let mut fronts = vec![(config.mqtt, Version::V4)];
+    fronts.extend(config.mqtt_v5.map(|a| (a, Version::V5)));
+    let mut inner = Vec::new();
+    for (public, _) in &fronts {
+        let bind = |source| broker::BrokerError::Bind {
+            addr: *public,
+            source,
+        };
+        drop(std::net::TcpListener::bind(public).map_err(bind)?);
+        inner.push(broker_gate::free_loopback_port().map_err(bind)?);
+    }
+    let inner_v5 = inner.get(1).copied();
+    broker::start_with(broker::BrokerConfig {
+        listen: inner[0],
+        listen_v5: inner_v5,
         auth: Some(auth.clone()),
         prefix: config.prefix.clone(),
         ..Default::default()
-    };
-    let Some(tls) = tls else {
-        broker::start_with(rumqttd(config.mqtt, config.mqtt_v5))?;
-        return Ok(config.mqtt_v5);
-    };
-    let addr = config.mqtt;
-    let bind = |source| broker::BrokerError::Bind { addr, source };
-    // Fail on a taken public address before rumqttd starts a thread that cannot stop.
-    drop(std::net::TcpListener::bind(addr).map_err(bind)?);
-    let inner = crate::tls::terminator::free_loopback_port().map_err(bind)?;
-    let inner_v5 = match config.mqtt_v5 {
-        Some(public) => {
-            let bind = |source| broker::BrokerError::Bind {
-                addr: public,
-                source,
-            };
-            drop(std::net::TcpListener::bind(public).map_err(bind)?);
-            Some((
-                public,
-                crate::tls::terminator::free_loopback_port().map_err(bind)?,
-            ))
-        }
-        None => None,
-    };
-    broker::start_with(rumqttd(inner, inner_v5.map(|(_, i)| i)))?;
-    crate::tls::terminator::start(addr, inner, tls.mqtt.clone(), cancel.clone())
-        .await
-        .map_err(bind)?;
-    if let Some((public, inner)) = inner_v5 {
+    })?;
+    for ((public, version), inner) in fronts.into_iter().zip(inner) {
+        let gate = Gate {
+            auth: Some(Arc::downgrade(&auth)),
+            scope: acl::Scope::new(&config.prefix, config.homeassistant.as_deref()),
+            version,
+            inner,
+        };
         let bind = |source| broker::BrokerError::Bind {
             addr: public,
             source,
         };
-        crate::tls::terminator::start(public, inner, tls.mqtt.clone(), cancel)
-            .await
-            .map_err(bind)?;
+        broker_gate::listen(
+            public,
+            Arc::new(gate),
+            tls.map(|t| t.mqtt.clone()),
+            cancel.clone(),
+        )
+        .await
+        .map_err(bind)?;
     }
-    Ok(inner_v5.map(|(_, i)| i))
+    Ok(inner_v5)
 }

@@ -161,8 +161,9 @@ async fn each_node_is_confined_to_its_own_topics() {
         token("aaaaaaaaaaaa", Role::Bootstrap, "boot-secret"),
         token("bbbbbbbbbbbb", Role::Operator, "op-secret"),
     ];
+    let scope = punnet_controller::acl::Scope::new(P, None);
     let logins = Logins {
-        prefix: P,
+        scope: &scope,
         controller_hash: mosquitto_hash("ctl-pw", rand::random()),
         nodes: &nodes,
         tokens: &tokens,

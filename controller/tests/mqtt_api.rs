@@ -100,11 +100,11 @@ impl Controller {
             "-P".to_string(),
             op["mqtt"]["password"].as_str().unwrap().to_string(),
         ];
-        loops_support::set_broker_login(
-            v4,
-            op["mqtt"]["username"].as_str().unwrap(),
-            op["mqtt"]["password"].as_str().unwrap(),
-        );
+        // The fake board logs in with the controller's own login: an operator's may not
+        // read a node's desired state (the broker's gate confines it to cmd/ and status/),
+        // and a registered key gives no broker password.
+        let password = punnet_controller::identity::controller_password(ctl._dir.path()).unwrap();
+        loops_support::set_broker_login(v4, punnet_api::enrol::CONTROLLER_USERNAME, &password);
         let mut logins = LOGINS.lock().unwrap();
         logins.insert(v4, login.clone());
         logins.insert(v5, login.clone());
@@ -271,7 +271,7 @@ fn publish(port: u16, topic: &str, payload: &str, v5_props: &[(&str, &str)]) {
 /// Sends a command over MQTT 5 with a response topic and correlation data and returns
 /// the reply, checking that the correlation data came back.
 async fn command_v5(v5: u16, verb: &str, payload: &str, token: Option<&str>, corr: &str) -> Value {
-    let response = format!("test/replies/{corr}");
+    let response = format!("punnet/v1/cmd/reply/test-{corr}");
     let sub = Sub::start(v5, true, &response, 15).await;
     let auth = token.map(|t| format!("token={t}"));
     let mut props = vec![
@@ -399,6 +399,27 @@ async fn flow(v4: u16, v5: u16, ctl: &Controller) {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["code"], 201, "{r}");
     assert_eq!(r["message"], "deployment.apps/web created");
+
+    // A response topic outside cmd/reply/ is refused (the controller would otherwise
+    // publish wherever a command asks); the refusal comes on the default reply topic.
+    let sub = Sub::start(v5, true, "punnet/v1/cmd/reply", 15).await;
+    let auth = format!("token={token}");
+    let props = [
+        ("response-topic", "punnet/v1/nodes/pi-1/desired"),
+        ("correlation-data", "c0"),
+        ("user-property", auth.as_str()),
+    ];
+    publish(v5, "punnet/v1/cmd/apply", WEB, &props);
+    let (_, r) = sub.message().await.expect("a refusal on cmd/reply");
+    let r: Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(r["code"], 400, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("replies go under punnet/v1/cmd/reply/"),
+        "{r}"
+    );
 
     // A validation error: the REST API's message, word for word.
     let bad = WEB.replace("replicas: 1", "replicas: -2");

@@ -67,7 +67,7 @@ pub struct MqttApiConfig {
     /// MQTT username and password, for a broker that asks for them.
     pub credentials: Option<(String, String)>,
     /// TLS towards an external `mqtts://` broker; `None`: plain TCP (the embedded
-    /// broker's v5 listener is reached on loopback, behind its TLS terminator).
+    /// broker's v5 listener is reached on loopback, behind its gate).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -276,17 +276,29 @@ async fn commands(
             .map(|(_, v)| v.clone());
         let (env, parsed) = command::parse(&msg.verb, &msg.payload, user_token);
         let verb = msg.verb.as_str();
-        let reply = match auth::check(&auth, restart_only.as_ref(), verb, env.token.as_deref()) {
-            Err((code, reason, message)) => {
-                reply::Reply::failure(&env, verb, code, reason, message)
-            }
-            Ok(()) => match parsed {
-                Err(bad) => reply::Reply::failure(&env, verb, 400, "BadRequest", bad.0),
-                Ok(cmd) => {
-                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    executor.run(&env, verb, cmd, &now).await
+        let response_topic = props.response_topic.clone().filter(|t| !t.is_empty());
+        let bad_response = response_topic
+            .as_ref()
+            .filter(|t| !reply::response_topic_allowed(&prefix, t));
+        let reply = if let Some(topic) = bad_response {
+            let message = format!(
+                "response topic {topic}: replies go under {prefix}/cmd/reply/ (for example {prefix}/cmd/reply/me), the only place operator logins may read them; nothing was done"
+            );
+            reply::Reply::failure(&env, verb, 400, "BadRequest", message)
+        } else {
+            match auth::check(&auth, restart_only.as_ref(), verb, env.token.as_deref()) {
+                Err((code, reason, message)) => {
+                    reply::Reply::failure(&env, verb, code, reason, message)
                 }
-            },
+                Ok(()) => match parsed {
+                    Err(bad) => reply::Reply::failure(&env, verb, 400, "BadRequest", bad.0),
+                    Ok(cmd) => {
+                        let now =
+                            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        executor.run(&env, verb, cmd, &now).await
+                    }
+                },
+            }
         };
         if reply.ok {
             info!(
@@ -300,7 +312,7 @@ async fn commands(
             );
         }
         let payload = reply.to_bytes();
-        let sent = match props.response_topic.filter(|t| !t.is_empty()) {
+        let sent = match response_topic.filter(|t| reply::response_topic_allowed(&prefix, t)) {
             Some(topic) => {
                 let properties = PublishProperties {
                     correlation_data: props.correlation_data,

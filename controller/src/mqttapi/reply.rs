@@ -109,6 +109,17 @@ pub fn reply_topic(prefix: &str, id: Option<&str>) -> String {
     }
 }
 
+/// Whether the controller answers on an MQTT 5 response topic: only under
+/// `<prefix>/cmd/reply/`, which operator logins may read on either broker. Anywhere else
+/// the controller (which may publish everywhere) would be a deputy writing on topics of
+/// the protocol (a node's desired state, another command) for whoever sent the command.
+pub fn response_topic_allowed(prefix: &str, topic: &str) -> bool {
+    topic
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix("/cmd/reply/"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['+', '#', '\0']))
+}
+
 /// An id usable as one topic level: no wildcards, separators or NUL.
 fn valid_topic_level(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && !s.contains(['/', '+', '#', '\0'])
@@ -170,5 +181,27 @@ mod tests {
         );
         assert_eq!(reply_topic("punnet/v1", None), "punnet/v1/cmd/reply");
         assert_eq!(reply_topic("punnet/v1", Some("a/#")), "punnet/v1/cmd/reply");
+    }
+
+    #[test]
+    fn response_topics_stay_under_cmd_reply() {
+        assert!(response_topic_allowed(
+            "punnet/v1",
+            "punnet/v1/cmd/reply/me"
+        ));
+        assert!(response_topic_allowed(
+            "punnet/v1",
+            "punnet/v1/cmd/reply/nodered/7"
+        ));
+        for bad in [
+            "me/replies",
+            "punnet/v1/cmd/reply/",
+            "punnet/v1/cmd/apply",
+            "punnet/v1/nodes/pi-1/desired",
+            "punnet/v1/cmd/reply/+",
+            "punnet/v1x/cmd/reply/me",
+        ] {
+            assert!(!response_topic_allowed("punnet/v1", bad), "{bad}");
+        }
     }
 }

@@ -11,7 +11,6 @@
 
 pub mod client;
 pub mod listener;
-pub mod terminator;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

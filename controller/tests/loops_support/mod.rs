@@ -85,15 +85,22 @@ pub fn set_broker_login(port: u16, user: &str, password: &str) {
     logins.push((port, (user.to_string(), password.to_string())));
 }
 
-/// The embedded broker as the controller runs it: TLS on `port` (the terminator) in
-/// front of rumqttd on a loopback port.
+/// The embedded broker as the controller runs it: TLS on `port` (the gate) in front of
+/// rumqttd on a loopback port, without logins.
 pub async fn embedded_broker(port: u16) {
-    let inner = punnet_controller::tls::terminator::free_loopback_port().unwrap();
+    use punnet_controller::broker_gate::{self, Gate, Version};
+    let inner = broker_gate::free_loopback_port().unwrap();
     punnet_controller::broker::start(inner).unwrap();
-    punnet_controller::tls::terminator::start(
-        format!("127.0.0.1:{port}").parse().unwrap(),
+    let gate = Gate {
+        auth: None,
+        scope: punnet_controller::acl::Scope::new(punnet_api::topics::DEFAULT_PREFIX, None),
+        version: Version::V4,
         inner,
-        test_tls().server.mqtt.clone(),
+    };
+    broker_gate::listen(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        std::sync::Arc::new(gate),
+        Some(test_tls().server.mqtt.clone()),
         CancellationToken::new(),
     )
     .await
