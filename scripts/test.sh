@@ -13,7 +13,7 @@ for service in mosquitto docker-registry; do
     dpkg-query -W -f='${Status}' "$service" 2>/dev/null | grep -q 'install ok installed' || fresh+=("$service")
 done
 # Packages the tests use as real parts; see README.md "Tests".
-ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl docker-registry apache2-utils
+ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl docker-registry apache2-utils dosfstools mtools fdisk e2fsprogs xz-utils
 # Debian's mosquitto and docker-registry packages start system services (on 1883 and
 # 5000) when installed; the tests start their own on free ports, and the Quickstart's
 # embedded broker wants 1883. Only services this run installed are turned off.

@@ -67,6 +67,68 @@ pub enum Command {
     /// Make tokens: bootstrap (enrol boards), admin, read-only, operator (MQTT commands).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make flashable board images (Raspberry Pi OS that boots into the fleet).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Write a copy of a Raspberry Pi OS image that installs the agent and enrols on its
+    /// first boot. The base is never changed; only the copy's boot partition is edited.
+    /// Here --token is the bootstrap token the boards enrol with (`punnet token create`),
+    /// --ca the controller's ca.pem they trust, --allow-plaintext lets them use mqtt://.
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The Raspberry Pi OS image to start from (.img or .img.xz).
+    #[arg(long, value_name = "RASPIOS.img[.xz]")]
+    pub base: std::path::PathBuf,
+    /// The image to write.
+    #[arg(long, value_name = "FLEET.img")]
+    pub out: std::path::PathBuf,
+    /// The controller's MQTT broker the boards connect to: mqtts://HOST[:8883].
+    #[arg(long, value_name = "URL")]
+    pub controller: String,
+    /// Each board is named PREFIX + its serial number (also its hostname).
+    #[arg(long, value_name = "PREFIX", default_value = "pi-")]
+    pub hostname_prefix: String,
+    /// A label for every board (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Wi-Fi network to join (with --wifi-psk and --wifi-country).
+    #[arg(long, value_name = "SSID")]
+    pub wifi_ssid: Option<String>,
+    /// Its passphrase; only the derived WPA key is written to the image.
+    #[arg(
+        long,
+        value_name = "PASSPHRASE",
+        env = "PUNNET_WIFI_PSK",
+        hide_env_values = true
+    )]
+    pub wifi_psk: Option<String>,
+    /// Wi-Fi country (regulatory domain), e.g. GB.
+    #[arg(long, value_name = "CC")]
+    pub wifi_country: Option<String>,
+    /// An SSH public key for user `pi` (SSH is turned on).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// An OCI archive to load on first boot, before anything is pulled (repeatable).
+    #[arg(long, value_name = "IMAGE.tar")]
+    pub preload: Vec<std::path::PathBuf>,
+    /// The agent binary to install, instead of DIST/<target>/punnet-agent.
+    #[arg(long, value_name = "FILE")]
+    pub agent: Option<std::path::PathBuf>,
+    /// Where `cross/build` put the binaries (repeatable) [default: ./dist, then a dist/
+    /// beside this program's checkout].
+    #[arg(long, value_name = "DIR")]
+    pub dist: Vec<std::path::PathBuf>,
+    /// First-boot mechanism: cloud-init (Trixie and later), firstrun (Bookworm-era
+    /// systemd.run=), or auto (cloud-init when the image carries its seed files).
+    #[arg(long, value_name = "MECHANISM", default_value = "auto", value_parser = ["auto", "cloud-init", "firstrun"])]
+    pub first_boot: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,9 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Boxed: image errors carry paths and sizes, and would make every Result large.
+    #[error(transparent)]
+    Image(Box<crate::image::ImageError>),
     /// A command line that cannot be carried out, in kubectl's words where it has some.
     #[error("{0}")]
     Usage(String),
@@ -46,6 +49,12 @@ pub enum Error {
     /// end with this, so that the process still exits 1.
     #[error("some operations failed")]
     AlreadyReported,
+}
+
+impl From<crate::image::ImageError> for Error {
+    fn from(e: crate::image::ImageError) -> Error {
+        Error::Image(Box::new(e))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

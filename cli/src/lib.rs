@@ -14,6 +14,8 @@ pub mod drain;
 pub mod error;
 pub mod events;
 pub mod get;
+pub mod image;
+pub mod image_cmd;
 pub mod kinds;
 pub mod labels;
 pub mod logs;
@@ -113,5 +115,7 @@ pub async fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Res
         Command::Token(args::TokenCommand::Create(a)) => {
             tokens::create(&Ctx::new(&cli)?, a, out).await
         }
+        // Works offline: no controller is asked, so no Ctx.
+        Command::Image(args::ImageCommand::Build(a)) => image_cmd::build(&cli, a, out),
     }
 }
