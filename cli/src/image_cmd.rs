@@ -71,7 +71,7 @@ pub fn build(cli: &Cli, a: &ImageBuildArgs, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "cmdline.txt: {}", built.cmdline)?;
     writeln!(
         out,
-        "wrote {}: boards install the agent from {}/punnet on first boot and enrol; the boot partition has {} free",
+        "wrote {}: boards install the agent from {}/punnet-* on first boot and enrol; the boot partition has {} free",
         a.out.display(),
         built.boot_mount,
         human(built.free_after)

@@ -155,7 +155,7 @@ pub enum ImageError {
         looked: String,
         triple: &'static str,
     },
-    #[error("--agent {path}: it is a {found} program, but this image is {arch}")]
+    #[error("agent {path}: it is a {found} program, but this image is {arch}")]
     AgentArch {
         path: PathBuf,
         found: String,
