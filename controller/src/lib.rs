@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod enrol;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod http;
 pub mod identity;
 pub mod job;
@@ -38,6 +39,7 @@ pub mod store;
 pub mod tls;
 pub mod tokens;
 pub mod watchcache;
+pub mod web;
 pub mod workqueue;
 
 pub use config::ControllerConfig;

@@ -14,6 +14,8 @@ use punnet_api::quantity::format_cpu_millis;
 use punnet_api::wire::{ContainerUsage, NodeFacts, NodeStatusReport};
 use punnet_api::{ObjectMeta, Time};
 
+use crate::history::{NodeHistory, Series};
+
 /// Figures older than this are not served (the node went quiet).
 pub const MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -40,6 +42,8 @@ pub struct Metrics {
     /// By node: a report replaces its node's entries without scanning every Pod of the
     /// fleet (50,000 at 5,000 nodes, 500 reports a second).
     pods: RwLock<HashMap<String, Vec<PodEntry>>>,
+    /// The last hour of each node's figures, for the fleet page's charts.
+    history: RwLock<HashMap<String, NodeHistory>>,
 }
 
 fn age(now: Time, then: Time) -> Duration {
@@ -75,6 +79,12 @@ impl Metrics {
             );
             window
         };
+        self.history
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(report.node.clone())
+            .or_default()
+            .record(&report.facts, now.0.timestamp());
         let entries: Vec<PodEntry> = report
             .pods
             .iter()
@@ -114,6 +124,22 @@ impl Metrics {
             .get(name)
             .filter(|e| age(now, e.at) <= MAX_AGE)
             .map(|e| node_metrics(name, e))
+    }
+
+    /// A node's last report's facts and when it came, however old (the fleet page
+    /// shows the last contact of offline nodes too).
+    pub fn last_report(&self, name: &str) -> Option<(Time, NodeFacts)> {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.get(name).map(|e| (e.at, e.facts.clone()))
+    }
+
+    /// The last hour of a node's figures, one entry a minute up to `now`.
+    pub fn history(&self, name: &str, now: Time) -> Series {
+        let history = self.history.read().unwrap_or_else(|e| e.into_inner());
+        history
+            .get(name)
+            .map(|h| h.series(now.0.timestamp()))
+            .unwrap_or_default()
     }
 
     /// The running Pods' figures in `namespace` (all when `None`), by namespace and name.

@@ -279,6 +279,34 @@ impl Rejection {
 
 static REJECTED: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
+/// Refusals by node name, for the fleet page. Names come from topics anyone on the
+/// broker can publish to, so the map is bounded: past `BY_NODE_MAX` names, new ones
+/// are only counted in the totals.
+static BY_NODE: Mutex<Option<HashMap<String, [u64; 3]>>> = Mutex::new(None);
+const BY_NODE_MAX: usize = 10_000;
+
+/// Status reports from `node` refused since start, per reason (in `Rejection::ALL`
+/// order); zeros for a node never refused.
+pub fn rejected_for(node: &str) -> [u64; 3] {
+    let guard = BY_NODE.lock().unwrap_or_else(|p| p.into_inner());
+    guard
+        .as_ref()
+        .and_then(|m| m.get(node).copied())
+        .unwrap_or_default()
+}
+
+fn count_for(node: &str, why: Rejection) {
+    let mut guard = BY_NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(counts) = map.get_mut(node) {
+        counts[why.index()] += 1;
+    } else if map.len() < BY_NODE_MAX {
+        let mut counts = [0; 3];
+        counts[why.index()] = 1;
+        map.insert(node.to_string(), counts);
+    }
+}
+
 /// Status reports refused for `why` since start (for `/metrics` and tests).
 pub fn rejected(why: Rejection) -> u64 {
     REJECTED[why.index()].load(Ordering::Relaxed)
@@ -348,6 +376,7 @@ static LIMITER: Mutex<Option<LogLimiter>> = Mutex::new(None);
 /// as a Warning Event on the Node (repeats fold into its count).
 pub fn status_rejected(store: &Store, node: &str, topic: &str, why: Rejection, detail: &str) {
     REJECTED[why.index()].fetch_add(1, Ordering::Relaxed);
+    count_for(node, why);
     let held = {
         let mut guard = LIMITER.lock().unwrap_or_else(|p| p.into_inner());
         guard

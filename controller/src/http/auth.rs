@@ -1,5 +1,6 @@
 //! Bearer-token authentication: every request except `/healthz` carries
-//! `Authorization: Bearer <token>`, checked in constant time so that response timing
+//! `Authorization: Bearer <token>` (or, for reads from the fleet page, the session
+//! cookie holding one), checked in constant time so that response timing
 //! does not reveal how much of a guessed token was right.
 
 use axum::extract::{Request, State};
@@ -19,18 +20,27 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
+    let header_token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
+    // A browser on the fleet page sends its token in the session cookie instead, which
+    // only ever reads (see `web::session`).
+    let from_cookie = header_token.is_none();
+    let presented = header_token.or_else(|| crate::web::session::cookie_token(request.headers()));
     match presented.map(|token| state.tokens.authorize(token)) {
         Some(Some(role)) => {
             let reads = matches!(*request.method(), Method::GET | Method::HEAD);
             let path = request.uri().path();
             let token_admin = path.starts_with(super::tokens::TOKENS_PATH);
             let sensitive = path == "/backup" || path.contains("/secrets");
-            match role.may_on(reads, token_admin, sensitive) {
+            let allowed = if from_cookie {
+                crate::web::session::cookie_may(role, reads, token_admin, sensitive)
+            } else {
+                role.may_on(reads, token_admin, sensitive)
+            };
+            match allowed {
                 Ok(()) => next.run(request).await,
                 Err(why) => ApiError::forbidden(format!(
                     "Forbidden: {} {}: {why}",

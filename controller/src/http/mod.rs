@@ -227,6 +227,7 @@ pub fn router(state: ApiState) -> Router {
             "/apis/punnet.io/v1/tokens/{id}",
             get(tokens::get).delete(tokens::delete),
         )
+        .merge(crate::web::data_routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -236,6 +237,7 @@ pub fn router(state: ApiState) -> Router {
     let open = Router::new()
         .route("/healthz", get(discovery::healthz))
         .route("/status", get(discovery::status))
+        .merge(crate::web::page_routes())
         .method_not_allowed_fallback(method_not_allowed);
     api.merge(open)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
