@@ -127,19 +127,40 @@ async fn real_fleet(browser: &Browser, fleet: &Arc<Fleet>, base: &str, token: &s
     browser.wait_for_text("web-pi").await.unwrap();
     browser.wait_for_text("1 of 1 nodes ready").await.unwrap();
     browser
-        .wait_until("the web Pod Running", &format!("{} === 1", pods_in_phase("Running")), json!(null))
+        .wait_until(
+            "the web Pod Running",
+            &format!("{} === 1", pods_in_phase("Running")),
+            json!(null),
+        )
         .await
         .unwrap();
     let text = browser.text().await.unwrap();
-    for expected in ["Ready", "Deployment", "busybox:latest", "signed status: 0 refused"] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    for expected in [
+        "Ready",
+        "Deployment",
+        "busybox:latest",
+        "signed status: 0 refused",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
-    assert!(!text.contains("Plaintext"), "TLS is on: no plaintext warning");
+    assert!(
+        !text.contains("Plaintext"),
+        "TLS is on: no plaintext warning"
+    );
     // The agent's figures reach the node card: memory and a chart.
-    browser.wait_for_selector(".node svg.spark path.line, .node svg.spark text").await.unwrap();
+    browser
+        .wait_for_selector(".node svg.spark path.line, .node svg.spark text")
+        .await
+        .unwrap();
 
     // Live: scaling to 3 shows three Running Pods without a reload.
-    browser.eval("(window.__sameDocument = true)").await.unwrap();
+    browser
+        .eval("(window.__sameDocument = true)")
+        .await
+        .unwrap();
     let f = fleet.clone();
     tokio::task::spawn_blocking(move || f.ok(&["scale", "deployment", "web", "--replicas", "3"]))
         .await
@@ -154,14 +175,20 @@ async fn real_fleet(browser: &Browser, fleet: &Arc<Fleet>, base: &str, token: &s
         .unwrap();
     browser.wait_for_text("3/3").await.unwrap();
     assert_eq!(
-        browser.eval("window.__sameDocument === true").await.unwrap(),
+        browser
+            .eval("window.__sameDocument === true")
+            .await
+            .unwrap(),
         json!(true),
         "the page updated without reloading"
     );
     browser.screenshot("fleet-overview", DESKTOP).await.unwrap();
     browser.screenshot("fleet-overview", PHONE).await.unwrap();
     browser.color_scheme(Scheme::Dark).await.unwrap();
-    browser.screenshot("fleet-overview-dark", DESKTOP).await.unwrap();
+    browser
+        .screenshot("fleet-overview-dark", DESKTOP)
+        .await
+        .unwrap();
     browser.color_scheme(Scheme::Light).await.unwrap();
     assert_no_secret(browser, "the fleet overview").await;
 
@@ -170,7 +197,10 @@ async fn real_fleet(browser: &Browser, fleet: &Arc<Fleet>, base: &str, token: &s
         .as_str()
         .unwrap()
         .to_string();
-    browser.open(&format!("{base}/ui/pods/default/{pod}")).await.unwrap();
+    browser
+        .open(&format!("{base}/ui/pods/default/{pod}"))
+        .await
+        .unwrap();
     browser.wait_for_text(LOG_LINE).await.unwrap();
     let first = tick_count(browser).await;
     browser
@@ -182,8 +212,14 @@ async fn real_fleet(browser: &Browser, fleet: &Arc<Fleet>, base: &str, token: &s
         .await
         .unwrap();
     let text = browser.text().await.unwrap();
-    assert!(text.contains("Running") && text.contains("web-pi"), "{text}");
-    assert!(text.contains("ReplicaSet/web-"), "the owner is shown: {text}");
+    assert!(
+        text.contains("Running") && text.contains("web-pi"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ReplicaSet/web-"),
+        "the owner is shown: {text}"
+    );
     browser.screenshot("fleet-pod", DESKTOP).await.unwrap();
     browser.screenshot("fleet-pod", PHONE).await.unwrap();
     assert_no_secret(browser, "the Pod page").await;
@@ -208,7 +244,10 @@ async fn real_fleet(browser: &Browser, fleet: &Arc<Fleet>, base: &str, token: &s
         assert_eq!(res.status(), 200, "{path}");
         let body = res.text().await.unwrap();
         assert!(body.contains("web-pi"), "{path}: {body}");
-        assert!(!body.contains(SECRET_VALUE), "{path} shows the Secret's value");
+        assert!(
+            !body.contains(SECRET_VALUE),
+            "{path} shows the Secret's value"
+        );
         let anonymous = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(anonymous.status(), 401, "{path} without a token");
     }
@@ -285,9 +324,13 @@ async fn problem_node(browser: &Browser) {
         Rejection::BadSignature,
         "test",
     );
-    let state = ApiState::new(store, Arc::new(Tokens::new("admintoken")), Arc::new(LogProxy::default()))
-        .with_metrics(metrics)
-        .with_transport(Transport { plaintext: true });
+    let state = ApiState::new(
+        store,
+        Arc::new(Tokens::new("admintoken")),
+        Arc::new(LogProxy::default()),
+    )
+    .with_metrics(metrics)
+    .with_transport(Transport { plaintext: true });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -312,7 +355,10 @@ async fn problem_node(browser: &Browser) {
         "bad signature: 1",
         "Raspberry Pi 4 Model B Rev 1.4",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
     browser.screenshot("fleet-warnings", DESKTOP).await.unwrap();
     browser.screenshot("fleet-warnings", PHONE).await.unwrap();

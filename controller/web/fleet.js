@@ -15,11 +15,16 @@
     ({ Available: "ok", Complete: "ok", Running: "ok", Progressing: "warn", Waiting: "warn", Failed: "bad", Terminated: "" })[s] || "";
   const age = (t) => el("span", { "data-time": t || "", title: t || "" }, ago(t));
   const podHref = (ns, name) => `/ui/pods/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`;
-  const table = (head, rows, empty) =>
-    el("div", { class: "table-wrap" },
-      el("table", {},
+  // A table; on a phone each row becomes a card whose cells carry their column's name.
+  const table = (head, rows, empty) => {
+    rows.forEach((r) => [...r.children].forEach((td, i) => {
+      if (head[i] && !td.hasAttribute("data-label")) td.setAttribute("data-label", head[i].t || head[i]);
+    }));
+    return el("div", { class: "table-wrap" },
+      el("table", { class: "stack" },
         el("thead", {}, el("tr", {}, head.map((h) => el("th", { class: h.cls || "" }, h.t || h)))),
         el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: head.length, class: "muted" }, empty)))));
+  };
 
   function liveState(state, err) {
     const e = P.$("#live");
@@ -83,7 +88,7 @@
         n.unschedulable && pill("Cordoned", "warn")),
       el("div", { class: "sub" },
         "last contact ", age(n.lastContact), " · ",
-        [n.board || "unknown board", n.platform || n.arch].filter(Boolean).join(" · "),
+        [n.board, n.platform || n.arch].filter(Boolean).join(" · "),
         n.cpus ? ` · ${n.cpus} CPUs` : "", n.memoryBytes ? ` · ${P.bytes(n.memoryBytes)}` : ""),
       u ? el("div", { class: "metrics" },
         metric("CPU", (u.cpuMillis / 10 / Math.max(n.cpus, 1)).toFixed(0) + "%", h.cpuMillis,
@@ -156,7 +161,7 @@
         el("td", {}, pill(e.type || "Normal", e.type === "Warning" ? "warn" : "")),
         el("td", { class: "small" }, e.object),
         el("td", {}, e.reason),
-        el("td", { class: "small" }, e.message),
+        el("td", { class: "small wide" }, e.message),
         el("td", { class: "num hide-phone" }, e.count))),
       "No events.");
   }

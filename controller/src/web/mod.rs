@@ -23,8 +23,8 @@ use axum::{Json, Router};
 use punnet_api::{DaemonSet, Deployment, Job, Node, ObjectReference, Pod, Time};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, ApiState};
 use self::view::{EventRow, NodeInputs, NodeView, PodRow, WorkloadRow};
+use crate::http::{ApiError, ApiState};
 
 const FLEET_HTML: &str = include_str!("../../web/fleet.html");
 const LOGIN_HTML: &str = include_str!("../../web/login.html");
@@ -48,9 +48,18 @@ pub fn page_routes() -> Router<ApiState> {
         .route("/ui/pods/{namespace}/{name}", get(fleet_page))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
-        .route("/ui/assets/punnet.css", get(|| async { asset("text/css", punnet_api::web::STYLE_CSS) }))
-        .route("/ui/assets/punnet.js", get(|| async { asset("text/javascript", punnet_api::web::PUNNET_JS) }))
-        .route("/ui/assets/fleet.js", get(|| async { asset("text/javascript", FLEET_JS) }))
+        .route(
+            "/ui/assets/punnet.css",
+            get(|| async { asset("text/css", punnet_api::web::STYLE_CSS) }),
+        )
+        .route(
+            "/ui/assets/punnet.js",
+            get(|| async { asset("text/javascript", punnet_api::web::PUNNET_JS) }),
+        )
+        .route(
+            "/ui/assets/fleet.js",
+            get(|| async { asset("text/javascript", FLEET_JS) }),
+        )
 }
 
 /// The JSON the pages read: behind the API's token check (bearer or session cookie).
@@ -75,7 +84,14 @@ fn with_security_headers(mut response: Response) -> Response {
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     with_security_headers(
-        ([(header::CONTENT_TYPE, format!("{content_type}; charset=utf-8"))], body).into_response(),
+        (
+            [(
+                header::CONTENT_TYPE,
+                format!("{content_type}; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
     )
 }
 
@@ -96,7 +112,10 @@ async fn login_page(State(state): State<ApiState>, Query(q): Query<LoginQuery>) 
             Ok(cookie) => with_security_headers(
                 (
                     StatusCode::SEE_OTHER,
-                    [(header::LOCATION, "/ui/".to_string()), (header::SET_COOKIE, cookie)],
+                    [
+                        (header::LOCATION, "/ui/".to_string()),
+                        (header::SET_COOKIE, cookie),
+                    ],
                 )
                     .into_response(),
             ),
@@ -134,7 +153,9 @@ fn start_session(state: &ApiState, token: &str) -> Result<String, ApiError> {
     })?;
     session::may_view(role).map_err(ApiError::forbidden)?;
     if !session::cookie_safe(token) {
-        return Err(ApiError::bad_request("this token has characters a cookie cannot hold"));
+        return Err(ApiError::bad_request(
+            "this token has characters a cookie cannot hold",
+        ));
     }
     Ok(session::set_cookie(token, !state.transport.plaintext))
 }
@@ -142,7 +163,10 @@ fn start_session(state: &ApiState, token: &str) -> Result<String, ApiError> {
 async fn logout(State(state): State<ApiState>) -> Response {
     with_security_headers(
         (
-            [(header::SET_COOKIE, session::clear_cookie(!state.transport.plaintext))],
+            [(
+                header::SET_COOKIE,
+                session::clear_cookie(!state.transport.plaintext),
+            )],
             Json(serde_json::json!({ "status": "ok" })),
         )
             .into_response(),
@@ -287,8 +311,20 @@ fn build_fleet(state: &ApiState, q: &FleetQuery) -> Result<Fleet, ApiError> {
     shown.truncate(node_limit);
 
     let mut workloads: Vec<WorkloadRow> = Vec::new();
-    workloads.extend(store.list::<Deployment>(None)?.0.iter().map(view::deployment_row));
-    workloads.extend(store.list::<DaemonSet>(None)?.0.iter().map(view::daemonset_row));
+    workloads.extend(
+        store
+            .list::<Deployment>(None)?
+            .0
+            .iter()
+            .map(view::deployment_row),
+    );
+    workloads.extend(
+        store
+            .list::<DaemonSet>(None)?
+            .0
+            .iter()
+            .map(view::daemonset_row),
+    );
     workloads.extend(store.list::<Job>(None)?.0.iter().map(view::job_row));
 
     let events = view::events(

@@ -61,7 +61,12 @@ pub fn may_view(role: Role) -> Result<(), String> {
 
 /// What a request authenticated by the cookie may do: reads of everything but
 /// Secrets, the backup and tokens.
-pub fn cookie_may(role: Role, reads: bool, token_admin: bool, sensitive: bool) -> Result<(), String> {
+pub fn cookie_may(
+    role: Role,
+    reads: bool,
+    token_admin: bool,
+    sensitive: bool,
+) -> Result<(), String> {
     may_view(role)?;
     if !reads {
         return Err("the web page's session cookie only reads; send `Authorization: Bearer <token>` to change anything".into());
@@ -80,7 +85,10 @@ mod tests {
     #[test]
     fn finds_the_cookie_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; punnet_web=pt_abc.def ; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; punnet_web=pt_abc.def ; b=2"),
+        );
         assert_eq!(cookie_token(&h), Some("pt_abc.def"));
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("punnet_web_x=1"));
@@ -105,8 +113,14 @@ mod tests {
         assert!(cookie_may(Role::Admin, true, false, false).is_ok());
         assert!(cookie_may(Role::ReadOnly, true, false, false).is_ok());
         assert!(cookie_may(Role::Admin, false, false, false).is_err());
-        assert!(cookie_may(Role::Admin, true, false, true).is_err(), "no Secrets");
-        assert!(cookie_may(Role::Admin, true, true, false).is_err(), "no tokens");
+        assert!(
+            cookie_may(Role::Admin, true, false, true).is_err(),
+            "no Secrets"
+        );
+        assert!(
+            cookie_may(Role::Admin, true, true, false).is_err(),
+            "no tokens"
+        );
         assert!(cookie_may(Role::Bootstrap, true, false, false).is_err());
     }
 }

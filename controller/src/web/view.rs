@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 
 use punnet_api::wire::NodeFacts;
-use punnet_api::{DaemonSet, Deployment, Event, Job, Node, Pod, Time};
+use punnet_api::{ContainerState, DaemonSet, Deployment, Event, Job, Node, Pod, Time};
 use serde::Serialize;
 
 use crate::history::Series;
-use crate::nodesync::facts::{ANNOTATION_BOARD_MODEL, ANNOTATION_PLATFORM, CONDITION_MEMORY_CGROUP};
+use crate::nodesync::facts::{
+    ANNOTATION_BOARD_MODEL, ANNOTATION_PLATFORM, CONDITION_MEMORY_CGROUP,
+};
 use crate::signing::Rejection;
 
 /// A warning on a node, in words that say what to do.
@@ -87,7 +89,13 @@ pub fn node_view(i: NodeInputs<'_>) -> NodeView {
             .or_else(|| facts.map(|f| f.board_model.clone()))
             .unwrap_or_default(),
         arch: info.architecture.clone(),
-        platform: annotation(ANNOTATION_PLATFORM).unwrap_or_default(),
+        // The agent's own words first (`linux/arm/v7`); the annotation for a node that
+        // has not reported since the controller started.
+        platform: facts
+            .map(|f| f.platform.clone())
+            .filter(|p| !p.is_empty())
+            .or_else(|| annotation(ANNOTATION_PLATFORM))
+            .unwrap_or_default(),
         os_image: info.os_image.clone(),
         kernel: info.kernel_version.clone(),
         agent_version: info.kubelet_version.clone(),
@@ -99,7 +107,8 @@ pub fn node_view(i: NodeInputs<'_>) -> NodeView {
             .map(|a| a.address.clone())
             .unwrap_or_default(),
         cpus: facts.map(|f| u64::from(f.cpus)).unwrap_or_else(|| {
-            quantity(&node.status.capacity, "cpu", |v| v.parse().ok())
+            let cpu = node.status.capacity.get("cpu");
+            cpu.and_then(|v| v.parse().ok()).unwrap_or_default()
         }),
         memory_bytes: facts.map(|f| f.memory_bytes).unwrap_or_default(),
         usage: facts.map(|f| NodeUsage {
@@ -120,10 +129,6 @@ pub fn node_view(i: NodeInputs<'_>) -> NodeView {
     }
 }
 
-fn quantity(map: &BTreeMap<String, String>, key: &str, parse: impl Fn(&str) -> Option<u64>) -> u64 {
-    map.get(key).and_then(|v| parse(v)).unwrap_or_default()
-}
-
 /// Raspberry Pi firmware throttling bits (`vcgencmd get_throttled`): now, then "since boot".
 const UNDER_VOLTAGE: u32 = 1 << 0;
 const FREQ_CAPPED: u32 = 1 << 1;
@@ -140,7 +145,10 @@ const LOW_DISK_PERCENT: u64 = 10;
 /// The node's problems a person can fix, each with its fix.
 pub fn warnings(node: &Node, facts: Option<&NodeFacts>) -> Vec<Warning> {
     let mut out = Vec::new();
-    let warn = |text: String| Warning { level: "warn", text };
+    let warn = |text: String| Warning {
+        level: "warn",
+        text,
+    };
     let bad = |text: String| Warning { level: "bad", text };
     if let Some(ready) = node.condition("Ready").filter(|c| c.status != "True") {
         out.push(bad(format!(
@@ -172,15 +180,22 @@ pub fn warnings(node: &Node, facts: Option<&NodeFacts>) -> Vec<Warning> {
         if bits & UNDER_VOLTAGE != 0 {
             out.push(bad("under-voltage now: the power supply is too weak — use the official supply (5 V 3 A for a Pi 4, 5 V 5 A for a Pi 5) and a short, thick cable".into()));
         } else if bits & UNDER_VOLTAGE_SINCE_BOOT != 0 {
-            out.push(warn("under-voltage has occurred since boot: check the power supply and cable".into()));
+            out.push(warn(
+                "under-voltage has occurred since boot: check the power supply and cable".into(),
+            ));
         }
         if bits & (THROTTLED | FREQ_CAPPED | SOFT_TEMP_LIMIT) != 0 {
             out.push(bad("the CPU is throttled now (heat or power): add a heatsink or fan, or a stronger power supply".into()));
         } else if bits & THROTTLED_SINCE_BOOT != 0 {
-            out.push(warn("the CPU has been throttled since boot: improve cooling".into()));
+            out.push(warn(
+                "the CPU has been throttled since boot: improve cooling".into(),
+            ));
         }
     }
-    if let Some(t) = f.temperature_millicelsius.filter(|t| *t >= HOT_CELSIUS * 1000) {
+    if let Some(t) = f
+        .temperature_millicelsius
+        .filter(|t| *t >= HOT_CELSIUS * 1000)
+    {
         out.push(warn(format!(
             "hot: {:.1} °C (throttling starts at 80 °C): add a heatsink or fan",
             t as f64 / 1000.0
@@ -238,7 +253,12 @@ pub fn pod_row(pod: &Pod) -> PodRow {
         ),
         restarts: statuses.iter().map(|s| s.restart_count).sum(),
         created: pod.metadata.creation_timestamp,
-        images: pod.spec.containers.iter().map(|c| c.image.clone()).collect(),
+        images: pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.image.clone())
+            .collect(),
         waiting,
         deleting: pod.metadata.deletion_timestamp.is_some(),
     }
@@ -425,33 +445,34 @@ pub fn pod_detail(pod: &Pod, events: &[Event]) -> PodDetail {
         for c in specs {
             let s = statuses.iter().find(|s| s.name == c.name);
             let state = s.map(|s| &s.state);
-            let (kind, reason, message, exit_code, started, finished) =
-                match state {
-                    Some(st) if st.running.is_some() => (
-                        "Running",
-                        None,
-                        None,
-                        None,
-                        st.running.as_ref().and_then(|r| r.started_at),
-                        None,
-                    ),
-                    Some(st) if st.terminated.is_some() => {
-                        let t = st.terminated.as_ref().expect("checked");
-                        (
-                            "Terminated",
-                            t.reason.clone(),
-                            t.message.clone(),
-                            Some(t.exit_code),
-                            t.started_at,
-                            t.finished_at,
-                        )
-                    }
-                    Some(st) => {
-                        let w = st.waiting.clone().unwrap_or_default();
-                        ("Waiting", w.reason, w.message, None, None, None)
-                    }
-                    None => ("Waiting", Some("NotReported".into()), None, None, None, None),
-                };
+            let (kind, reason, message, exit_code, started, finished) = match state {
+                Some(ContainerState {
+                    running: Some(r), ..
+                }) => ("Running", None, None, None, r.started_at, None),
+                Some(ContainerState {
+                    terminated: Some(t),
+                    ..
+                }) => (
+                    "Terminated",
+                    t.reason.clone(),
+                    t.message.clone(),
+                    Some(t.exit_code),
+                    t.started_at,
+                    t.finished_at,
+                ),
+                Some(st) => {
+                    let w = st.waiting.clone().unwrap_or_default();
+                    ("Waiting", w.reason, w.message, None, None, None)
+                }
+                None => (
+                    "Waiting",
+                    Some("NotReported".into()),
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
+            };
             let last = s.and_then(|s| s.last_state.terminated.as_ref());
             containers.push(ContainerView {
                 name: c.name.clone(),
@@ -532,9 +553,13 @@ mod tests {
         assert!(w[1].starts_with("memory cgroup disabled: memory limits are not enforced"));
         assert!(w[1].contains("cgroup_enable=memory"));
         assert!(w.iter().any(|t| t.starts_with("under-voltage now")));
-        assert!(w.iter().any(|t| t.starts_with("the CPU has been throttled since boot")));
+        assert!(w
+            .iter()
+            .any(|t| t.starts_with("the CPU has been throttled since boot")));
         assert!(w.iter().any(|t| t.starts_with("hot: 81.2 °C")));
-        assert!(w.iter().any(|t| t.starts_with("disk almost full: 50 MiB free")));
+        assert!(w
+            .iter()
+            .any(|t| t.starts_with("disk almost full: 50 MiB free")));
         assert!(warnings(&node(true), Some(&NodeFacts::default())).is_empty());
     }
 
@@ -579,7 +604,10 @@ mod tests {
         let detail = pod_detail(&p, &[]);
         assert_eq!(detail.containers[0].state, "Waiting");
         assert_eq!(detail.containers[0].last_exit_code, Some(137));
-        assert_eq!(detail.containers[0].last_reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(
+            detail.containers[0].last_reason.as_deref(),
+            Some("OOMKilled")
+        );
     }
 
     #[test]
@@ -597,9 +625,16 @@ mod tests {
             )),
             ..Default::default()
         };
-        let all = [ev("Pod", "web-1", 1), ev("Node", "pi-1", 3), ev("Pod", "web-2", 2)];
+        let all = [
+            ev("Pod", "web-1", 1),
+            ev("Node", "pi-1", 3),
+            ev("Pod", "web-2", 2),
+        ];
         let objects: Vec<String> = events(&all, "", 10).into_iter().map(|e| e.object).collect();
-        assert_eq!(objects, ["Node/pi-1", "Pod/default/web-2", "Pod/default/web-1"]);
+        assert_eq!(
+            objects,
+            ["Node/pi-1", "Pod/default/web-2", "Pod/default/web-1"]
+        );
         let pods: Vec<String> = events(&all, "pod/DEFAULT/web-1", 10)
             .into_iter()
             .map(|e| e.object)

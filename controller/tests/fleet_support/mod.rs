@@ -367,4 +367,3 @@ pub fn nix_umount(target: &str) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
-
