@@ -167,7 +167,8 @@ mod tests {
         }
     }
 
-    const T0: i64 = 1_800_000_000 - 1_800_000_000 % 60;
+    // A whole minute.
+    const T0: i64 = 1_800_000_000;
 
     #[test]
     fn averages_each_minute_and_shows_the_current_one() {

@@ -19,6 +19,8 @@
   const table = (head, rows, empty) => {
     rows.forEach((r) => [...r.children].forEach((td, i) => {
       if (head[i] && !td.hasAttribute("data-label")) td.setAttribute("data-label", head[i].t || head[i]);
+      // One box per cell, so that the phone layout keeps a cell's parts together.
+      if (td.childNodes.length > 1) td.replaceChildren(el("span", {}, [...td.childNodes]));
     }));
     return el("div", { class: "table-wrap" },
       el("table", { class: "stack" },

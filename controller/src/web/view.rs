@@ -391,7 +391,7 @@ pub fn events(all: &[Event], filter: &str, limit: usize) -> Vec<EventRow> {
         .map(event_row)
         .filter(|r| filter.is_empty() || r.object.to_lowercase().contains(&filter))
         .collect();
-    rows.sort_by(|a, b| b.last.cmp(&a.last));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.last));
     rows.truncate(limit);
     rows
 }
