@@ -14,6 +14,9 @@ for service in mosquitto docker-registry; do
 done
 # Packages the tests use as real parts; see README.md "Tests".
 ensure_packages busybox-static skopeo umoci mosquitto mosquitto-clients pkg-config iproute2 procps libseccomp-dev libelf-dev zlib1g-dev containernetworking-plugins iptables util-linux openssl docker-registry apache2-utils dosfstools mtools fdisk e2fsprogs xz-utils
+# Headless Chromium and its WebDriver for the web pages' browser tests (webcheck);
+# certutil (libnss3-tools) puts the test CA in the browser profile.
+ensure_packages chromium chromium-driver libnss3-tools
 # Debian's mosquitto and docker-registry packages start system services (on 1883 and
 # 5000) when installed; the tests start their own on free ports, and the Quickstart's
 # embedded broker wants 1883. Only services this run installed are turned off.

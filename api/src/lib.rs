@@ -26,6 +26,7 @@ pub mod taint;
 pub mod tls;
 pub mod topics;
 pub mod validate;
+pub mod web;
 pub mod wire;
 
 pub use configdata::{ConfigMap, Secret};
