@@ -55,6 +55,10 @@ pub struct Input<'a> {
     pub storage: &'a Storage,
     /// The MQTT link runs without TLS (`--allow-plaintext`).
     pub plaintext: bool,
+    pub broker: &'a str,
+    pub connected: bool,
+    /// Why the last connection attempt failed.
+    pub link_error: Option<&'a str>,
     pub has_controller_key: bool,
     pub rejected_desired: u64,
     pub last_rejection: Option<&'a str>,
@@ -70,6 +74,7 @@ const WEAR_FIX: &str = "back up the board's data and replace the card or eMMC mo
 const FSCK_FIX: &str = "check the filesystem at the next boot: add `fsck.mode=force` to cmdline.txt for one boot (or `sudo touch /forcefsck` on older systems), then reboot";
 const RO_FIX: &str = "the disk went read-only (usually after I/O errors): back up what you can, check `dmesg` for mmc or I/O errors, and replace the card";
 const PLAINTEXT_FIX: &str = "connect with mqtts:// and the controller's CA (--ca <controller-data>/ca.pem), then drop --allow-plaintext";
+const BROKER_FIX: &str = "check that the controller (or the broker) runs and that this board reaches its address and port (`nc -vz HOST PORT`); a certificate error means --ca is not the controller's ca.pem, or the broker's name is not in its certificate (controller --tls-san)";
 const KEY_FIX: &str = "enrol the node (`punnet-agent --token <bootstrap token>`), or copy controller.pub from the controller's data directory into the agent's";
 const SIGNATURE_FIX: &str = "something other than the controller publishes on this node's desired-state topic, or the controller's key changed: check the broker's clients, and that controller.pub matches the controller's";
 
@@ -179,8 +184,8 @@ pub fn checks(input: &Input) -> Vec<Check> {
         let free = f.disk_free_bytes as f64 / f.disk_total_bytes as f64 * 100.0;
         let text = format!(
             "{} free of {} ({free:.0} %)",
-            punnet_api::quantity::format_bytes(f.disk_free_bytes),
-            punnet_api::quantity::format_bytes(f.disk_total_bytes)
+            human_bytes(f.disk_free_bytes),
+            human_bytes(f.disk_total_bytes)
         );
         out.push(if free < 5.0 {
             Check::bad(Level::Error, "disk space", text, DISK_FIX)
@@ -238,6 +243,19 @@ pub fn checks(input: &Input) -> Vec<Check> {
         ));
     }
 
+    out.push(if input.connected {
+        Check::ok("controller link", format!("connected to {}", input.broker))
+    } else {
+        Check::bad(
+            Level::Warning,
+            "controller link",
+            match input.link_error {
+                Some(e) => format!("cannot reach the broker {}: {e}; the Pods keep running on the last desired state", input.broker),
+                None => format!("not connected to the broker {} (yet); the Pods keep running on the last desired state", input.broker),
+            },
+            BROKER_FIX,
+        )
+    });
     if input.plaintext {
         out.push(Check::bad(
             Level::Warning,
@@ -269,6 +287,22 @@ pub fn checks(input: &Input) -> Vec<Check> {
     // Worst first: what needs doing is at the top of the page.
     out.sort_by(|a, b| b.level.cmp(&a.level));
     out
+}
+
+/// `42.3 GiB`: sizes as people read them (binary units, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +341,9 @@ mod tests {
             clock: &clock(synced),
             storage,
             plaintext: false,
+            broker: "mqtts://c.lan:8883",
+            connected: true,
+            link_error: None,
             has_controller_key: true,
             rejected_desired: 0,
             last_rejection: None,
@@ -321,12 +358,20 @@ mod tests {
             "{c:?}"
         );
         let names: Vec<_> = c.iter().map(|c| c.name).collect();
+        assert!(
+            c.iter()
+                .any(|c| c.detail == "20.0 GiB free of 32.0 GiB (62 %)"),
+            "{c:?}"
+        );
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
         for n in [
             "memory cgroup",
             "power",
             "temperature",
             "clock",
             "disk space",
+            "controller link",
         ] {
             assert!(names.contains(&n), "{names:?}");
         }
@@ -395,12 +440,18 @@ mod tests {
             clock: &clock(true),
             storage: &Storage::default(),
             plaintext: true,
+            broker: "mqtt://c.lan:1883",
+            connected: false,
+            link_error: Some("I/O: Connection refused (os error 111)"),
             has_controller_key: false,
             rejected_desired: 3,
             last_rejection: Some("not signed"),
         });
         let find = |name: &str| c.iter().find(|c| c.name == name).unwrap();
         assert_eq!(find("power").level, Level::Warning);
+        let link = find("controller link");
+        assert_eq!(link.level, Level::Warning);
+        assert!(link.detail.contains("Connection refused") && link.detail.contains("keep running"));
         assert!(c.iter().all(|c| c.name != "throttling"));
         assert!(find("link security").detail.contains("WITHOUT TLS"));
         assert_eq!(find("controller key").level, Level::Error);

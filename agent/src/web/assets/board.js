@@ -35,7 +35,7 @@
   function duration(s) {
     if (s === null || s === undefined) return "–";
     const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
-    return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m`;
+    return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m` : `${s}s`;
   }
 
   function bar(part, whole) {
@@ -46,10 +46,10 @@
     return b;
   }
 
-  function metric(label, value, chart) {
+  function metric(label, value, chart, note) {
     return el("div", { class: "metric" },
       el("div", { class: "label" }, el("span", {}, label), el("span", { class: "value" }, value)),
-      chart);
+      chart, note ? el("div", { class: "muted small" }, note) : "");
   }
 
   function header(b) {
@@ -94,32 +94,38 @@
     const cpuPct = r.cpus ? (r.cpuMillis / (10 * r.cpus)).toFixed(0) + "%" : "–";
     const temps = h.temperatureMillicelsius.map((t) => (t === null ? null : t / 1000));
     const span = h.at.length > 1 ? duration(h.at[h.at.length - 1] - h.at[0]) : "";
+    const chart = (values, o) => p.sparkline(values, Object.assign({ width: 300, height: 44 }, o));
+    const noTemp = r.temperatureMillicelsius === null;
     p.fill("#resources",
-      el("h3", {}, "Resources"),
-      el("div", { class: "sub" }, span ? `charts: the last ${span} (up to an hour, kept in memory)` : "charts fill in as the agent samples"),
-      el("div", { class: "metrics" },
-        metric("CPU", `${cpuPct} of ${r.cpus}`, p.sparkline(h.cpuMillis, { min: 0, max: 1000 * (r.cpus || 1), label: "CPU use, last hour" })),
-        metric("Memory", `${p.bytes(r.memoryUsedBytes)} / ${p.bytes(r.memoryBytes)}`,
-          p.sparkline(h.memoryUsedBytes, { min: 0, max: r.memoryBytes || undefined, label: "memory in use, last hour" })),
-        metric("Temperature", r.temperatureMillicelsius === null ? "not reported" : (r.temperatureMillicelsius / 1000).toFixed(1) + " °C",
-          r.temperatureMillicelsius === null ? el("div", { class: "muted small" }, "no thermal zone on this board") : p.sparkline(temps, { label: "SoC temperature, last hour" })),
+      el("h3", {}, "Resources", span ? el("span", { class: "pill" }, `last ${span}`) : ""),
+      el("div", { class: "sub" }, "one sample per heartbeat, the last hour kept in memory"),
+      el("div", { class: "metrics one" },
+        metric("CPU", `${cpuPct} of ${r.cpus} CPU${r.cpus > 1 ? "s" : ""}`, chart(h.cpuMillis, { min: 0, max: 1000 * (r.cpus || 1), label: "CPU use, last hour" })),
+        metric("Memory", `${p.bytes(r.memoryUsedBytes)} of ${p.bytes(r.memoryBytes)}`,
+          chart(h.memoryUsedBytes, { min: 0, max: r.memoryBytes || undefined, label: "memory in use, last hour" })),
+        metric("Temperature", noTemp ? "not reported" : (r.temperatureMillicelsius / 1000).toFixed(1) + " °C",
+          noTemp ? "" : chart(temps, { label: "SoC temperature, last hour" }), noTemp ? "this board has no thermal sensor" : ""),
         metric("Disk", r.diskTotalBytes ? `${p.bytes(r.diskFreeBytes)} free of ${p.bytes(r.diskTotalBytes)}` : "–",
           bar(r.diskTotalBytes - r.diskFreeBytes, r.diskTotalBytes))));
   }
 
+  // Problems first, each with its fix; what is fine in one line of chips.
   function doctor(b) {
-    const bad = b.checks.filter((c) => c.level !== "ok").length;
+    const bad = b.checks.filter((c) => c.level !== "ok");
+    const good = b.checks.filter((c) => c.level === "ok");
     const list = el("ul", { class: "checks" });
-    for (const c of b.checks) {
+    for (const c of bad) {
       list.append(el("li", { class: c.level },
-        el("span", { class: "pill " + pillClass[c.level] }, c.level === "ok" ? "ok" : c.level),
+        el("span", { class: "pill " + pillClass[c.level] }, c.level),
         el("div", {},
           el("strong", {}, c.name), " ", el("span", {}, c.detail),
-          c.fix ? el("div", { class: "fix" }, el("span", { class: "muted" }, "Fix: "), c.fix) : "")));
+          el("div", { class: "fix" }, el("strong", {}, "Fix: "), c.fix))));
     }
     p.fill("#doctor",
-      el("h3", {}, "Doctor", bad ? el("span", { class: "pill warn" }, `${bad} to look at`) : el("span", { class: "pill ok" }, "all good")),
-      list);
+      el("h3", {}, "Doctor", bad.length ? el("span", { class: "pill " + (bad.some((c) => c.level === "error") ? "bad" : "warn") }, `${bad.length} to look at`) : el("span", { class: "pill ok" }, "all good")),
+      bad.length ? list : "",
+      good.length ? el("div", { class: "fine" }, el("span", { class: "muted small" }, "fine: "),
+        good.map((c) => el("span", { class: "chip ok", title: c.detail }, "✓ " + c.name, el("span", { class: "muted" }, " · " + c.detail)))) : "");
   }
 
   function linkCard(b) {
@@ -155,7 +161,9 @@
         ["Agent", n.agentVersion],
         ["Addresses", n.addresses.join(", ")],
         ["Up", duration(n.uptimeSeconds)],
-        ["Clock", [c.synced ? el("span", { class: "pill ok" }, "synced") : el("span", { class: "pill warn" }, "not synced"), " ", el("span", { class: "small" }, c.detail)]],
+        ["Clock", c.synced
+          ? [el("span", { class: "pill ok" }, "synced"), c.maxErrorMs !== null ? el("span", { class: "small muted" }, ` ±${c.maxErrorMs.toFixed(1)} ms`) : ""]
+          : el("span", { class: "pill warn", title: c.detail }, "not synced")],
         ["Storage", s.device ? `${s.kind || "disk"} ${s.device}${s.model ? " (" + s.model + ")" : ""}` : "–"],
         ["Wear", wear],
         ["Reserved blocks", s.preEol],
