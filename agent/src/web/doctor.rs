@@ -285,7 +285,7 @@ pub fn checks(input: &Input) -> Vec<Check> {
         ));
     }
     // Worst first: what needs doing is at the top of the page.
-    out.sort_by(|a, b| b.level.cmp(&a.level));
+    out.sort_by_key(|c| std::cmp::Reverse(c.level));
     out
 }
 

@@ -292,14 +292,14 @@ fn container_view(
         signal: term.and_then(|t| t.signal),
         started_at: st
             .and_then(|s| s.running.as_ref())
-            .and_then(|r| r.started_at.clone())
-            .or_else(|| term.and_then(|t| t.started_at.clone())),
-        finished_at: term.and_then(|t| t.finished_at.clone()),
+            .and_then(|r| r.started_at)
+            .or_else(|| term.and_then(|t| t.started_at)),
+        finished_at: term.and_then(|t| t.finished_at),
         ready: status.is_some_and(|s| s.ready),
         restarts: status.map_or(0, |s| s.restart_count),
         last_exit_code: last.map(|t| t.exit_code),
         last_reason: last.and_then(|t| t.reason.clone()),
-        last_finished_at: last.and_then(|t| t.finished_at.clone()),
+        last_finished_at: last.and_then(|t| t.finished_at),
         cpu_millis: usage.map(|u| u.cpu_millis),
         memory_bytes: usage.map(|u| u.memory_bytes),
         memory_limit_bytes: spec
@@ -389,7 +389,7 @@ fn pod_view(pod: Option<&Pod>, report: Option<&PodReport>, input: &Input) -> Pod
         message: status.message.as_deref().map(|m| input.redactor.redact(m)),
         pod_ip: status.pod_ip.clone(),
         host_network: spec.is_some_and(|s| s.host_network == Some(true)),
-        start_time: status.start_time.clone(),
+        start_time: status.start_time,
         init_containers: init,
         containers: main,
     }
