@@ -205,6 +205,11 @@ async fn run_inner(
         None
     };
     let exec = ContainerExec::new(config.shim_exe.clone(), config.data_dir.join("containers"));
+    let web_stop = tokio_util::sync::CancellationToken::new();
+    let board = start_board(&config, &link, &mut tasks, web_stop.clone()).await;
+    if let (Some(b), Some(d)) = (&board, &desired) {
+        b.set_secrets(&d.secrets);
+    }
     let sampler = Arc::new(std::sync::Mutex::new(crate::board::Sampler::default()));
     let (facts, _) = sample(&config, &sampler, Vec::new()).await;
 
@@ -252,9 +257,15 @@ async fn run_inner(
         stopping: BTreeMap::new(),
         statuses: BTreeMap::new(),
         reports: Vec::new(),
+        board,
+        desired_received_at: None,
     };
+    if let Some(b) = &agent.board {
+        b.record(&agent.facts, SystemTime::now());
+    }
     let result = agent.run(&mut events, shutdown).await;
     agent.logs.cancel_all();
+    web_stop.cancel();
     let link = agent.link.clone();
     drop(agent);
     link.shutdown(SHUTDOWN_GRACE).await;
@@ -329,6 +340,43 @@ struct Agent {
     networks: BTreeMap<String, PodNet>,
     /// Pod uid → why its network could not be set up, and when to try again.
     network_failures: BTreeMap<String, (String, Instant)>,
+    /// The board page's view of this agent; `None` with `--web off`.
+    board: Option<Arc<crate::web::BoardState>>,
+    /// When the controller's desired state last arrived (the page shows it).
+    desired_received_at: Option<SystemTime>,
+}
+
+/// Binds the board page's address and serves it until `stop`; `None` (with a warning
+/// naming the fix) when it is off or the address cannot be bound: the page must never
+/// keep a board's containers from being managed.
+async fn start_board(
+    config: &AgentConfig,
+    link: &Link,
+    tasks: &mut JoinSet<()>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<Arc<crate::web::BoardState>> {
+    let addr = config.web?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot serve the board page: another program has the port? choose another with --web ADDR (or turn it off with --web off)");
+            return None;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    let board = crate::web::BoardState::new(config, link.clone());
+    tracing::info!(
+        address = %bound,
+        token = config.web_token.is_some(),
+        "board page on http://{bound}/"
+    );
+    let b = board.clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::web::server::serve(listener, b, stop.cancelled_owned()).await {
+            tracing::warn!(error = %e, "the board page stopped");
+        }
+    });
+    Some(board)
 }
 
 /// The node's facts and health, and the usage of the running containers `ids`.
@@ -494,6 +542,9 @@ impl Agent {
                     let (facts, usage) = sample(&self.config, &self.sampler, running).await;
                     self.facts = facts;
                     self.usage = usage;
+                    if let Some(b) = &self.board {
+                        b.record(&self.facts, SystemTime::now());
+                    }
                     self.publish_status();
                     self.collect_garbage();
                     if self.check_empty_dirs().await {
@@ -535,6 +586,7 @@ impl Agent {
                 return false;
             }
         };
+        self.desired_received_at = Some(SystemTime::now());
         let sources = DesiredSources::of(&desired);
         if self.applied_generation == Some(desired.generation)
             && self.pods == desired.pods
@@ -568,6 +620,9 @@ impl Agent {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "refused the Pod range from the controller"),
             }
+        }
+        if let Some(b) = &self.board {
+            b.set_secrets(&sources.secrets);
         }
         self.sources = sources;
         true
@@ -1269,6 +1324,7 @@ impl Agent {
                 "refused a desired state"
             );
         }
+        self.update_board();
         let (event_reason, text) = identity::rejection_event(reason);
         self.events.push(punnet_api::wire::AgentEvent {
             warning: true,
@@ -1291,7 +1347,31 @@ impl Agent {
         }
     }
 
+    /// Hands the board page the agent's current state.
+    fn update_board(&self) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        board.update(crate::web::model::Snapshot {
+            facts: self.facts.clone(),
+            pods: self.pods.clone(),
+            reports: self.reports_with_usage(),
+            desired: crate::web::model::Desired {
+                generation: self.applied_generation,
+                epoch: self.applied_epoch,
+                received_at: self.desired_received_at.map(podstatus::time),
+                source: if self.desired_received_at.is_some() {
+                    "controller"
+                } else {
+                    "local store"
+                },
+            },
+            signatures: crate::web::model::Signatures::of(&self.signatures),
+        });
+    }
+
     fn publish_status(&mut self) {
+        self.update_board();
         self.write_signatures();
         let events = self.events.take();
         let report = NodeStatusReport {

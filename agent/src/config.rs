@@ -11,6 +11,9 @@ use thiserror::Error;
 
 pub const DEFAULT_BROKER: &str = "mqtts://127.0.0.1:8883";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/punnet-agent";
+/// Where the binary serves the board page unless told otherwise (`--web`): every
+/// interface, on a port clear of the controller's (6443, 1883/8883, 1884/8884).
+pub const DEFAULT_WEB: &str = "0.0.0.0:6480";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
@@ -68,6 +71,13 @@ pub struct AgentConfig {
     pub ca: Option<PathBuf>,
     /// Accept an `mqtt://` broker URL (no TLS), with a warning.
     pub allow_plaintext: bool,
+    /// Where the board page (`web`) listens; `None`: no page. The library leaves it off
+    /// so tests and embedders open no port unasked; the binary turns it on
+    /// (`DEFAULT_WEB`).
+    pub web: Option<std::net::SocketAddr>,
+    /// When set, the board page asks for this token (a bearer header, or once in the
+    /// browser, kept in a cookie).
+    pub web_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -98,6 +108,8 @@ impl AgentConfig {
             controller_key: None,
             ca: None,
             allow_plaintext: false,
+            web: None,
+            web_token: None,
         }
     }
 
@@ -156,6 +168,16 @@ impl AgentConfig {
         if let Some(on) = file.allow_plaintext {
             self.allow_plaintext = on;
         }
+        if let Some(web) = &file.web {
+            self.web = match web {
+                WebSetting::On(false) => None,
+                WebSetting::On(true) => parse_web(DEFAULT_WEB)?,
+                WebSetting::Address(text) => parse_web(text)?,
+            };
+        }
+        if let Some(t) = &file.web_token {
+            self.web_token = Some(t.clone());
+        }
         Ok(())
     }
 
@@ -199,6 +221,13 @@ impl AgentConfig {
         if let Some(p) = &self.platform {
             p.parse::<crate::platform::Platform>()
                 .map_err(|e| ConfigError::Platform(e.to_string()))?;
+        }
+        if self
+            .web_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::WebToken);
         }
         Ok(())
     }
@@ -250,6 +279,17 @@ pub struct ConfigFile {
     /// The CA file, as with `--ca`.
     pub ca: Option<PathBuf>,
     pub allow_plaintext: Option<bool>,
+    /// The board page's address, `off` (or `false`) for none, as with `--web`.
+    pub web: Option<WebSetting>,
+    pub web_token: Option<String>,
+}
+
+/// `web:` in the config file: an address, or a YAML boolean (`web: false`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum WebSetting {
+    On(bool),
+    Address(String),
 }
 
 impl ConfigFile {
@@ -298,6 +338,26 @@ pub enum ConfigError {
     Broker { url: String, reason: &'static str },
     #[error("broker {0}")]
     Plaintext(#[from] punnet_api::tls::TlsError),
+    #[error("web address {0:?}: expected HOST:PORT (0.0.0.0:6480), :PORT, PORT, or off")]
+    Web(String),
+    #[error("web token: empty; give a token, or leave the option out to serve the board page without one")]
+    WebToken,
+}
+
+/// The board page's address: `0.0.0.0:6480`, `[::]:6480`, `127.0.0.1:6480`, `:6480` and
+/// `6480` (every interface); `off`, `false`, `no` or `none`: no page.
+pub fn parse_web(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let t = text.trim();
+    if ["off", "false", "no", "none"].contains(&t.to_ascii_lowercase().as_str()) {
+        return Ok(None);
+    }
+    let bad = || ConfigError::Web(text.to_string());
+    if let Ok(addr) = t.parse::<std::net::SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    let port = t.strip_prefix(':').unwrap_or(t);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], port))))
 }
 
 pub fn parse_label(text: &str) -> Result<(String, String), ConfigError> {
@@ -432,5 +492,43 @@ mod tests {
         assert!(c.validate().is_ok());
         c.node_name = "pi/7".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn web_addresses_and_off() {
+        let addr = |t: &str| parse_web(t).unwrap().map(|a| a.to_string());
+        assert_eq!(addr("0.0.0.0:6480").as_deref(), Some("0.0.0.0:6480"));
+        assert_eq!(addr(":7000").as_deref(), Some("0.0.0.0:7000"));
+        assert_eq!(addr("7000").as_deref(), Some("0.0.0.0:7000"));
+        assert_eq!(addr("[::1]:7000").as_deref(), Some("[::1]:7000"));
+        assert_eq!(addr("OFF"), None);
+        assert_eq!(addr("none"), None);
+        let err = parse_web("pi.lan:80").unwrap_err().to_string();
+        assert!(
+            err.contains("HOST:PORT") && err.contains("pi.lan:80"),
+            "{err}"
+        );
+        assert!(parse_web("0.0.0.0:99999").is_err());
+
+        let mut c = AgentConfig::new("pi");
+        assert_eq!(c.web, None, "the library opens no port unless asked");
+        c.apply_file(&ConfigFile::parse("web: 127.0.0.1:7001\nweb-token: s3cret\n").unwrap())
+            .unwrap();
+        assert_eq!(c.web.unwrap().to_string(), "127.0.0.1:7001");
+        assert_eq!(c.web_token.as_deref(), Some("s3cret"));
+        c.apply_file(&ConfigFile::parse("web: off\n").unwrap())
+            .unwrap();
+        assert_eq!(c.web, None);
+        c.apply_file(&ConfigFile::parse("web: true\n").unwrap())
+            .unwrap();
+        assert_eq!(c.web.unwrap().to_string(), DEFAULT_WEB);
+        c.apply_file(&ConfigFile::parse("web: false\n").unwrap())
+            .unwrap();
+        assert_eq!(c.web, None);
+        assert!(c
+            .apply_file(&ConfigFile::parse("web: somewhere\n").unwrap())
+            .is_err());
+        c.web_token = Some(" ".into());
+        assert!(matches!(c.validate(), Err(ConfigError::WebToken)));
     }
 }

@@ -25,6 +25,7 @@ pub mod shim;
 pub mod state;
 pub mod tls;
 pub mod volume;
+pub mod web;
 
 pub use agent::{run, run_with_runtime, AgentError};
 pub use config::AgentConfig;

@@ -6,8 +6,8 @@
 //! event so the agent sends a full status report.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use punnet_api::topics::{Topics, MAX_PACKET_SIZE, OFFLINE, ONLINE};
 use rumqttc::{AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
@@ -44,6 +44,38 @@ pub enum LinkError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// The link's state for people (the board page): whether it is up, since when, and
+/// why the last attempt failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkHealth {
+    pub connected: bool,
+    /// When the link last came up or went down; `None` before the first attempt ended.
+    pub since: Option<SystemTime>,
+    /// The last connection error, with a hint when there is one (TLS trouble).
+    pub last_error: Option<String>,
+    /// ConnAcks since the agent started.
+    pub connects: u64,
+}
+
+impl LinkHealth {
+    fn up(&mut self, now: SystemTime) {
+        self.connected = true;
+        self.since = Some(now);
+        self.last_error = None;
+        self.connects += 1;
+    }
+
+    fn down(&mut self, now: SystemTime, error: Option<String>) {
+        if self.connected || self.since.is_none() {
+            self.since = Some(now);
+        }
+        self.connected = false;
+        if error.is_some() {
+            self.last_error = error;
+        }
+    }
+}
+
 /// The sending half of the link, cheap to clone.
 #[derive(Clone)]
 pub struct Link {
@@ -53,9 +85,22 @@ pub struct Link {
     /// Between a ConnAck and the next connection error. Status reports are only queued
     /// while connected: a reconnect sends a fresh one, so stale ones would only add load.
     connected: Arc<AtomicBool>,
+    health: Arc<Mutex<LinkHealth>>,
 }
 
 impl Link {
+    /// A copy of the link's state for the board page.
+    pub fn health(&self) -> LinkHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_health(&self, f: impl FnOnce(&mut LinkHealth)) {
+        f(&mut self.health.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     pub fn topics(&self) -> &Topics {
         &self.topics
     }
@@ -145,6 +190,7 @@ pub fn connect(
         topics: Topics::new(&config.prefix),
         node: config.node_name.clone(),
         connected: Arc::new(AtomicBool::new(false)),
+        health: Arc::new(Mutex::new(LinkHealth::default())),
     };
     let driver = drive(eventloop, link.clone(), events);
     Ok((link, driver))
@@ -170,6 +216,7 @@ async fn drive(mut eventloop: EventLoop, link: Link, events: mpsc::UnboundedSend
                 );
                 backoff = BACKOFF_MIN;
                 link.connected.store(true, Ordering::Relaxed);
+                link.set_health(|h| h.up(SystemTime::now()));
                 // Queued from a task: the requests go out only while this loop polls.
                 let link = link.clone();
                 let (desired, log_request) = (desired.clone(), log_request.clone());
@@ -205,6 +252,7 @@ async fn drive(mut eventloop: EventLoop, link: Link, events: mpsc::UnboundedSend
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 link.connected.store(false, Ordering::Relaxed);
+                link.set_health(|h| h.down(SystemTime::now(), None));
                 tracing::info!("disconnected from the MQTT broker");
                 return;
             }
@@ -213,6 +261,11 @@ async fn drive(mut eventloop: EventLoop, link: Link, events: mpsc::UnboundedSend
                 link.connected.store(false, Ordering::Relaxed);
                 let wait = jittered(backoff);
                 let text = e.to_string();
+                let shown = match punnet_api::tls::explain(&text) {
+                    Some(hint) => format!("{text}: {hint}"),
+                    None => text.clone(),
+                };
+                link.set_health(|h| h.down(SystemTime::now(), Some(shown)));
                 match punnet_api::tls::explain(&text) {
                     Some(hint) => {
                         tracing::warn!(error = %e, retry_in = ?wait, "MQTT connection failed: {hint}")
@@ -245,6 +298,22 @@ mod tests {
         assert_eq!(&will.message[..], OFFLINE.as_bytes());
         assert!(will.retain);
         assert_eq!(o.max_packet_size(), MAX_PACKET_SIZE);
+    }
+
+    #[test]
+    fn health_remembers_since_when_and_why() {
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut h = LinkHealth::default();
+        h.down(t(1), Some("connection refused".into()));
+        assert_eq!((h.connected, h.since), (false, Some(t(1))));
+        h.down(t(5), Some("connection refused again".into()));
+        assert_eq!(h.since, Some(t(1)), "down since the first failure");
+        assert_eq!(h.last_error.as_deref(), Some("connection refused again"));
+        h.up(t(9));
+        assert_eq!((h.connected, h.since, h.connects), (true, Some(t(9)), 1));
+        assert_eq!(h.last_error, None);
+        h.down(t(20), None);
+        assert_eq!((h.connected, h.since), (false, Some(t(20))));
     }
 
     #[test]

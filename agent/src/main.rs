@@ -70,6 +70,18 @@ struct Cli {
     /// Accept an mqtt:// broker URL: MQTT WITHOUT TLS. Only for trusted networks.
     #[arg(long)]
     allow_plaintext: bool,
+    /// Serve the read-only board page (and its JSON at /api/board) on this address;
+    /// `off` for none [default: 0.0.0.0:6480].
+    #[arg(long, value_name = "ADDR|off")]
+    web: Option<String>,
+    /// Ask for this token before showing the board page (off by default).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PUNNET_WEB_TOKEN",
+        hide_env_values = true
+    )]
+    web_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -152,6 +164,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     let mut config = AgentConfig::new(config::hostname());
+    // The library leaves the page off; on a board it is on unless turned off.
+    config.web = config::parse_web(config::DEFAULT_WEB)?;
     if let Some(path) = &cli.config {
         config.apply_file(&ConfigFile::load(path)?)?;
     }
@@ -206,6 +220,12 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if cli.allow_plaintext {
         config.allow_plaintext = true;
+    }
+    if let Some(web) = &cli.web {
+        config.web = config::parse_web(web)?;
+    }
+    if let Some(token) = &cli.web_token {
+        config.web_token = Some(token.clone());
     }
     config.validate()?;
     Ok(config)
