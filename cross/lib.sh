@@ -189,17 +189,17 @@ cross_build_clibs() {
         src=$(cross_fetch_source elfutils "$CROSS_ELFUTILS_VERSION") || return 1
         build="$work/$target/build-elfutils"
         rm -rf "$build" && mkdir -p "$build"
-        # Only lib/ and libelf/ are built: the argp, fts and obstack that configure looks
-        # for (musl has none of them) are used by the tools and libdw, not by libelf.
+        # Only libelf.a is built: the argp, fts and obstack that configure looks for (musl
+        # has none of them) are used by lib/, the tools and libdw, not by libelf; the
+        # C++ demangler check would make zig build libc++ for nothing.
         (
             cd "$build"
             env "${env[@]}" CFLAGS="-O2 -fPIC -Wno-error" CPPFLAGS="-I$out/include" LDFLAGS="-L$out/lib" \
                 ac_cv_search_argp_parse="none required" ac_cv_search_fts_close="none required" \
-                ac_cv_search__obstack_free="none required" \
+                ac_cv_search__obstack_free="none required" ac_cv_lib_stdcpp___cxa_demangle=no \
                 "$src/configure" --host="$host" --disable-debuginfod --disable-libdebuginfod \
                 --without-zstd --without-bzlib --without-lzma --disable-nls --disable-demangler \
                 --disable-symbol-versioning >log 2>&1 || { tail -20 log >&2; exit 1; }
-            make -j"$(nproc)" -C lib >>log 2>&1 || { tail -20 log >&2; exit 1; }
             make -j"$(nproc)" -C libelf libelf.a >>log 2>&1 || { tail -20 log >&2; exit 1; }
             cp libelf/libelf.a "$out/lib/"
             cp "$src/libelf/libelf.h" "$src/libelf/gelf.h" "$src/libelf/nlist.h" "$out/include/"

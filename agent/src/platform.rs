@@ -356,7 +356,10 @@ CPU architecture: 8
     fn the_running_binary_overrules_a_contradicting_kernel() {
         let v6 = p("linux/arm/v6");
         // ARMv6 agent on a Pi 3 with a 32-bit kernel: the CPU's v7 wins.
-        assert_eq!(reconcile(p("linux/arm/v7"), &v6).to_string(), "linux/arm/v7");
+        assert_eq!(
+            reconcile(p("linux/arm/v7"), &v6).to_string(),
+            "linux/arm/v7"
+        );
         // ARMv6 agent under qemu-arm -cpu arm1176 on an x86 host: uname says armv6l.
         assert_eq!(
             reconcile(from_cpu("armv6l", "model name\t: Intel(R) Xeon(R)\n"), &v6).to_string(),
@@ -367,8 +370,14 @@ CPU architecture: 8
         // A machine this binary cannot run on natively: trust the binary.
         assert_eq!(reconcile(p("linux/amd64"), &v6).to_string(), "linux/arm/v6");
         let arm64 = p("linux/arm64");
-        assert_eq!(reconcile(p("linux/amd64"), &arm64).to_string(), "linux/arm64/v8");
-        assert_eq!(reconcile(p("linux/arm64"), &arm64).to_string(), "linux/arm64/v8");
+        assert_eq!(
+            reconcile(p("linux/amd64"), &arm64).to_string(),
+            "linux/arm64/v8"
+        );
+        assert_eq!(
+            reconcile(p("linux/arm64"), &arm64).to_string(),
+            "linux/arm64/v8"
+        );
     }
 
     #[test]
