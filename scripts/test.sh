@@ -37,9 +37,3 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "==> cargo test"
 cargo test --workspace "${runner[@]}" "$@"
-
-# ARM builds (cross/README.md): punnet-agent for aarch64, armv7 and armv6 built with a
-# cheap profile, each run under qemu-user, and the aarch64 and armv6 agents enrolling with
-# a host controller. The release builds (`cross/build`) are not part of CI.
-echo "==> cross/check"
-./cross/check
