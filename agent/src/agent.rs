@@ -393,7 +393,13 @@ async fn sample(
     let platform = config.platform.clone();
     tokio::task::spawn_blocking(move || {
         let mut facts = crate::facts::gather(&labels);
-        facts.platform = platform.unwrap_or_else(|| crate::platform::detect().to_string());
+        // The platform images are picked for; `kubernetes.io/arch` follows it, so a
+        // 32-bit agent on a 64-bit kernel is scheduled 32-bit images.
+        let platform = platform
+            .and_then(|p| p.parse::<crate::platform::Platform>().ok())
+            .unwrap_or_else(crate::platform::detect);
+        facts.arch = platform.architecture.clone();
+        facts.platform = platform.arch_variant();
         let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
         s.node(&mut facts, &data_dir);
         let usage = s.containers(&ids);

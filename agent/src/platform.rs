@@ -13,6 +13,11 @@
 //!   that sees `aarch64` (Raspberry Pi OS 32-bit boots a 64-bit kernel on a Pi 4) also
 //!   gets `linux/arm/v7` from [`detect`]: its seccomp filters are built for the 32-bit
 //!   ARM ABI only, so a 64-bit container would have every syscall refused.
+//! - A kernel answer the running binary contradicts (an architecture the binary was not
+//!   compiled for) loses to the compiled-in target ([`reconcile`]). Under qemu-user
+//!   /proc/cpuinfo is the host's, but `uname -m` is the emulated CPU's (`armv6l` for
+//!   `-cpu arm1176`), and the host's x86 cpuinfo names no ARM level, so the emulated
+//!   board is reported as the real one would be.
 //! - `x86_64` → `linux/amd64`.
 //!
 //! Fallbacks ([`Platform::accepts`]): arm/v7 runs arm/v6 and arm/v5 images, arm/v6 runs
@@ -164,18 +169,61 @@ fn arm_level_from_cpuinfo(cpuinfo: &str) -> Option<u32> {
     })
 }
 
-/// This board's platform, from `uname` and /proc/cpuinfo. A 32-bit agent on a 64-bit
-/// kernel gets `linux/arm/v7` (see the module docs).
+/// This board's platform, from `uname` and /proc/cpuinfo, checked against the target the
+/// agent was compiled for (see [`reconcile`]).
 pub fn detect() -> Platform {
     let machine = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let platform = from_cpu(&machine, &cpuinfo);
-    if platform.architecture == "arm64" && cfg!(target_pointer_width = "32") {
-        return Platform::new("linux", "arm", Some("v7"));
+    reconcile(from_cpu(&machine, &cpuinfo), &built_for())
+}
+
+/// The platform this binary was compiled for: `linux/arm/v6` for the ARMv6 build
+/// (`arm-unknown-linux-musleabihf`), `linux/arm/v7` for armv7, `linux/arm64/v8`, ...
+pub fn built_for() -> Platform {
+    let arm_variant = if cfg!(target_feature = "v7") {
+        "v7"
+    } else {
+        "v6"
+    };
+    match std::env::consts::ARCH {
+        "aarch64" => Platform::new("linux", "arm64", Some("v8")),
+        "arm" => Platform::new("linux", "arm", Some(arm_variant)),
+        "x86_64" => Platform::new("linux", "amd64", None),
+        "x86" => Platform::new("linux", "386", None),
+        other => Platform::new("linux", other, None),
     }
-    platform
+}
+
+/// What the board reports, unless it contradicts the binary that is running:
+/// - the same architecture: the CPU's own variant wins (an ARMv6 agent on a Pi 3 with a
+///   32-bit kernel runs v7 images);
+/// - a 32-bit ARM agent on a 64-bit kernel (Raspberry Pi OS 32-bit on a Pi 4 boots a
+///   64-bit kernel, so `uname -m` says `aarch64`): `linux/arm/v7`, because its seccomp
+///   filters cover the 32-bit ARM ABI only and a 64-bit container would have every
+///   syscall refused;
+/// - anything else (a `uname` this binary cannot be running under, e.g. unreadable or
+///   an emulator that reports its host): the compiled-in target.
+pub fn reconcile(detected: Platform, built: &Platform) -> Platform {
+    match (detected.architecture.as_str(), built.architecture.as_str()) {
+        (d, b) if d == b => detected,
+        ("arm64", "arm") => Platform::new("linux", "arm", Some("v7")),
+        _ => built.clone(),
+    }
+}
+
+impl Platform {
+    /// `arm/v6`, `arm/v7`, `arm64`, `amd64`: the platform without its OS (and without
+    /// arm64's only variant), as node facts and the `punnet.io/platform` label carry it.
+    pub fn arch_variant(&self) -> String {
+        match self.variant.as_deref() {
+            Some(v) if !(self.architecture == "arm64" && v == "v8") => {
+                format!("{}/{v}", self.architecture)
+            }
+            _ => self.architecture.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Platform {
@@ -302,6 +350,42 @@ CPU architecture: 8
 
     fn p(s: &str) -> Platform {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_running_binary_overrules_a_contradicting_kernel() {
+        let v6 = p("linux/arm/v6");
+        // ARMv6 agent on a Pi 3 with a 32-bit kernel: the CPU's v7 wins.
+        assert_eq!(
+            reconcile(p("linux/arm/v7"), &v6).to_string(),
+            "linux/arm/v7"
+        );
+        // ARMv6 agent under qemu-arm -cpu arm1176 on an x86 host: uname says armv6l.
+        assert_eq!(
+            reconcile(from_cpu("armv6l", "model name\t: Intel(R) Xeon(R)\n"), &v6).to_string(),
+            "linux/arm/v6"
+        );
+        // 32-bit agent on a 64-bit kernel.
+        assert_eq!(reconcile(p("linux/arm64"), &v6).to_string(), "linux/arm/v7");
+        // A machine this binary cannot run on natively: trust the binary.
+        assert_eq!(reconcile(p("linux/amd64"), &v6).to_string(), "linux/arm/v6");
+        let arm64 = p("linux/arm64");
+        assert_eq!(
+            reconcile(p("linux/amd64"), &arm64).to_string(),
+            "linux/arm64/v8"
+        );
+        assert_eq!(
+            reconcile(p("linux/arm64"), &arm64).to_string(),
+            "linux/arm64/v8"
+        );
+    }
+
+    #[test]
+    fn facts_carry_the_platform_without_its_os() {
+        assert_eq!(p("linux/arm/v6").arch_variant(), "arm/v6");
+        assert_eq!(p("linux/arm64").arch_variant(), "arm64");
+        assert_eq!(p("linux/amd64").arch_variant(), "amd64");
+        assert_eq!(built_for().os, "linux");
     }
 
     #[test]
