@@ -168,6 +168,7 @@ fn real_main(mut cli: Cli) -> anyhow::Result<()> {
     if let Some(command) = cli.command.take() {
         return run_command(command, cli.data_dir, cli.encryption_key_file);
     }
+    raise_open_files_limit();
     let config = build_config(cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -362,5 +363,21 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Every board holds three sockets in this process with the embedded broker (its
+/// connection to the gate, the gate's to rumqttd, rumqttd's end): a few thousand boards
+/// pass the usual soft limit of 1,024 open files, so take what the hard limit allows.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
     }
 }
