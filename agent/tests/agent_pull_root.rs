@@ -110,7 +110,11 @@ async fn pods_run_the_variant_for_the_boards_platform_from_a_registry() {
         .await;
 
     let variant = out.join("variant");
-    eventually(Duration::from_secs(60), || variant.exists()).await;
+    // The shell creates the file before `cat` writes it: wait for its contents.
+    eventually(Duration::from_secs(60), || {
+        std::fs::read_to_string(&variant).is_ok_and(|s| !s.is_empty())
+    })
+    .await;
     assert_eq!(std::fs::read_to_string(&variant).unwrap(), "linux/arm/v6\n");
 
     let report = controller
