@@ -71,7 +71,7 @@ impl Inspector {
 
     pub fn inspect(&mut self, frame: &Bytes) -> Step {
         let kind = frame.first().map(|b| b >> 4).unwrap_or(0);
-        let Some(grants) = &self.grants else {
+        if self.grants.is_none() {
             if kind != CONNECT {
                 return Step::Refuse(format!("packet type {kind} before CONNECT"));
             }
@@ -80,20 +80,22 @@ impl Inspector {
                 Ok(_) => Step::Refuse("malformed CONNECT".into()),
                 Err(e) => Step::Refuse(format!("malformed CONNECT: {e}")),
             };
-        };
+        }
         if !matches!(kind, CONNECT | PUBLISH | SUBSCRIBE) {
             return Step::Forward;
         }
-        let grants = grants.clone();
-        let verdict = match self.decode(frame) {
+        let decoded = self.decode(frame);
+        let (Some(grants), aliases) = (&self.grants, &mut self.aliases) else {
+            return Step::Refuse("not admitted".into());
+        };
+        let verdict = match decoded {
             Err(e) => Err(format!("malformed packet: {e}")),
             Ok(Decoded::Connect(_)) => Err("a second CONNECT".to_string()),
             Ok(Decoded::Publish { topic, alias }) => {
-                self.resolve_alias(topic, alias)
-                    .and_then(|t| match grants.may_publish(&t) {
-                        true => Ok(()),
-                        false => Err(format!("may not publish to {t}")),
-                    })
+                resolve_alias(aliases, topic, alias).and_then(|t| match grants.may_publish(&t) {
+                    true => Ok(()),
+                    false => Err(format!("may not publish to {t}")),
+                })
             }
             Ok(Decoded::Subscribe(filters)) => {
                 match filters.iter().find(|f| !grants.may_subscribe(f)) {
@@ -108,28 +110,32 @@ impl Inspector {
         }
     }
 
-    fn resolve_alias(&mut self, topic: String, alias: Option<u16>) -> Result<String, String> {
-        match (topic.is_empty(), alias) {
-            (false, Some(a)) => {
-                self.aliases.insert(a, topic.clone());
-                Ok(topic)
-            }
-            (false, None) => Ok(topic),
-            (true, Some(a)) => self
-                .aliases
-                .get(&a)
-                .cloned()
-                .ok_or_else(|| format!("PUBLISH with unknown topic alias {a}")),
-            (true, None) => Err("PUBLISH without a topic".into()),
-        }
-    }
-
     /// Decodes a CONNECT, PUBLISH or SUBSCRIBE with rumqttc's codec of the version.
     fn decode(&self, frame: &Bytes) -> Result<Decoded, String> {
         match self.version {
             Version::V4 => decode_v4(frame, self.max).map_err(|e| format!("{e:?}")),
             Version::V5 => decode_v5(frame, self.max).map_err(|e| format!("{e:?}")),
         }
+    }
+}
+
+/// The topic of an MQTT 5 PUBLISH, through the aliases the client set (remembered).
+fn resolve_alias(
+    aliases: &mut HashMap<u16, String>,
+    topic: String,
+    alias: Option<u16>,
+) -> Result<String, String> {
+    match (topic.is_empty(), alias) {
+        (false, Some(a)) => {
+            aliases.insert(a, topic.clone());
+            Ok(topic)
+        }
+        (false, None) => Ok(topic),
+        (true, Some(a)) => aliases
+            .get(&a)
+            .cloned()
+            .ok_or_else(|| format!("PUBLISH with unknown topic alias {a}")),
+        (true, None) => Err("PUBLISH without a topic".into()),
     }
 }
 
