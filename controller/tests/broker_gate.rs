@@ -12,8 +12,10 @@ use punnet_controller::broker::{self, BrokerConfig};
 use punnet_controller::broker_gate::{self, Denial, Gate, Version};
 use punnet_controller::identity::{self, BrokerAuth, NodeIdentities};
 use punnet_controller::tokens::{Role, TokenSpec, Tokens};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::{mpsc, watch};
+mod mqtt_client;
+
+use mqtt_client::connect;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const P: &str = "punnet/v1";
@@ -82,92 +84,6 @@ async fn fleet() -> Fleet {
         operator: (op.mqtt_username(), op.secret.clone()),
         _auth: auth,
         _dir: dir,
-    }
-}
-
-/// A v3.1.1 client: what it receives, and whether its connection is still up.
-struct Client {
-    client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<(String, String)>,
-    up: watch::Receiver<bool>,
-}
-
-/// Connects; `None` when the CONNECT is refused.
-async fn connect(
-    port: u16,
-    id: &str,
-    user: &str,
-    pass: &str,
-    will: Option<&str>,
-) -> Option<Client> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_credentials(user, pass).set_clean_session(true);
-    if let Some(topic) = will {
-        o.set_last_will(LastWill::new(topic, "gone", QoS::AtLeastOnce, false));
-    }
-    let (client, mut ev) = AsyncClient::new(o, 16);
-    let (tx, messages) = mpsc::unbounded_channel();
-    let (up_tx, mut up) = watch::channel(false);
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = up_tx.send(true);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((
-                        p.topic.clone(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = up_tx.send(false);
-                    return;
-                }
-            }
-        }
-    });
-    let connected = matches!(
-        tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u)).await,
-        Ok(Ok(_))
-    );
-    connected.then_some(Client {
-        client,
-        messages,
-        up,
-    })
-}
-
-impl Client {
-    async fn subscribe(&self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-    }
-
-    async fn publish(&self, topic: &str, retain: bool, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
-            .await
-            .unwrap();
-    }
-
-    async fn received(&mut self, wait: Duration) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.messages.recv()).await {
-            out.push(m);
-        }
-        out
-    }
-
-    /// Whether the gate closed the connection within a few seconds.
-    async fn closed(&mut self) -> bool {
-        tokio::time::timeout(Duration::from_secs(5), self.up.wait_for(|u| !*u))
-            .await
-            .is_ok()
     }
 }
 

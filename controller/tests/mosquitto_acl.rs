@@ -7,15 +7,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod mqtt_client;
+
 use chrono::Utc;
+use mqtt_client::connect as connect_with;
 use punnet_api::enrol::mosquitto_hash;
 use punnet_controller::identity::NodeIdentity;
 use punnet_controller::mosquitto::{self, Logins};
 use punnet_controller::tokens::{Role, TokenRecord};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
 
 const P: &str = "punnet/v1";
+
+/// Connects without a last will; `None` when the broker refuses the login.
+async fn connect(port: u16, id: &str, user: &str, pass: &str) -> Option<mqtt_client::Client> {
+    connect_with(port, id, user, pass, None).await
+}
 
 struct Broker {
     child: Child,
@@ -58,72 +64,6 @@ fn start_mosquitto(dir: &Path) -> Broker {
         std::thread::sleep(Duration::from_millis(20));
     }
     Broker { child, port }
-}
-
-struct Client {
-    client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-}
-
-/// Connects; `None` when the broker refuses the login.
-async fn connect(port: u16, id: &str, user: &str, pass: &str) -> Option<Client> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_credentials(user, pass).set_clean_session(true);
-    let (client, mut ev) = AsyncClient::new(o, 16);
-    let (tx, messages) = mpsc::unbounded_channel();
-    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut up = Some(up_tx);
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Some(u) = up.take() {
-                        let _ = u.send(true);
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(u) = up.take() {
-                        let _ = u.send(false);
-                    }
-                    return;
-                }
-            }
-        }
-    });
-    match tokio::time::timeout(Duration::from_secs(5), up_rx).await {
-        Ok(Ok(true)) => Some(Client { client, messages }),
-        _ => None,
-    }
-}
-
-impl Client {
-    async fn subscribe(&self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-    }
-
-    async fn publish(&self, topic: &str, retain: bool, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
-            .await
-            .unwrap();
-    }
-
-    /// Everything that arrives within `wait`.
-    async fn received(&mut self, wait: Duration) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some((t, p))) = tokio::time::timeout_at(deadline, self.messages.recv()).await {
-            out.push((t, String::from_utf8_lossy(&p).into_owned()));
-        }
-        out
-    }
 }
 
 fn node(name: &str, password: &str) -> NodeIdentity {
