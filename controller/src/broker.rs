@@ -141,7 +141,7 @@ pub fn rumqttd_config(config: &BrokerConfig) -> Config {
         name: name.to_string(),
         listen,
         tls: None,
-        next_connection_delay_ms: 1,
+        next_connection_delay_ms: 0,
         connections: connections.clone(),
     };
     let mut v4 = HashMap::new();

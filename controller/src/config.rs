@@ -158,6 +158,8 @@ pub struct ConfigFile {
     pub agent_name: Option<String>,
     #[serde(default)]
     pub agent_label: Vec<String>,
+    /// The local agent's board page, as the agent's `web:` (an address, or `false`).
+    pub agent_web: Option<punnet_agent::config::WebSetting>,
     pub cluster_cidr: Option<String>,
     pub node_cidr_mask_size: Option<u8>,
     pub default_eviction_seconds: Option<u64>,

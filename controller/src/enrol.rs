@@ -59,17 +59,27 @@ pub fn decide(
         return Err("mqtt_password_hash is not a $7$ PBKDF2-SHA512 hash".into());
     }
     let key = request.public_key_bytes()?;
+    let proof =
+        |record: &crate::tokens::TokenRecord| request.proof_matches(&record.verifier_bytes());
     if let Some(existing) = nodes.get(node).map_err(|e| e.to_string())? {
         if existing.public_key != hex::encode(key) {
             return Err(format!(
                 "node {node} is already enrolled with another key; if this board replaces it, run `punnet delete node {node}` first, else give it another --name"
             ));
         }
+        // The same board asking again (its reply was lost): the same answer, and the
+        // token, perhaps used up by that enrolment, is not spent again.
+        if existing.mqtt_hash == request.mqtt_password_hash
+            && existing.token_id.as_deref() == Some(request.token_id.as_str())
+        {
+            let record = tokens
+                .confirm(&request.token_id, now, proof)
+                .map_err(|r| r.to_string())?;
+            return Ok((existing, record.labels));
+        }
     }
     let spent = tokens
-        .spend(&request.token_id, now, |record| {
-            request.proof_matches(&record.verifier_bytes())
-        })
+        .spend(&request.token_id, now, proof)
         .map_err(|r: Refusal| r.to_string())?;
     Ok((
         NodeIdentity {
@@ -277,6 +287,13 @@ mod tests {
         assert_eq!(node.metadata.labels.get("site").unwrap(), "barn");
         assert_eq!(e.nodes.public_key("pi-1"), Some([1; 32]));
 
+        // The same board asking again (a lost reply) gets the same answer and spends
+        // nothing; another board with the used-up token is refused.
+        let repeat = e.handle(&request(&token, "pi-1", 1));
+        assert_eq!(repeat, EnrolReply::accepted("pi-1", &[3; 32]));
+        let record = e.tokens.get(&token.id).unwrap().unwrap();
+        assert_eq!(record.uses_left, Some(0));
+        assert!(record.last_used.is_some());
         let again = e.handle(&request(&token, "pi-2", 2));
         assert!(
             again.refused.as_deref().unwrap().contains("used up"),

@@ -44,6 +44,10 @@ struct Cli {
     /// Label of the local agent's node (repeatable).
     #[arg(long = "agent-label", value_name = "KEY=VALUE")]
     agent_labels: Vec<String>,
+    /// Where the local agent serves its board page (HOST:PORT, :PORT, or off), as
+    /// `punnet-agent --web`.
+    #[arg(long, value_name = "ADDR")]
+    agent_web: Option<String>,
     /// The IPv4 range every node's Pod CIDR is cut from.
     #[arg(long, value_name = "CIDR")]
     cluster_cidr: Option<String>,
@@ -319,7 +323,17 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
             let (k, v) = punnet_agent::config::parse_label(l)?;
             labels.insert(k, v);
         }
-        c.agent = Some(c.local_agent(cli.agent_name.or(file.agent_name), labels));
+        let mut agent = c.local_agent(cli.agent_name.or(file.agent_name), labels);
+        // On by default, as on every board (the library leaves it off).
+        agent.web = match (&cli.agent_web, &file.agent_web) {
+            (Some(addr), _) => punnet_agent::config::parse_web(addr)?,
+            (None, Some(punnet_agent::config::WebSetting::Address(addr))) => {
+                punnet_agent::config::parse_web(addr)?
+            }
+            (None, Some(punnet_agent::config::WebSetting::On(false))) => None,
+            _ => punnet_agent::config::parse_web(punnet_agent::config::DEFAULT_WEB)?,
+        };
+        c.agent = Some(agent);
     }
     Ok(c)
 }

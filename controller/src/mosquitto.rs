@@ -34,11 +34,12 @@ pub struct Logins<'a> {
 
 impl Logins<'_> {
     /// Tokens that may log in to the broker now: read-only ones never do, and expired
-    /// or used-up ones no longer.
+    /// or used-up ones no longer (a used-up bootstrap token stays for its
+    /// [`LOGIN_GRACE`](crate::tokens::LOGIN_GRACE), until the files are next written).
     fn broker_tokens(&self) -> impl Iterator<Item = &TokenRecord> {
         self.tokens
             .iter()
-            .filter(|t| t.role != Role::ReadOnly && t.usable(self.now).is_ok())
+            .filter(|t| t.role != Role::ReadOnly && t.may_log_in(self.now).is_ok())
     }
 
     /// `username:hash` lines.
@@ -211,6 +212,7 @@ mod tests {
             expires: None,
             labels: Default::default(),
             created: Utc::now(),
+            last_used: None,
         }
     }
 

@@ -4,15 +4,19 @@
 //! after an error, so one task owns the event loop: it polls without ever waiting on
 //! anything else, backs off with jitter between failed connects, subscribes again after
 //! every ConnAck (a restarted broker such as the embedded one remembers no session), and
-//! hands incoming messages to the node sync loop over a channel. Everybody else publishes
-//! through a cloned [`MqttHandle`].
+//! leaves incoming messages in an [`Inbox`] for the node sync loop. It runs on the I/O
+//! runtime (`io_runtime`), so keepalives go out however busy the controller is.
+//! Everybody else publishes through a cloned [`MqttHandle`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use punnet_api::topics::{Topics, DEFAULT_PREFIX, MAX_PACKET_SIZE};
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+
+use crate::nodesync::Incoming;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -120,17 +124,7 @@ pub enum MqttError {
     },
 }
 
-/// What the event loop hands on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MqttEvent {
-    /// A ConnAck: the connection is (again) up and subscribed anew. Whatever the broker
-    /// had retained may be gone, so retained state must be published again.
-    Connected,
-    Message {
-        topic: String,
-        payload: Vec<u8>,
-    },
-}
+pub use crate::mqtt_inbox::{Inbox, MqttEvent};
 
 /// A cheap, cloneable way to publish on the controller's connection.
 #[derive(Clone)]
@@ -191,19 +185,15 @@ fn options(settings: &MqttSettings) -> MqttOptions {
     o
 }
 
-/// Starts the connection's event loop task. It runs until `cancel` fires; incoming
-/// messages arrive on the returned receiver (which must be drained, and is, by node sync).
+/// Starts the connection's event loop task on the I/O runtime. It runs until `cancel`
+/// fires; what arrives waits in the returned [`Inbox`] (which node sync drains).
 pub fn start(
     settings: &MqttSettings,
     cancel: CancellationToken,
-) -> (
-    MqttHandle,
-    mpsc::Receiver<MqttEvent>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (MqttHandle, Arc<Inbox>, tokio::task::JoinHandle<()>) {
     // Room for a burst of publishes (a republish of every node after a reconnect).
     let (client, eventloop) = AsyncClient::new(options(settings), 64);
-    let (events_tx, events_rx) = mpsc::channel(1024);
+    let inbox = Arc::new(Inbox::new());
     let (connected_tx, connected_rx) = watch::channel(false);
     let topics = settings.topics();
     let handle = MqttHandle {
@@ -211,16 +201,23 @@ pub fn start(
         topics: topics.clone(),
         connected: connected_rx,
     };
-    let task = tokio::spawn(event_loop(
+    let task = event_loop(
         eventloop,
         client,
         topics,
         settings.clone(),
-        events_tx,
+        inbox.clone(),
         connected_tx,
         cancel,
-    ));
-    (handle, events_rx, task)
+    );
+    let task = match crate::io_runtime::handle() {
+        Ok(io) => io.spawn(task),
+        Err(e) => {
+            warn!("mqtt: no I/O runtime ({e}); the connection shares the controller's");
+            tokio::spawn(task)
+        }
+    };
+    (handle, inbox, task)
 }
 
 async fn event_loop(
@@ -228,7 +225,7 @@ async fn event_loop(
     client: AsyncClient,
     topics: Topics,
     settings: MqttSettings,
-    events: mpsc::Sender<MqttEvent>,
+    inbox: Arc<Inbox>,
     connected: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
@@ -245,18 +242,19 @@ async fn event_loop(
                 failures = 0;
                 let _ = connected.send(true);
                 subscribe(&client, &topics);
-                if !forward(&events, MqttEvent::Connected, &cancel).await {
-                    break;
-                }
+                inbox.connected();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 crate::prometheus::mqtt_message(crate::prometheus::Direction::In, &p.topic);
-                let msg = MqttEvent::Message {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                };
-                if !forward(&events, msg, &cancel).await {
-                    break;
+                let received = tokio::time::Instant::now();
+                let newest_only = matches!(
+                    crate::nodesync::classify(&topics, &p.topic),
+                    Some(Incoming::Status(_) | Incoming::Online(_))
+                );
+                if newest_only {
+                    inbox.put_latest(p.topic, p.payload.to_vec(), received);
+                } else {
+                    inbox.put_ordered(p.topic, p.payload.to_vec(), received);
                 }
             }
             Ok(_) => {}
@@ -290,6 +288,7 @@ async fn event_loop(
     })
     .await;
     let _ = connected.send(false);
+    inbox.close();
 }
 
 /// Subscribing goes through the request queue the event loop drains, so it must not be
@@ -307,18 +306,6 @@ fn subscribe(client: &AsyncClient, topics: &Topics) {
             warn!("mqtt: could not subscribe: {e}");
         }
     });
-}
-
-/// Hands an event on, unless cancelled meanwhile. False when the loop should stop.
-async fn forward(
-    events: &mpsc::Sender<MqttEvent>,
-    ev: MqttEvent,
-    cancel: &CancellationToken,
-) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        sent = events.send(ev) => sent.is_ok(),
-    }
 }
 
 /// Exponential back-off with ±50 % jitter, so a fleet of clients does not reconnect in step.

@@ -107,6 +107,8 @@ struct Telemetry {
     scheduling: Mutex<Histogram>,
     mqtt: Mutex<BTreeMap<(Direction, &'static str), u64>>,
     status_reports: AtomicU64,
+    /// Messages the controller's inbox skipped (superseded, dropped).
+    skipped: [AtomicU64; 2],
     watches_open: AtomicI64,
 }
 
@@ -115,6 +117,7 @@ static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| Telemetry {
     scheduling: Mutex::new(Histogram::new(SCHEDULING_BUCKETS)),
     mqtt: Mutex::default(),
     status_reports: AtomicU64::new(0),
+    skipped: [AtomicU64::new(0), AtomicU64::new(0)],
     watches_open: AtomicI64::new(0),
 });
 
@@ -164,6 +167,12 @@ pub fn mqtt_message(direction: Direction, topic: &str) {
 /// A node status report was taken into the store.
 pub fn status_report_ingested() {
     TELEMETRY.status_reports.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A received message the controller did not take: `superseded` by a newer one on its
+/// topic before node sync got to it, or else dropped from a full queue.
+pub fn mqtt_skipped(superseded: bool) {
+    TELEMETRY.skipped[usize::from(!superseded)].fetch_add(1, Ordering::Relaxed);
 }
 
 /// An open watch stream; counted while it lives.
@@ -314,6 +323,20 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
         "punnet_status_reports_ingested_total {}",
         TELEMETRY.status_reports.load(Ordering::Relaxed)
     );
+
+    header(
+        &mut out,
+        "punnet_mqtt_skipped_total",
+        "counter",
+        "Received messages not taken: superseded by a newer report of the same node before the controller got to it (it was busy), or dropped from a full queue.",
+    );
+    for (i, why) in ["superseded", "dropped"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "punnet_mqtt_skipped_total{{reason=\"{why}\"}} {}",
+            TELEMETRY.skipped[i].load(Ordering::Relaxed)
+        );
+    }
 
     header(
         &mut out,

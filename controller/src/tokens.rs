@@ -102,7 +102,16 @@ pub struct TokenRecord {
     /// Given to the nodes a bootstrap token enrols.
     pub labels: BTreeMap<String, String>,
     pub created: DateTime<Utc>,
+    /// When an enrolment last spent a use (see [`LOGIN_GRACE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<DateTime<Utc>>,
 }
+
+/// How long a used-up bootstrap token may still log in to the broker after its last
+/// use. A board whose enrolment reply was lost (Wi-Fi, a restart) asks again with the
+/// same token; the controller answers that repeat for the node and key it enrolled
+/// without spending anything, and refuses everything else as used up.
+pub const LOGIN_GRACE: chrono::Duration = chrono::Duration::minutes(15);
 
 /// Why a token is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -138,6 +147,20 @@ impl TokenRecord {
             return Err(Refusal::UsedUp(self.id.clone()));
         }
         Ok(())
+    }
+
+    /// Whether the token may log in to the broker at `now`: [`usable`](Self::usable),
+    /// or a bootstrap token used up less than [`LOGIN_GRACE`] ago.
+    pub fn may_log_in(&self, now: DateTime<Utc>) -> Result<(), Refusal> {
+        match self.usable(now) {
+            Err(Refusal::UsedUp(_))
+                if self.role == Role::Bootstrap
+                    && self.last_used.is_some_and(|t| now - t < LOGIN_GRACE) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     pub fn verifier_bytes(&self) -> [u8; 32] {
@@ -252,8 +275,33 @@ impl Tokens {
         self.check(&token.id, &token.secret, Utc::now()).ok()
     }
 
-    /// The role of a token by id and secret at `now` (the MQTT login of a token).
+    /// The role of a token by id and secret at `now` (an API request's token).
     pub fn check(&self, id: &str, secret: &str, now: DateTime<Utc>) -> Result<Role, Refusal> {
+        let record = self.matching(id, secret)?;
+        record.usable(now)?;
+        Ok(record.role)
+    }
+
+    /// The role of an MQTT login `punnet-token-<id>` / secret at `now`.
+    pub fn check_mqtt_at(
+        &self,
+        username: &str,
+        password: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Role, Refusal> {
+        let id = enrol::token_id_of_username(username)
+            .ok_or_else(|| Refusal::Unknown(username.to_string()))?;
+        let record = self.matching(id, password)?;
+        record.may_log_in(now)?;
+        Ok(record.role)
+    }
+
+    /// [`check_mqtt_at`](Self::check_mqtt_at) now.
+    pub fn check_mqtt(&self, username: &str, password: &str) -> Result<Role, Refusal> {
+        self.check_mqtt_at(username, password, Utc::now())
+    }
+
+    fn matching(&self, id: &str, secret: &str) -> Result<TokenRecord, Refusal> {
         let record = self
             .get(id)
             .ok()
@@ -262,15 +310,7 @@ impl Tokens {
         if !record.secret_matches(secret) {
             return Err(Refusal::WrongSecret(id.to_string()));
         }
-        record.usable(now)?;
-        Ok(record.role)
-    }
-
-    /// The role of an MQTT login `punnet-token-<id>` / secret.
-    pub fn check_mqtt(&self, username: &str, password: &str) -> Result<Role, Refusal> {
-        let id = enrol::token_id_of_username(username)
-            .ok_or_else(|| Refusal::Unknown(username.to_string()))?;
-        self.check(id, password, Utc::now())
+        Ok(record)
     }
 
     /// Makes a token; the returned string is the only time its secret exists.
@@ -307,6 +347,7 @@ impl Tokens {
             expires: ttl.map(|d| now + d),
             labels: spec.labels.clone(),
             created: now,
+            last_used: None,
         };
         let value = serde_json::to_vec(&record).expect("a token record serialises");
         self.tree
@@ -342,6 +383,46 @@ impl Tokens {
         Ok(existed)
     }
 
+    /// The bootstrap token `id` for an enrolment whose proof `valid` decides, when it
+    /// has not expired, without spending a use: the repeat of an enrolment it already
+    /// paid for.
+    pub fn confirm(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        valid: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<TokenRecord, Refusal> {
+        let (_, record) = self.bootstrap(id, &valid)?;
+        match record.usable(now) {
+            Ok(()) | Err(Refusal::UsedUp(_)) => Ok(record),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn bootstrap(
+        &self,
+        id: &str,
+        valid: &impl Fn(&TokenRecord) -> bool,
+    ) -> Result<(sled::IVec, TokenRecord), Refusal> {
+        let old = self
+            .tree
+            .get(id.as_bytes())
+            .ok()
+            .flatten()
+            .ok_or_else(|| Refusal::Unknown(id.to_string()))?;
+        let record = decode(id, &old).map_err(|_| Refusal::Unknown(id.to_string()))?;
+        if !valid(&record) {
+            return Err(Refusal::WrongSecret(id.to_string()));
+        }
+        if record.role != Role::Bootstrap {
+            return Err(Refusal::NotBootstrap {
+                id: id.to_string(),
+                role: record.role,
+            });
+        }
+        Ok((old, record))
+    }
+
     /// Spends one use of bootstrap token `id` for an enrolment whose proof `valid`
     /// decides; atomic, so two enrolments racing for the last use cannot both win.
     pub fn spend(
@@ -351,25 +432,11 @@ impl Tokens {
         valid: impl Fn(&TokenRecord) -> bool,
     ) -> Result<TokenRecord, Refusal> {
         loop {
-            let old = self
-                .tree
-                .get(id.as_bytes())
-                .ok()
-                .flatten()
-                .ok_or_else(|| Refusal::Unknown(id.to_string()))?;
-            let record = decode(id, &old).map_err(|_| Refusal::Unknown(id.to_string()))?;
-            if !valid(&record) {
-                return Err(Refusal::WrongSecret(id.to_string()));
-            }
-            if record.role != Role::Bootstrap {
-                return Err(Refusal::NotBootstrap {
-                    id: id.to_string(),
-                    role: record.role,
-                });
-            }
+            let (old, record) = self.bootstrap(id, &valid)?;
             record.usable(now)?;
             let mut spent = record.clone();
             spent.uses_left = spent.uses_left.map(|n| n - 1);
+            spent.last_used = Some(now);
             let new = serde_json::to_vec(&spent).expect("a token record serialises");
             match self
                 .tree
@@ -483,6 +550,55 @@ mod tests {
         assert!(matches!(
             tokens.spend("000000000000", now, ok),
             Err(Refusal::Unknown(_))
+        ));
+
+        // Used up, it still logs in for a while so a board can repeat a lost enrolment,
+        // and confirm (not spend) answers that repeat; never after it expires.
+        let later = now + chrono::Duration::seconds(30);
+        let user = token.mqtt_username();
+        assert_eq!(
+            tokens.check_mqtt_at(&user, &token.secret, later),
+            Ok(Role::Bootstrap)
+        );
+        assert!(matches!(
+            tokens.check_mqtt_at(&user, &token.secret, now + chrono::Duration::seconds(61)),
+            Err(Refusal::Expired { .. })
+        ));
+        assert!(matches!(
+            tokens.check_mqtt_at(&user, "0", later),
+            Err(Refusal::WrongSecret(_))
+        ));
+        let (once, once_token) = tokens
+            .create(
+                &TokenSpec {
+                    uses: Some(1),
+                    ..Default::default()
+                },
+                now,
+            )
+            .unwrap();
+        let once_ok = |r: &TokenRecord| r.verifier == hex::encode(once_token.verifier());
+        tokens.spend(&once.id, now, once_ok).unwrap();
+        let once_user = once_token.mqtt_username();
+        assert_eq!(
+            tokens.check_mqtt_at(&once_user, &once_token.secret, now + LOGIN_GRACE / 2),
+            Ok(Role::Bootstrap)
+        );
+        assert!(matches!(
+            tokens.check_mqtt_at(&once_user, &once_token.secret, now + LOGIN_GRACE),
+            Err(Refusal::UsedUp(_))
+        ));
+        assert_eq!(
+            tokens.confirm(&rec.id, later, ok).unwrap().uses_left,
+            Some(0)
+        );
+        assert!(matches!(
+            tokens.confirm(&rec.id, now + chrono::Duration::seconds(61), ok),
+            Err(Refusal::Expired { .. })
+        ));
+        assert!(matches!(
+            tokens.confirm(&rec.id, later, |_| false),
+            Err(Refusal::WrongSecret(_))
         ));
         let (admin, _) = tokens.create(&spec(Role::Admin), now).unwrap();
         assert!(matches!(

@@ -86,6 +86,7 @@ fn token(id: &str, role: Role, secret: &str) -> TokenRecord {
         expires: None,
         labels: Default::default(),
         created: Utc::now(),
+        last_used: None,
     }
 }
 

@@ -19,20 +19,33 @@ pub enum EnrolFailure {
     Retry(String),
 }
 
-/// Enrols node `name`; the MQTT password it may log in with from now on.
+/// One node's enrolment request, made once so that a repeat after a lost answer is the
+/// same request (the controller answers that without spending another use).
+pub struct Pending {
+    pub password: String,
+    request: EnrolRequest,
+}
+
+impl Pending {
+    pub fn new(token: &TokenString, name: &str, public_key: [u8; 32]) -> Pending {
+        let password = hex::encode(rand::random::<[u8; 16]>());
+        let request = EnrolRequest::new(
+            token,
+            name,
+            &public_key,
+            enrol::mosquitto_hash(&password, rand::random()),
+        );
+        Pending { password, request }
+    }
+}
+
+/// One attempt to enrol with `pending`'s request.
 pub async fn enrol(
     settings: &NodeSettings,
     token: &TokenString,
-    name: &str,
-    public_key: [u8; 32],
-) -> Result<String, EnrolFailure> {
-    let password = hex::encode(rand::random::<[u8; 16]>());
-    let request = EnrolRequest::new(
-        token,
-        name,
-        &public_key,
-        enrol::mosquitto_hash(&password, rand::random()),
-    );
+    pending: &Pending,
+) -> Result<(), EnrolFailure> {
+    let request = &pending.request;
     let client_id = format!("punnet-enrol-{}", hex::encode(rand::random::<[u8; 8]>()));
     let mut o = MqttOptions::new(client_id.clone(), &settings.host, settings.port);
     o.set_clean_session(true)
@@ -46,7 +59,7 @@ pub async fn enrol(
     let (client, mut eventloop) = AsyncClient::new(o, 4);
     let prefix = settings.topics.prefix().to_string();
     let reply_topic = enrol::reply_topic(&prefix, &client_id);
-    let body = serde_json::to_vec(&request).expect("a request serialises");
+    let body = serde_json::to_vec(request).expect("a request serialises");
     let attempt = async {
         loop {
             match eventloop.poll().await {
@@ -85,5 +98,5 @@ pub async fn enrol(
     };
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await;
-    result.map(|()| password)
+    result
 }

@@ -34,8 +34,15 @@ use crate::tls::listener::HANDSHAKE_TIMEOUT;
 pub use inspect::Version;
 use inspect::{Inspector, Step};
 
-/// A client must send its CONNECT this soon (rumqttd's own limit behind the gate).
+/// A client must send its CONNECT this soon (rumqttd's own limit behind the gate), and
+/// rumqttd must answer it this soon; clients (rumqttc) give up after 5 s as well.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections at most between their CONNECT and rumqttd's answer. rumqttd accepts on
+/// one thread; when a whole site's boards come back at once, unbounded handshakes piled
+/// up as half-open loopback connections (10,000 in SYN-SENT at 5,000 boards) until the
+/// process ran out of files. Waiting here costs one socket, the client's.
+static HANDSHAKES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 
 /// Why connections were closed by the gate, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +127,20 @@ pub async fn listen(
     tls: Option<Arc<rustls::ServerConfig>>,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(public).await?;
+    let listener = std::net::TcpListener::bind(public)?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let tls_on = tls.is_some();
     let acceptor = tls.map(TlsAcceptor::from);
-    tokio::spawn(async move {
+    // On the I/O runtime, so that a busy controller cannot stall the fleet's keepalives.
+    crate::io_runtime::handle()?.spawn(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %local, error = %e, "MQTT listener: cannot register the socket; the embedded broker takes no connections");
+                return;
+            }
+        };
         loop {
             let (stream, peer) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -188,15 +204,27 @@ impl Gate {
                 return Err(deny(why, &login.username, &reason));
             }
         }
-        let broker = TcpStream::connect(self.inner)
+        let handshake = async {
+            let _turn = HANDSHAKES
+                .acquire()
+                .await
+                .map_err(|e| format!("gate closed: {e}"))?;
+            let broker = TcpStream::connect(self.inner)
+                .await
+                .map_err(|e| format!("cannot reach the broker on {}: {e}", self.inner))?;
+            let _ = broker.set_nodelay(true);
+            let (from_broker, mut to_broker) = broker.into_split();
+            to_broker
+                .write_all(&connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Its CONNACK is on the way: the next connection may go.
+            from_broker.readable().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((from_broker, to_broker))
+        };
+        let (from_broker, mut to_broker) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await
-            .map_err(|e| format!("cannot reach the broker on {}: {e}", self.inner))?;
-        let _ = broker.set_nodelay(true);
-        let (from_broker, mut to_broker) = broker.into_split();
-        to_broker
-            .write_all(&connect)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| "the broker did not answer the CONNECT in time (busy)".to_string())??;
         let who = login.username;
         // Either side ending ends both: a board that drops its connection must look
         // dropped to rumqttd at once, so that its last will goes out.

@@ -63,6 +63,7 @@ pub async fn run(store: Arc<Store>, config: NodeLifecycleConfig, cancel: Cancell
     let started = Time::now();
     let mut dirty = true;
     let mut wake = tokio::time::Instant::now() + config.resync;
+    let mut paused = false;
     loop {
         if dirty {
             tokio::select! {
@@ -72,6 +73,14 @@ pub async fn run(store: Arc<Store>, config: NodeLifecycleConfig, cancel: Cancell
             while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
             let next = match pass(&store, &config, started, Time::now()) {
                 Ok(outcome) => {
+                    if outcome.paused != paused {
+                        paused = outcome.paused;
+                        if paused {
+                            warn!("node lifecycle: no node is Ready: evictions wait until one is (full disruption)");
+                        } else {
+                            info!("node lifecycle: a node is Ready again: evictions resume");
+                        }
+                    }
                     tainted = outcome.no_execute_nodes;
                     outcome.next_eviction
                 }
@@ -131,10 +140,15 @@ pub struct PassOutcome {
     pub next_eviction: Option<Time>,
     /// Pods evicted in this pass (`namespace/name`).
     pub evicted: Vec<String>,
+    /// No node is Ready: evictions wait (see [`pass`]).
+    pub paused: bool,
 }
 
 /// One pass: taints first, then evictions. `started` is when the loop began (see
-/// `decide::eviction`).
+/// `decide::eviction`). While no node at all is Ready, nothing is evicted: the Pods
+/// would have nowhere to go, and a whole fleet dropping at once (the Wi-Fi access point,
+/// the broker's host) says more about the network than about the boards; Kubernetes'
+/// node lifecycle controller stops evicting in this "full disruption" as well.
 pub fn pass(
     store: &Store,
     config: &NodeLifecycleConfig,
@@ -145,6 +159,7 @@ pub fn pass(
     let mut outcome = PassOutcome::default();
     let mut no_execute: HashMap<String, Node> = HashMap::new();
     let mut went_down = BTreeSet::new();
+    let any_ready = nodes.iter().any(Node::is_ready);
     for node in nodes {
         let (node, down) = update_taints(store, node, now)?;
         if down {
@@ -183,6 +198,7 @@ pub fn pass(
             Eviction::At(at) => {
                 outcome.next_eviction = Some(outcome.next_eviction.map_or(at, |e| e.min(at)));
             }
+            Eviction::Now if !any_ready => outcome.paused = true,
             Eviction::Now => {
                 if evict(store, pod, node)? {
                     outcome.evicted.push(pod.metadata.key());
@@ -365,5 +381,31 @@ mod tests {
         let rev = s.revision();
         pass(&s, &config, t0, deadline).unwrap();
         assert_eq!(s.revision(), rev);
+    }
+
+    #[test]
+    fn nothing_is_evicted_while_no_node_is_ready() {
+        let (_d, s) = store();
+        s.create(node("pi-1", "Unknown")).unwrap();
+        s.create(node("pi-2", "Unknown")).unwrap();
+        s.create(pod("web-a", "pi-1")).unwrap();
+        let config = NodeLifecycleConfig {
+            default_eviction: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let t0 = Time::now();
+        let deadline = pass(&s, &config, t0, t0).unwrap().next_eviction.unwrap();
+        let out = pass(&s, &config, t0, deadline).unwrap();
+        assert!(out.paused && out.evicted.is_empty(), "{out:?}");
+        assert!(s.get::<Pod>(Some("default"), "web-a").unwrap().is_some());
+
+        // One board back: the Pods of the others may move there now.
+        s.modify::<Node>(None, "pi-2", |n| {
+            n.status.conditions[0].status = "True".into()
+        })
+        .unwrap();
+        let out = pass(&s, &config, t0, deadline).unwrap();
+        assert!(!out.paused);
+        assert_eq!(out.evicted, ["default/web-a"]);
     }
 }

@@ -4,7 +4,11 @@
 //! The agent's next report makes the node Ready again and overwrites its Pods' status.
 //!
 //! Last-heard times live in memory only (persisting every heartbeat would wear the SD
-//! card); after a controller restart every node gets a full grace period from the start.
+//! card); after a controller restart every node gets a full grace period from the start,
+//! and so it does after the controller's own MQTT connection was down (it heard nobody;
+//! that says nothing about the nodes). Silence counts from when the connection read a
+//! report, not from when node sync got to it, so a busy controller does not take its
+//! fleet for lost.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,8 +48,9 @@ impl Lost {
 #[derive(Debug)]
 pub struct Liveness {
     grace: Duration,
-    /// When this process started watching: the stand-in for nodes not heard since.
-    started: Instant,
+    /// When this process started watching, or its own connection was last down: the
+    /// stand-in for nodes not heard since.
+    floor: Instant,
     last_heard: HashMap<String, Instant>,
 }
 
@@ -53,7 +58,7 @@ impl Liveness {
     pub fn new(grace: Duration, now: Instant) -> Liveness {
         Liveness {
             grace,
-            started: now,
+            floor: now,
             last_heard: HashMap::new(),
         }
     }
@@ -62,10 +67,16 @@ impl Liveness {
         self.last_heard.insert(node.to_string(), now);
     }
 
+    /// The controller itself could hear nobody at `now` (its MQTT connection is down):
+    /// every node gets a whole grace period from then, as after a restart.
+    pub fn unheard_since(&mut self, now: Instant) {
+        self.floor = self.floor.max(now);
+    }
+
     /// Whether `node` has been silent for longer than the grace period.
     pub fn is_silent(&self, node: &str, now: Instant) -> bool {
-        let since = self.last_heard.get(node).copied().unwrap_or(self.started);
-        now.saturating_duration_since(since) > self.grace
+        let heard = self.last_heard.get(node).copied().unwrap_or(self.floor);
+        now.saturating_duration_since(heard.max(self.floor)) > self.grace
     }
 
     pub fn grace(&self) -> Duration {
@@ -248,6 +259,12 @@ mod tests {
         l.heard("pi-1", t0 + Duration::from_secs(30));
         assert!(!l.is_silent("pi-1", t0 + Duration::from_secs(69)));
         assert!(l.is_silent("pi-1", t0 + Duration::from_secs(71)));
+        // The controller's own connection was down at 100 s: a fresh grace from there.
+        l.unheard_since(t0 + Duration::from_secs(100));
+        assert!(!l.is_silent("pi-1", t0 + Duration::from_secs(139)));
+        assert!(l.is_silent("pi-1", t0 + Duration::from_secs(141)));
+        l.heard("pi-1", t0 + Duration::from_secs(130));
+        assert!(!l.is_silent("pi-1", t0 + Duration::from_secs(169)));
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub async fn run_with(
     logs: Arc<LogProxy>,
     cancel: CancellationToken,
 ) {
-    let (handle, mut events, mqtt_task) = mqtt::start(&config.mqtt, cancel.clone());
+    let (handle, inbox, mqtt_task) = mqtt::start(&config.mqtt, cancel.clone());
     logs.attach(handle.clone(), config.node_grace, cancel.clone());
     let reconnected = Arc::new(Notify::new());
     let publisher = tokio::spawn(desired::run_publisher(
@@ -136,6 +136,12 @@ pub async fn run_with(
                 }
             }
             _ = check.tick() => {
+                // Without its own connection the controller hears nobody: that says
+                // nothing about the nodes, so none is judged until it is back.
+                if !handle.is_connected() {
+                    ingest.liveness.unheard_since(Instant::now());
+                    continue;
+                }
                 let done = ingest.pods.current(&store).and_then(|index| {
                     liveness::check(&store, &ingest.liveness, Instant::now(), index)
                 });
@@ -143,10 +149,12 @@ pub async fn run_with(
                     warn!("node sync: liveness check: {e}");
                 }
             }
-            ev = events.recv() => match ev {
+            ev = inbox.recv() => match ev {
                 None => break,
                 Some(MqttEvent::Connected) => reconnected.notify_one(),
-                Some(MqttEvent::Message { topic, payload }) => ingest.handle(&topic, &payload),
+                Some(MqttEvent::Message { topic, payload, received }) => {
+                    ingest.handle(&topic, &payload, received)
+                }
             },
         }
     }
@@ -199,7 +207,7 @@ struct Ingest {
 }
 
 impl Ingest {
-    fn handle(&mut self, topic: &str, payload: &[u8]) {
+    fn handle(&mut self, topic: &str, payload: &[u8], received: Instant) {
         match classify(&self.topics, topic) {
             Some(Incoming::Status(node)) => match self.open_status(node, payload) {
                 Ok(report) => {
@@ -219,7 +227,7 @@ impl Ingest {
                     );
                     match ingested {
                         Ok(_) => {
-                            self.liveness.heard(node, Instant::now());
+                            self.liveness.heard(node, received);
                             self.logs.note_heard(node);
                             self.metrics.record(&report, punnet_api::Time::now());
                         }
@@ -229,7 +237,7 @@ impl Ingest {
                         ) => self.bad(topic, &e.to_string()),
                         // The report was fine; the store was not. The next report retries.
                         Err(e) => {
-                            self.liveness.heard(node, Instant::now());
+                            self.liveness.heard(node, received);
                             warn!("node sync: {e}");
                         }
                     }
@@ -337,10 +345,14 @@ mod tests {
             metrics: Arc::default(),
             bad_messages: 0,
         };
-        ingest.handle("punnet/v1/nodes/pi-1/status", b"garbage");
-        ingest.handle("punnet/v1/nodes/pi-1/status", &[]);
-        ingest.handle("punnet/v1/nodes/pi-1/online", b"maybe");
-        ingest.handle("punnet/v1/nodes/pi-1/logs/reply/x", &[1, 2, 3]);
+        ingest.handle("punnet/v1/nodes/pi-1/status", b"garbage", Instant::now());
+        ingest.handle("punnet/v1/nodes/pi-1/status", &[], Instant::now());
+        ingest.handle("punnet/v1/nodes/pi-1/online", b"maybe", Instant::now());
+        ingest.handle(
+            "punnet/v1/nodes/pi-1/logs/reply/x",
+            &[1, 2, 3],
+            Instant::now(),
+        );
         assert_eq!(ingest.bad_messages, 4);
         assert!(store.list::<punnet_api::Node>(None).unwrap().0.is_empty());
     }

@@ -207,7 +207,10 @@ impl Broker {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
+                    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                    // PUNNET-PATCH: two workers for this listener's links (was one
+                    // thread for the accept loop and every connection).
+                    runtime.worker_threads(2);
                     let runtime = runtime.enable_all().build().unwrap();
 
                     runtime.block_on(async {
@@ -225,7 +228,10 @@ impl Broker {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
+                    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                    // PUNNET-PATCH: two workers for this listener's links (was one
+                    // thread for the accept loop and every connection).
+                    runtime.worker_threads(2);
                     let runtime = runtime.enable_all().build().unwrap();
 
                     runtime.block_on(async {
