@@ -120,6 +120,18 @@ impl PodIndex {
             .unwrap_or_default()
     }
 
+    /// Keys and revisions of the Pods bound to `node`, in key order.
+    pub fn revisions_on(&self, node: &str) -> Vec<(String, u64)> {
+        self.by_node
+            .get(node)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|k| Some((k.clone(), self.pods.get(k)?.revision)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Keys of the terminating Pods.
     pub fn terminating(&self) -> Vec<String> {
         self.terminating.iter().cloned().collect()

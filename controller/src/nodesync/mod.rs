@@ -11,6 +11,7 @@ pub mod facts;
 pub mod index;
 pub mod liveness;
 pub mod refs;
+pub mod seen;
 pub mod status;
 pub mod sweep;
 
@@ -112,6 +113,7 @@ pub async fn run_with(
         pods,
         topics: config.mqtt.topics(),
         liveness: Liveness::new(config.node_grace, Instant::now()),
+        seen: Default::default(),
         heartbeat_every: config.heartbeat_every,
         logs,
         metrics: config.metrics.clone(),
@@ -199,6 +201,8 @@ struct Ingest {
     pods: PodIndexFollower,
     topics: Topics,
     liveness: Liveness,
+    /// Each node's last Pod statuses, so a repeat is not read again.
+    seen: seen::PodsSeen,
     heartbeat_every: Duration,
     logs: Arc<LogProxy>,
     metrics: Arc<Metrics>,
@@ -211,20 +215,25 @@ impl Ingest {
         match classify(&self.topics, topic) {
             Some(Incoming::Status(node)) => match self.open_status(node, payload) {
                 Ok(report) => {
-                    let terminating = match self.pods.current(&self.store) {
-                        Ok(index) => index.terminating_on(node),
+                    let (terminating, on_node) = match self.pods.current(&self.store) {
+                        Ok(index) => (index.terminating_on(node), index.revisions_on(node)),
                         Err(e) => {
                             warn!("node sync: {e}");
                             return;
                         }
                     };
+                    let unchanged = self.seen.unchanged(node, &report, on_node);
                     let ingested = status::ingest_with(
                         &self.store,
                         node,
                         &report,
                         self.heartbeat_every,
                         &terminating,
+                        unchanged,
                     );
+                    if ingested.is_err() {
+                        self.seen.forget(node);
+                    }
                     match ingested {
                         Ok(_) => {
                             self.liveness.heard(node, received);
@@ -340,6 +349,7 @@ mod tests {
             pods: PodIndexFollower::new(&store).unwrap(),
             topics: Topics::default(),
             liveness: Liveness::new(Duration::from_secs(40), Instant::now()),
+            seen: Default::default(),
             heartbeat_every: Duration::from_secs(60),
             logs: Arc::new(LogProxy::default()),
             metrics: Arc::default(),

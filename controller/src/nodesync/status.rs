@@ -253,18 +253,28 @@ pub fn ingest(
         .filter(|p| p.spec.node_name.as_deref() == Some(topic_node) && podgc::is_terminating(p))
         .map(|p| p.metadata.key())
         .collect();
-    ingest_with(store, topic_node, report, heartbeat_every, &terminating)
+    ingest_with(
+        store,
+        topic_node,
+        report,
+        heartbeat_every,
+        &terminating,
+        false,
+    )
 }
 
 /// `ingest`, given the keys of the terminating Pods bound to the node (a report that no
 /// longer lists one of them completes its deletion). Reads only the Node and the Pods
-/// the report and `terminating` name.
+/// the report and `terminating` name. `pods_unchanged`: the caller knows the same Pod
+/// statuses were taken from this node before with nothing to write, and no Pod on the
+/// node has changed since (see `PodsSeen`), so the Pods are not read again.
 pub fn ingest_with(
     store: &Store,
     topic_node: &str,
     report: &NodeStatusReport,
     heartbeat_every: Duration,
     terminating: &[String],
+    pods_unchanged: bool,
 ) -> Result<bool, IngestError> {
     if report.node != topic_node {
         return Err(IngestError::WrongNode {
@@ -317,7 +327,12 @@ pub fn ingest_with(
         }
     };
     let host_ip = report.facts.addresses.first().map(String::as_str);
-    for pr in &report.pods {
+    let reports = if pods_unchanged {
+        &[][..]
+    } else {
+        &report.pods[..]
+    };
+    for pr in reports {
         let pod: Option<Pod> = store.get(Some(&pr.namespace), &pr.name).map_err(err)?;
         // A report about an older incarnation (deleted and recreated) is not this Pod's.
         let Some(pod) = pod.filter(|p| p.metadata.uid.as_deref() == Some(pr.uid.as_str())) else {

@@ -99,6 +99,24 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, pending) = self.connect_event();
+        router_tx.send((0, event))?;
+        pending.link_rx.recv()?;
+        pending.finish(router_tx)
+    }
+
+    /// PUNNET-PATCH: `build` without blocking the runtime's thread. The remote links of
+    /// a listener share a runtime; with the blocking `send`/`recv` of `build`, a few
+    /// connections waiting for a busy router stopped the listener's every connection
+    /// and its accept loop (at 5,000 boards the broker stopped for good).
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, pending) = self.connect_event();
+        router_tx.send_async((0, event)).await?;
+        pending.link_rx.recv_async().await?;
+        pending.finish(router_tx)
+    }
+
+    fn connect_event(self) -> (Sender<(ConnectionId, Event)>, Event, PendingLink) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -121,10 +139,32 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
+        let pending = PendingLink {
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        };
+        (self.router_tx, event, pending)
+    }
+}
 
-        self.router_tx.send((0, event))?;
+/// A link whose Connect the router has yet to acknowledge.
+struct PendingLink {
+    link_rx: Receiver<()>,
+    outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+    incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+}
 
-        link_rx.recv()?;
+impl PendingLink {
+    fn finish(
+        self,
+        router_tx: Sender<(ConnectionId, Event)>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let PendingLink {
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        } = self;
         let notification = outgoing_data_buffer.lock().pop_front().unwrap();
 
         // Right now link identifies failure with dropped rx in router,
@@ -134,8 +174,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }

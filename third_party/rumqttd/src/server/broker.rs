@@ -602,7 +602,8 @@ async fn remote<P: Protocol>(
     if send_disconnect {
         let disconnect = Event::Disconnect;
         let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        // PUNNET-PATCH: was a blocking `send` on the listener's runtime.
+        router_tx.send_async(message).await.ok();
     }
 
     // this is important to stop the connection
