@@ -95,20 +95,31 @@ async fn forged_status_is_refused(port: u16, a: &str, b: &str) {
         .unwrap();
     let topic = Topics::default().status(a);
     let forger = SigningKey::from_seed(&[0x66; 32]);
-    mosquitto_pub(port, &topic, &encode_signed(&report(a, true), a, &forger));
-    mosquitto_pub(port, &topic, &wire::encode(&report(a, true)));
-    // Signed with another node's (registered) key, for this topic.
-    mosquitto_pub(
-        port,
-        &topic,
-        &encode_signed(&report(a, true), a, &agent_key(b)),
-    );
-    // Node b's genuine report, copied onto node a's topic.
-    mosquitto_pub(
-        port,
-        &topic,
-        &encode_signed(&report(b, true), b, &agent_key(b)),
-    );
+    let forgeries = [
+        encode_signed(&report(a, true), a, &forger),
+        wire::encode(&report(a, true)),
+        // Signed with another node's (registered) key, for this topic.
+        encode_signed(&report(a, true), a, &agent_key(b)),
+        // Node b's genuine report, copied onto node a's topic.
+        encode_signed(&report(b, true), b, &agent_key(b)),
+    ];
+    let refusals = || {
+        node_events(&ctl, a)
+            .iter()
+            .filter(|(r, _)| r == "ForgedStatus" || r == "UnsignedStatus")
+            .map(|e| i64::from(e.1))
+            .sum::<i64>()
+    };
+    // One at a time: node sync takes only the newest unread message of a node's status
+    // topic, so a burst would be judged by its last message alone.
+    for forgery in &forgeries {
+        let seen = refusals();
+        mosquitto_pub(port, &topic, forgery);
+        eventually("the forgery refused", wait, || {
+            (refusals() > seen).then_some(())
+        })
+        .await;
+    }
     // A node nobody registered.
     let ghost = format!("{a}-ghost");
     mosquitto_pub(
