@@ -187,7 +187,8 @@ fn verify_ptmx_handle(ptmx: &OwnedFd) -> Result<()> {
         }
 
         // 2. Check inode number
-        if stat.st_ino != PTMX_INO {
+        // Punnet patch: st_ino is 32 bits on 32-bit glibc (was `stat.st_ino != PTMX_INO`).
+        if stat.st_ino as u64 != PTMX_INO {
             return Err(VerifyInodeError::Verification(format!(
                 "ptmx handle has wrong inode number: {}",
                 stat.st_ino

@@ -579,8 +579,10 @@ impl Syscall for LinuxSyscall {
     /// Sets resource limit for process
     fn set_rlimit(&self, rlimit: &PosixRlimit) -> Result<()> {
         let rlim = &libc::rlimit {
-            rlim_cur: rlimit.soft(),
-            rlim_max: rlimit.hard(),
+            // Punnet patch: rlim_t is 32 bits on 32-bit glibc; a limit that does not
+            // fit is unlimited there (was `rlimit.soft()` / `rlimit.hard()`).
+            rlim_cur: libc::rlim_t::try_from(rlimit.soft()).unwrap_or(libc::RLIM_INFINITY),
+            rlim_max: libc::rlim_t::try_from(rlimit.hard()).unwrap_or(libc::RLIM_INFINITY),
         };
 
         // Change for musl libc based on seccomp needs
