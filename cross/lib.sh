@@ -56,11 +56,13 @@ cross_zig_cpu() {
     esac
 }
 
-# The CPU qemu-user emulates for a target's checks.
+# The CPU qemu-user emulates for a target's checks. The glibc targets run against
+# Debian's cross glibc (libc6-arm64-cross, libc6-armhf-cross: bookworm's 2.36, the
+# oldest the binaries promise to run on) as their sysroot.
 cross_qemu() {
     case "$1" in
-        aarch64-unknown-linux-gnu) echo "qemu-aarch64-static -cpu cortex-a53" ;;
-        armv7-unknown-linux-gnueabihf) echo "qemu-arm-static -cpu cortex-a7" ;;
+        aarch64-unknown-linux-gnu) echo "qemu-aarch64-static -cpu cortex-a53 -L /usr/aarch64-linux-gnu" ;;
+        armv7-unknown-linux-gnueabihf) echo "qemu-arm-static -cpu cortex-a7 -L /usr/arm-linux-gnueabihf" ;;
         arm-unknown-linux-musleabihf) echo "qemu-arm-static -cpu arm1176" ;;
     esac
 }
@@ -78,7 +80,11 @@ cross_cargo() {
         *) zt="$target" ;;
     esac
     if cross_needs_build_std "$target"; then
-        cargo +nightly zigbuild -Zbuild-std=std,panic_abort --target "$zt" "$@"
+        # -Zbuild-std has no self-contained musl start files (crt1.o, crti.o, crtbegin.o
+        # that rustup's prebuilt std carries): zig's linker brings its own musl's.
+        local flags="CARGO_TARGET_$(tr a-z- A-Z_ <<<"$target")_RUSTFLAGS"
+        env "$flags=${!flags:-} -C link-self-contained=no" \
+            cargo +nightly zigbuild -Zbuild-std=std,panic_abort --target "$zt" "$@"
     else
         cargo zigbuild --target "$zt" "$@"
     fi
@@ -87,13 +93,18 @@ cross_cargo() {
 # Installs what cross builds need: Debian packages, zig and cargo-zigbuild from PyPI,
 # rustup targets (and nightly's rust-src for -Zbuild-std).
 cross_ensure_tools() {
-    ensure_packages qemu-user-static binutils gperf make dpkg-dev python3-pip
+    ensure_packages qemu-user-static binutils gperf make dpkg-dev python3-pip \
+        libc6-arm64-cross libc6-armhf-cross
     if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1 \
-        || [ "$(python3 -m ziglang version)" != "$CROSS_ZIG_VERSION" ]; then
+        || [ "$(python3 -m ziglang version)" != "$CROSS_ZIG_VERSION" ] \
+        || [ "$(cargo-zigbuild --version)" != "cargo-zigbuild $CROSS_ZIGBUILD_VERSION" ]; then
         echo "==> pip install ziglang==$CROSS_ZIG_VERSION cargo-zigbuild==$CROSS_ZIGBUILD_VERSION"
+        # Debian's own python3 wants --break-system-packages; older pips do not know it.
         python3 -m pip install --quiet --break-system-packages "ziglang==$CROSS_ZIG_VERSION" \
             "cargo-zigbuild==$CROSS_ZIGBUILD_VERSION" 2>/dev/null \
-            || python3 -m pip install --quiet "ziglang==$CROSS_ZIG_VERSION" "cargo-zigbuild==$CROSS_ZIGBUILD_VERSION"
+            || python3 -m pip install --quiet "ziglang==$CROSS_ZIG_VERSION" "cargo-zigbuild==$CROSS_ZIGBUILD_VERSION" \
+            || { echo "error: could not install zig and cargo-zigbuild from PyPI (above): the ARM builds need them" >&2
+                 return 1; }
     fi
     local t installed nightly_installed
     installed=$(rustup target list --installed)
@@ -228,7 +239,10 @@ cross_bin_name() {
     esac
 }
 
-# Copies a target's binaries from cargo's target dir into dist/<target>/, stripped.
+# Copies a target's binaries from cargo's target dir into dist/<target>/. The profiles
+# strip them (release, cross-ci: `strip = true`); one that did not is refused, since
+# neither zig's objcopy (--strip-all: "unimplemented") nor the host's binutils can strip
+# ARM files.
 cross_collect() {
     local target=$1 profile=$2; shift 2
     local dir=$profile p bin out
@@ -237,35 +251,143 @@ cross_collect() {
     mkdir -p "$out"
     for p in "$@"; do
         bin=$(cross_bin_name "$p")
-        cp "${CARGO_TARGET_DIR:-$(cross_repo)/target}/$target/$dir/$bin" "$out/$bin.tmp"
-        # Profiles other than release may keep symbols; dist/ always holds stripped files.
-        "$(cross_zig)" objcopy --strip-all "$out/$bin.tmp" "$out/$bin" 2>/dev/null \
-            || mv "$out/$bin.tmp" "$out/$bin"
-        rm -f "$out/$bin.tmp"
+        if readelf -S -W "${CARGO_TARGET_DIR:-$(cross_repo)/target}/$target/$dir/$bin" | grep -q ' \.symtab '; then
+            echo "error: $target/$dir/$bin has symbols: build it with a profile that strips" >&2
+            return 1
+        fi
+        cp "${CARGO_TARGET_DIR:-$(cross_repo)/target}/$target/$dir/$bin" "$out/$bin"
     done
 }
 
-# ARMv6 check: the ELF build attributes say v6, name no ARMv7 feature (Thumb-2, NEON,
-# VFPv3 and up), and every object file of the static C libraries says the same.
-cross_check_armv6_attributes() {
-    local file=$1 attrs bad=0
-    attrs=$(readelf -A "$file")
-    if ! grep -q 'Tag_CPU_arch: v6' <<<"$attrs"; then
-        echo "FAIL $file: Tag_CPU_arch is not v6:" >&2
-        grep 'Tag_CPU_arch' <<<"$attrs" >&2 || echo "  (no build attributes)" >&2
-        bad=1
+# The ARM build attributes of FILE, an ELF object or an archive (every member), one
+# line per object: "NAME ARCH EXTRA", ARCH its Tag_CPU_arch ("none": no attributes, as
+# in data-only members), EXTRA the ARMv7-only things it names (Thumb-2, NEON, VFPv3/v4,
+# an architecture profile) joined by commas, or "-".
+cross_arm_attrs() {
+    local archive=0
+    [ "$(head -c 7 "$1")" = '!<arch>' ] && archive=1
+    readelf -A "$1" 2>/dev/null | awk -v name="$1" -v archive=$archive '
+        function flush() { if (seen) print name, arch, (extra == "" ? "-" : extra) }
+        BEGIN { seen = !archive; arch = "none"; extra = "" }
+        /^File: / { flush(); name = substr($0, 7); arch = "none"; extra = ""; seen = 1; next }
+        /Tag_CPU_arch:/ { arch = $2 }
+        /Tag_CPU_arch_profile|Thumb-2|NEON|VFPv3|VFPv4|Tag_Advanced_SIMD_arch/ {
+            line = $0; gsub(/[ \t]/, "", line); extra = extra (extra == "" ? "" : ",") line }
+        END { flush() }'
+}
+
+# Whether a Tag_CPU_arch value runs on an ARM1176 (ARMv6KZ): ARMv6 or older, A/R
+# profile, no Thumb-2 (v6T2) and no M profile.
+cross_arch_is_armv6() { [[ $1 =~ ^(none|v4|v4T|v5T|v5TE|v5TEJ|v6|v6K|v6KZ)$ ]]; }
+
+# ring's 32-bit ARM assembly: files whose objects carry ARMv7/NEON attributes on every
+# target, because they hold NEON code (and start with `.arch armv7-a`). ring calls their
+# NEON functions only after its run-time check finds NEON in the kernel's AT_HWCAP
+# (ring's src/cpu/arm.rs), which an ARMv6 core never reports; on a Pi 2-5 running the
+# ARMv6 build they make TLS and signatures faster. cross_check_ring_armv6 shows the
+# integer functions the mixed files also hold (what a Pi Zero runs) are ARMv6 code.
+CROSS_RING_NEON_MIXED=(armv4-mont chacha-armv4 sha256-armv4 sha512-armv4)
+CROSS_RING_NEON_ONLY=(bsaes-armv7 vpaes-armv7 ghash-armv4 x25519-asm-arm poly1305_arm_asm)
+
+# ring's source directory (cargo's registry copy of the version Cargo.lock names).
+cross_ring_src() {
+    cargo metadata --format-version 1 --filter-platform arm-unknown-linux-musleabihf 2>/dev/null \
+        | python3 -c 'import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "ring": print(os.path.dirname(p["manifest_path"]))'
+}
+
+# Assembles ring's mixed integer/NEON files again for the ARM1176 with their NEON parts
+# compiled out (__ARM_MAX_ARCH__ 6 instead of ring's fixed 8) and their `.arch armv7-a`
+# lines dropped, so the assembler itself refuses any ARMv7 instruction left in the
+# integer code: each must assemble, say Tag_CPU_arch v6 and still define its *_nohw
+# function. Checks that the NEON-only files define nothing but NEON entry points.
+cross_check_ring_armv6() {
+    local target=$1 archive=$2 src work zig b out bad=0 syms
+    src=$(cross_ring_src)
+    [ -n "$src" ] && [ -d "$src/pregenerated" ] || { echo "FAIL ring's source not found" >&2; return 1; }
+    zig=$(cross_zig)
+    work=$(mktemp -d)
+    cp -r "$src/include" "$work/include"
+    cp -r "$src/pregenerated/ring_core_generated" "$work/include/"
+    sed -i 's/^#define __ARM_MAX_ARCH__ 8$/#define __ARM_MAX_ARCH__ 6/' "$work/include/ring-core/asm_base.h"
+    grep -q '^#define __ARM_MAX_ARCH__ 6$' "$work/include/ring-core/asm_base.h" \
+        || { echo "FAIL ring's asm_base.h no longer defines __ARM_MAX_ARCH__ 8: check cross_check_ring_armv6" >&2; bad=1; }
+    for b in "${CROSS_RING_NEON_MIXED[@]}"; do
+        grep -v -P '^\.arch\tarmv7-a$|^\.fpu\tneon$' "$src/pregenerated/$b-linux32.S" >"$work/$b.S"
+        if ! out=$("$zig" cc -target "$(cross_zig_target "$target")" -mcpu="$(cross_zig_cpu "$target")" \
+            -I "$work/include" -c "$work/$b.S" -o "$work/$b.o" 2>&1); then
+            echo "FAIL ring $b: its integer code does not assemble for $(cross_zig_cpu "$target"):" >&2
+            echo "$out" | head -10 >&2; bad=1; continue
+        fi
+        read -r _ arch extra < <(cross_arm_attrs "$work/$b.o")
+        syms=$(nm "$work/$b.o" | awk '$2 == "T" { sub(/^ring_core_[0-9_]*_/, "", $3); print $3 }' | tr '\n' ' ')
+        if cross_arch_is_armv6 "$arch" && [ "$extra" = - ] && [[ $syms == *_nohw* ]]; then
+            echo "ok   ring $b without its NEON part: Tag_CPU_arch $arch, defines $syms"
+        else
+            echo "FAIL ring $b without its NEON part: Tag_CPU_arch $arch, $extra, defines '$syms'" >&2; bad=1
+        fi
+    done
+    # The NEON-only files: every function they define (in the archive that was linked)
+    # has NEON in its name or is ring's vector AES (vpaes_*/bsaes_*), which ring picks
+    # only with NEON.
+    for b in "${CROSS_RING_NEON_ONLY[@]}"; do
+        syms=$(nm -A "$archive" 2>/dev/null | grep -E "[:-]$b(-linux32)?\.o:" \
+            | awk '$(NF-1) == "T" { sub(/^ring_core_[0-9_]*_/, "", $NF); print $NF }' | sort -u | tr '\n' ' ')
+        if [ -z "$syms" ]; then
+            echo "FAIL ring $b: not found in $archive" >&2; bad=1
+        elif tr ' ' '\n' <<<"$syms" | grep -v '^$' | grep -qvE '(neon|NEON|^vpaes_|^bsaes_)'; then
+            echo "FAIL ring $b defines functions that are not NEON-only: $syms" >&2; bad=1
+        else
+            echo "ok   ring $b: NEON-only, defines $syms"
+        fi
+    done
+    rm -rf "$work"
+    return $bad
+}
+
+# ARMv6: the build attributes of the binary and of every object linked into it. zig's
+# linker (lld) copies the attributes of the first object it reads into the output and
+# merges nothing, so the binary's own `Tag_CPU_arch: v6` proves little by itself: every
+# archive of the build is examined as well, the Rust libraries (std from -Zbuild-std and
+# every crate), ring's C and assembly, libbpf, and target/cross's C libraries. Only
+# ring's NEON assembly (above) may name ARMv7 or NEON, and only when
+# cross_check_ring_armv6 passes.
+cross_check_armv6() {
+    local target=$1 profile=$2 file=$3 dir=$profile tdir bad=0 a name arch extra n=0 ring=()
+    [ "$profile" = dev ] && dir=debug
+    tdir="${CARGO_TARGET_DIR:-$(cross_repo)/target}/$target/$dir"
+    read -r _ arch extra < <(cross_arm_attrs "$file")
+    if [ "${arch:0:2}" = v6 ] && cross_arch_is_armv6 "$arch" && [ "$extra" = - ]; then
+        echo "ok   $file: Tag_CPU_arch $arch (the first object's attributes; lld merges none)"
+    else
+        echo "FAIL $file: Tag_CPU_arch $arch, ARMv7-only: $extra" >&2; bad=1
     fi
-    if grep -E 'Tag_CPU_arch: v7|Tag_CPU_arch_profile|Thumb-2|NEON|VFPv3|VFPv4|Tag_Advanced_SIMD' <<<"$attrs" >&2; then
-        echo "FAIL $file: ARMv7-only features in its build attributes (above)" >&2
-        bad=1
-    fi
+    shopt -s nullglob
+    for a in "$tdir"/deps/*.rlib "$tdir"/deps/*.a "$tdir"/build/*/out/*.a "$(cross_work)/$target/lib/"*.a; do
+        while read -r name arch extra; do
+            n=$((n + 1))
+            if cross_arch_is_armv6 "$arch" && [ "$extra" = - ]; then continue; fi
+            if [[ $a == */build/ring-*/out/libring_core_* || $a == */deps/libring-*.rlib ]] \
+                && [[ $name =~ [-\(]($(IFS='|'; echo "${CROSS_RING_NEON_MIXED[*]}|${CROSS_RING_NEON_ONLY[*]}"))(-linux32)?\.o\)$ ]]; then
+                ring+=("$(basename "$name") ($arch, $extra)")
+                continue
+            fi
+            echo "FAIL $name: Tag_CPU_arch $arch, ARMv7-only: $extra" >&2; bad=1
+        done < <(cross_arm_attrs "$a")
+    done
+    shopt -u nullglob
+    echo "ok   $target: $n objects in the build's archives examined; ring's NEON assembly (run-time dispatched): ${#ring[@]} objects"
+    local ring_archive
+    ring_archive=$(ls -t "$tdir"/build/ring-*/out/libring_core_*.a 2>/dev/null | grep -v _test | head -1)
+    cross_check_ring_armv6 "$target" "$ring_archive" || bad=1
     return $bad
 }
 
 # Every binary of a target: the right ELF machine, the libc promise (glibc <= 2.36 or
 # fully static), ARMv6 attributes where that applies, and `--version` under qemu-user.
 cross_verify() {
-    local target=$1 dir f bad=0 machine qemu out
+    local target=$1 profile=$2 dir f bad=0 machine qemu out
     dir="$(cross_repo)/dist/$target"
     case "$target" in aarch64-*) machine=AArch64 ;; *) machine=ARM ;; esac
     read -r -a qemu <<<"$(cross_qemu "$target")"
@@ -287,7 +409,7 @@ cross_verify() {
                 fi ;;
         esac
         if [ "$target" = arm-unknown-linux-musleabihf ]; then
-            cross_check_armv6_attributes "$f" || bad=1
+            cross_check_armv6 "$target" "$profile" "$f" || bad=1
         fi
         if out=$("${qemu[@]}" "$f" --version 2>&1); then
             echo "ok   $target/$(basename "$f") under ${qemu[*]}: $out"

@@ -110,7 +110,10 @@ pub fn nofile_hard_limit() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return NOFILE_HARD;
     }
-    NOFILE_HARD.min(limit.rlim_max)
+    // rlim_t is 32 bits on 32-bit glibc (armv7), u64 elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let max = limit.rlim_max as u64;
+    NOFILE_HARD.min(max)
 }
 
 /// The process's argv with Kubernetes semantics: `command` replaces the image's
