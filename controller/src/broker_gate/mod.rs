@@ -197,11 +197,14 @@ impl Gate {
         match self.admit(&login) {
             Ok(grants) => inspector.admit(grants),
             Err((why, reason)) => {
+                // Counted before the client hears it, so whoever sees the refusal sees
+                // it counted.
+                let denied = deny(why, &login.username, &reason);
                 let _ = to_client
                     .write_all(inspect::refusal_connack(self.version))
                     .await;
                 let _ = to_client.shutdown().await;
-                return Err(deny(why, &login.username, &reason));
+                return Err(denied);
             }
         }
         let handshake = async {
