@@ -4,7 +4,9 @@
 //! its ed25519 key and an MQTT password, logs in to the broker as the token
 //! (`punnet-token-<id>`), sends the password's `$7$` hash and its public key on
 //! `<prefix>/enrol/<client-id>/request` with a proof that it holds the token, and waits
-//! for `…/reply` (see `punnet_api::enrol`).
+//! for `…/reply` (see `punnet_api::enrol`). Until the answer comes, the password and
+//! its hash wait in `<data-dir>/enrolment-pending.json`, so a restarted board asks again
+//! with the same request (answered without spending another use of the token).
 //!
 //! Retry policy: a refusal by the controller (unknown, expired or used-up token, a taken
 //! node name) or by the broker (Mosquitto's "bad username or password") ends the agent
@@ -25,6 +27,11 @@ use crate::config::AgentConfig;
 
 pub const CREDENTIALS_FILE: &str = "credentials.json";
 pub const CONTROLLER_KEY_FILE: &str = "controller.pub";
+/// The password (and its hash) an enrolment in progress asks with, kept until it is
+/// answered: a board restarted before the answer (power, a watchdog) asks again with
+/// the same request, which the controller answers without spending another use of the
+/// token, so even a single-use token's board gets in.
+pub const PENDING_FILE: &str = "enrolment-pending.json";
 /// How long one enrolment attempt waits for the controller's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -156,13 +163,8 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
     let token = TokenString::parse(token).ok_or(EnrolError::BadToken)?;
     let key = crate::identity::NodeKey::load_or_create(&config.data_dir)
         .map_err(|e| EnrolError::Key(e.to_string()))?;
-    let password = hex::encode(rand::random::<[u8; 24]>());
-    let request = EnrolRequest::new(
-        &token,
-        &config.node_name,
-        &key.public_key(),
-        enrol::mosquitto_hash(&password, rand::random()),
-    );
+    let (password, hash) = pending_login(&config.data_dir, &token)?;
+    let request = EnrolRequest::new(&token, &config.node_name, &key.public_key(), hash);
     let mut wait = Duration::from_secs(1);
     loop {
         match exchange(config, &token, &request).await {
@@ -176,6 +178,7 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
                     },
                 };
                 creds.save(&config.data_dir, Some(&controller_key))?;
+                let _ = std::fs::remove_file(config.data_dir.join(PENDING_FILE));
                 tracing::info!(node = %config.node_name, token = %token.id, "enrolled; credentials kept in {}", config.data_dir.display());
                 config.mqtt_login = Some(creds.mqtt);
                 return Ok(());
@@ -188,6 +191,40 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
             }
         }
     }
+}
+
+/// What an enrolment in progress asks with (see [`PENDING_FILE`]).
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    token_id: String,
+    password: String,
+    hash: String,
+}
+
+/// The password and its hash to enrol with `token`: those of an enrolment with the same
+/// token that was not answered, or new ones, kept (mode 0600) until it is.
+fn pending_login(dir: &Path, token: &TokenString) -> Result<(String, String), EnrolError> {
+    let path = dir.join(PENDING_FILE);
+    let kept = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Pending>(&bytes).ok())
+        .filter(|p| p.token_id == token.id && enrol::mosquitto_verify(&p.hash, &p.password));
+    if let Some(p) = kept {
+        return Ok((p.password, p.hash));
+    }
+    let password = hex::encode(rand::random::<[u8; 24]>());
+    let hash = enrol::mosquitto_hash(&password, rand::random());
+    let pending = Pending {
+        token_id: token.id.clone(),
+        password,
+        hash,
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_private(
+        &path,
+        &serde_json::to_vec(&pending).expect("a pending enrolment serialises"),
+    )?;
+    Ok((pending.password, pending.hash))
 }
 
 /// The controller's public key from an accepting reply, or the refusal as an error.
@@ -313,6 +350,18 @@ mod tests {
         let key = std::fs::read_to_string(dir.path().join(CONTROLLER_KEY_FILE)).unwrap();
         assert_eq!(key.trim(), "ab".repeat(32));
         assert!(!format!("{:?}", c.mqtt).contains("pw"));
+    }
+
+    #[test]
+    fn an_unanswered_enrolment_asks_again_with_the_same_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = TokenString::parse(&format!("0123456789ab.{}", "s".repeat(48))).unwrap();
+        let first = pending_login(dir.path(), &token).unwrap();
+        assert!(enrol::mosquitto_verify(&first.1, &first.0));
+        assert_eq!(pending_login(dir.path(), &token).unwrap(), first);
+        // Another token: a new password.
+        let other = TokenString::parse(&format!("ba9876543210.{}", "s".repeat(48))).unwrap();
+        assert_ne!(pending_login(dir.path(), &other).unwrap(), first);
     }
 
     #[test]

@@ -302,6 +302,11 @@ async fn a_board_enrols_once_logs_in_and_is_revoked_with_its_node() {
     // Its key is the one status must be signed with.
     let (_, keys) = c.call(Method::GET, "/nodekeys", Some(&c.admin), None).await;
     let node_pub = std::fs::read_to_string(agent.data_dir.join("node.pub")).unwrap();
+    // Answered: the password it asked with is no longer kept aside.
+    assert!(!agent
+        .data_dir
+        .join(punnet_agent::enrol::PENDING_FILE)
+        .exists());
     assert!(
         keys["items"]
             .as_array()
