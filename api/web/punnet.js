@@ -119,10 +119,17 @@
 
   // fetch() that sends the token (if any) and the session cookie, and turns a non-2xx
   // answer into an Error carrying the server's message.
+  // A request that has not answered in API_TIMEOUT_MS is given up (and the poll that made
+  // it tries again): on flaky Wi-Fi a connection can stall without ever failing.
+  const API_TIMEOUT_MS = 10000;
   punnet.api = async function (url, init) {
     const headers = Object.assign({ Accept: "application/json" }, (init && init.headers) || {});
     if (punnet.token) headers.Authorization = "Bearer " + punnet.token;
-    const res = await fetch(url, Object.assign({ credentials: "same-origin" }, init || {}, { headers }));
+    const extra = { headers };
+    if (!(init && init.signal) && typeof AbortSignal.timeout === "function") {
+      extra.signal = AbortSignal.timeout(API_TIMEOUT_MS);
+    }
+    const res = await fetch(url, Object.assign({ credentials: "same-origin" }, init || {}, extra));
     if (res.status === 401 && punnet.onUnauthorized) punnet.onUnauthorized(res);
     if (!res.ok) {
       let msg = res.status + " " + res.statusText;
