@@ -169,11 +169,7 @@ impl AgentConfig {
             self.allow_plaintext = on;
         }
         if let Some(web) = &file.web {
-            self.web = match web {
-                WebSetting::On(false) => None,
-                WebSetting::On(true) => parse_web(DEFAULT_WEB)?,
-                WebSetting::Address(text) => parse_web(text)?,
-            };
+            self.web = web.address()?;
         }
         if let Some(t) = &file.web_token {
             self.web_token = Some(t.clone());
@@ -290,6 +286,17 @@ pub struct ConfigFile {
 pub enum WebSetting {
     On(bool),
     Address(String),
+}
+
+impl WebSetting {
+    /// The address it names: `true` the default one, `false` none.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self {
+            WebSetting::On(false) => Ok(None),
+            WebSetting::On(true) => parse_web(DEFAULT_WEB),
+            WebSetting::Address(text) => parse_web(text),
+        }
+    }
 }
 
 impl ConfigFile {

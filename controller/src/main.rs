@@ -327,11 +327,8 @@ fn build_config(cli: Cli) -> anyhow::Result<ControllerConfig> {
         // On by default, as on every board (the library leaves it off).
         agent.web = match (&cli.agent_web, &file.agent_web) {
             (Some(addr), _) => punnet_agent::config::parse_web(addr)?,
-            (None, Some(punnet_agent::config::WebSetting::Address(addr))) => {
-                punnet_agent::config::parse_web(addr)?
-            }
-            (None, Some(punnet_agent::config::WebSetting::On(false))) => None,
-            _ => punnet_agent::config::parse_web(punnet_agent::config::DEFAULT_WEB)?,
+            (None, Some(setting)) => setting.address()?,
+            (None, None) => punnet_agent::config::parse_web(punnet_agent::config::DEFAULT_WEB)?,
         };
         c.agent = Some(agent);
     }

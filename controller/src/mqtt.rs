@@ -14,11 +14,11 @@ use std::time::Duration;
 use punnet_api::topics::{Topics, DEFAULT_PREFIX, MAX_PACKET_SIZE};
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use thiserror::Error;
-
-use crate::nodesync::Incoming;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::nodesync::Incoming;
 
 /// The client id the controller connects with. Stable, so that with `clean_session =
 /// false` a broker that kept the session delivers what arrived while it was away.
