@@ -376,7 +376,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // Punnet patch: grows on demand (was 100 entries up front).
+            cache: VecDeque::new(),
         }
     }
 

@@ -122,7 +122,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // Punnet patch: grows on demand (was 100 entries up front).
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }

@@ -419,8 +419,9 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // Punnet patch: grow on demand (was 100 entries each up front).
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 
