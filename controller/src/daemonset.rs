@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::deployment::pod_template_hash;
 use crate::podgc;
 use crate::scheduler::is_terminal;
+use crate::store::peek::PodView;
 use crate::store::{Change, Store, StoreError, WatchEvent};
 
 #[derive(Debug, Error)]
@@ -297,15 +298,17 @@ pub fn reconcile(store: &Store, namespace: &str, name: &str) -> Result<(), Daemo
     }
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let (nodes, _) = store.list::<Node>(None).map_err(err)?;
-    // One at a time, keeping only its own: a namespace's Pods decoded at once are
-    // ~7 KiB each.
+    // Only its own are decoded: a namespace's Pods decoded at once are ~7 KiB each.
     let mut mine = Vec::new();
     store
-        .visit::<Pod>(Some(namespace), |p| {
-            if owner_of(&p).is_some_and(|o| o.uid == uid) {
-                mine.push(p);
-            }
-        })
+        .visit_where::<Pod, PodView>(
+            Some(namespace),
+            |p| {
+                p.controller()
+                    .is_some_and(|c| c.kind == DaemonSet::KIND && c.uid == uid)
+            },
+            |p| mine.push(p),
+        )
         .map_err(err)?;
     let owned: Vec<&Pod> = mine.iter().collect();
     let hash = pod_template_hash(&ds.spec.template);

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use punnet_api::{Pod, ReplicaSet, Resource};
 
+use crate::store::peek::PodView;
 use crate::store::{Store, StoreError};
 
 /// Objects of one kind by `(owner kind, owner name)` of their controlling owner.
@@ -77,15 +78,16 @@ impl Snapshot {
             }
         }
         let mut pods = Vec::new();
-        store.visit::<Pod>(Some(namespace), |pod| {
-            let owned = pod
-                .meta()
-                .controller()
-                .is_some_and(|o| wanted.contains(&(o.kind.clone(), o.name.clone())));
-            if owned {
-                pods.push(pod);
-            }
-        })?;
+        // Only the Pods of these owners are decoded: the namespace may hold tens of
+        // thousands of others.
+        store.visit_where::<Pod, PodView>(
+            Some(namespace),
+            |p| {
+                p.controller()
+                    .is_some_and(|c| wanted.iter().any(|(k, n)| k == c.kind && n == c.name))
+            },
+            |pod| pods.push(pod),
+        )?;
         Ok(Snapshot {
             pods: Owned::new(pods),
             sets: Owned::new(sets),

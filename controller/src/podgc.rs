@@ -15,6 +15,7 @@ use chrono::Duration as ChronoDuration;
 use punnet_api::{Node, Pod, Time};
 use tracing::info;
 
+use crate::store::peek::PodView;
 use crate::store::{Store, StoreError};
 
 /// A terminating Pod whose agent has not confirmed it gone this long after its
@@ -183,7 +184,13 @@ pub fn finalize_reported(
     node: &str,
     reported_uids: &BTreeSet<&str>,
 ) -> Result<usize, StoreError> {
-    let (pods, _) = store.list::<Pod>(None)?;
+    // Only terminating Pods of this node are decoded.
+    let mut pods = Vec::new();
+    store.visit_where::<Pod, PodView>(
+        None,
+        |p| p.terminating() && p.node() == Some(node),
+        |pod| pods.push(pod),
+    )?;
     let mut n = 0;
     for pod in pods
         .iter()
@@ -198,7 +205,8 @@ pub fn finalize_reported(
 /// The periodic sweep: terminating Pods that no agent will confirm (unbound, node
 /// missing or NotReady, or past the safety net) leave the store. Returns how many did.
 pub fn sweep(store: &Store, now: Time) -> Result<usize, StoreError> {
-    let (pods, _) = store.list::<Pod>(None)?;
+    let mut pods = Vec::new();
+    store.visit_where::<Pod, PodView>(None, PodView::terminating, |pod| pods.push(pod))?;
     let terminating: Vec<&Pod> = pods.iter().filter(|p| is_terminating(p)).collect();
     if terminating.is_empty() {
         return Ok(0);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use punnet_api::{Node, Pod};
 
+use crate::store::peek::PodView;
 use crate::store::{Store, StoreError};
 
 /// The media type Prometheus scrapes.
@@ -231,15 +232,20 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
         );
     }
 
-    let (pods, _) = store.list::<Pod>(None)?;
     let mut phases: BTreeMap<String, u64> =
         ["Pending", "Running", "Succeeded", "Failed", "Unknown"]
             .into_iter()
             .map(|p| (p.to_string(), 0))
             .collect();
-    for p in &pods {
-        *phases.entry(p.phase().to_string()).or_default() += 1;
-    }
+    // Each scrape walks every Pod: read the phase only.
+    store.peek::<Pod, PodView>(None, |p| {
+        match phases.get_mut(p.phase()) {
+            Some(n) => *n += 1,
+            None => {
+                phases.insert(p.phase().to_string(), 1);
+            }
+        }
+    })?;
     header(&mut out, "punnet_pods", "gauge", "Pods, by phase.");
     for (phase, n) in &phases {
         let _ = writeln!(out, "punnet_pods{{phase=\"{}\"}} {n}", escape(phase));

@@ -22,6 +22,7 @@ use tracing::info;
 use crate::owned::{self, Snapshot};
 use crate::podgc;
 use crate::scheduler::is_terminal;
+use crate::store::peek::PodView;
 use crate::store::{Store, StoreError, WatchEvent};
 use crate::workqueue::{self, Key, LoopConfig, Outcome, Reconciler};
 
@@ -406,7 +407,6 @@ impl Reconciler for Controller {
     /// Pods of one deleted while the controller was down are cleaned up).
     fn all_keys(&self, store: &Store) -> Result<BTreeSet<Key>, StoreError> {
         let (sets, _) = store.list::<ReplicaSet>(None)?;
-        let (pods, _) = store.list::<Pod>(None)?;
         let mut keys: BTreeSet<Key> = sets
             .iter()
             .map(|r| {
@@ -416,14 +416,11 @@ impl Reconciler for Controller {
                 )
             })
             .collect();
-        for p in &pods {
-            if let Some(owner) = controlled_by::<ReplicaSet>(&p.metadata) {
-                keys.insert((
-                    p.metadata.namespace_or_default().to_string(),
-                    owner.name.clone(),
-                ));
+        store.peek::<Pod, PodView>(None, |p| {
+            if let Some(owner) = p.controller().filter(|c| c.kind == ReplicaSet::KIND) {
+                keys.insert((p.namespace_or_default().to_string(), owner.name.to_string()));
             }
-        }
+        })?;
         Ok(keys)
     }
 

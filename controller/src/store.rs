@@ -15,6 +15,7 @@
 
 pub mod backup;
 pub mod crypto;
+pub mod peek;
 mod raw;
 mod scope;
 mod volatile;
@@ -391,6 +392,57 @@ impl Store {
         namespace: Option<&str>,
         mut f: impl FnMut(T),
     ) -> Result<u64, StoreError> {
+        self.walk::<T>(namespace, |key, bytes| {
+            f(Self::decode(key, bytes)?);
+            Ok(())
+        })
+    }
+
+    /// Like `visit`, for the objects whose fields `P` (a small view of `T`: the few
+    /// fields the caller filters on, everything else skipped) pass `keep`. Reading `P`
+    /// allocates next to nothing, so a walk that keeps a few Pods of 50,000 costs a parse
+    /// of each, not a full decode (~7 KiB in memory per Pod).
+    pub fn visit_where<T: Resource, P: serde::de::DeserializeOwned>(
+        &self,
+        namespace: Option<&str>,
+        mut keep: impl FnMut(&P) -> bool,
+        mut f: impl FnMut(T),
+    ) -> Result<u64, StoreError> {
+        self.walk::<T>(namespace, |key, bytes| {
+            let view: P = serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+                kind: T::KIND,
+                key: key.to_string(),
+                source,
+            })?;
+            if keep(&view) {
+                f(Self::decode(key, bytes)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored `T`'s view `P` (see `visit_where`), with no full decode at all.
+    pub fn peek<T: Resource, P: serde::de::DeserializeOwned>(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(&P),
+    ) -> Result<u64, StoreError> {
+        self.visit_where::<T, P>(
+            namespace,
+            |view| {
+                f(view);
+                false
+            },
+            |_| {},
+        )
+    }
+
+    /// Every stored `T` (of `namespace`) as its key and JSON, newest volatile copy first.
+    fn walk<T: Resource>(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         // Reading the revision first means what is visited is at least as new as it.
         let revision = self.revision();
         let iter = match namespace.filter(|_| T::NAMESPACED) {
@@ -400,11 +452,10 @@ impl Store {
         for item in iter {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k);
-            let bytes = match self.volatile.get(T::PLURAL, &key) {
-                Some(newer) => newer,
-                None => self.unseal(T::PLURAL, &k, v)?,
-            };
-            f(Self::decode(&key, &bytes)?);
+            match self.volatile.get(T::PLURAL, &key) {
+                Some(newer) => f(&key, &newer)?,
+                None => f(&key, &self.unseal(T::PLURAL, &k, v)?)?,
+            }
         }
         Ok(revision)
     }

@@ -34,6 +34,7 @@ use crate::owned::{self, Snapshot};
 use crate::podgc;
 use crate::replicaset::{self, controlled_by, controller_ref, is_active, SAFE_ALPHABET};
 use crate::scheduler::is_terminal;
+use crate::store::peek::PodView;
 use crate::store::{Store, StoreError, WatchEvent};
 use crate::workqueue::{self, Key, LoopConfig, Outcome, Reconciler};
 use status::NewRs;
@@ -517,7 +518,6 @@ impl Reconciler for Controller {
     fn all_keys(&self, store: &Store) -> Result<BTreeSet<Key>, StoreError> {
         let (deployments, _) = store.list::<Deployment>(None)?;
         let (sets, _) = store.list::<ReplicaSet>(None)?;
-        let (pods, _) = store.list::<Pod>(None)?;
         let mut keys: BTreeSet<Key> = deployments
             .iter()
             .map(|d| {
@@ -527,15 +527,16 @@ impl Reconciler for Controller {
                 )
             })
             .collect();
-        let metas = sets
-            .iter()
-            .map(|r| &r.metadata)
-            .chain(pods.iter().map(|p| &p.metadata));
-        for meta in metas {
+        for meta in sets.iter().map(|r| &r.metadata) {
             if let Some(owner) = controlled_by::<Deployment>(meta) {
                 keys.insert((meta.namespace_or_default().to_string(), owner.name.clone()));
             }
         }
+        store.peek::<Pod, PodView>(None, |p| {
+            if let Some(owner) = p.controller().filter(|c| c.kind == Deployment::KIND) {
+                keys.insert((p.namespace_or_default().to_string(), owner.name.to_string()));
+            }
+        })?;
         Ok(keys)
     }
 

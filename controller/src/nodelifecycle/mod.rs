@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::podgc;
+use crate::store::peek::PodView;
 use crate::store::{Change, Store, StoreError, WatchEvent};
 use decide::{eviction, has_condition_taint, reconcile_taints, Eviction};
 
@@ -173,9 +174,18 @@ pub fn pass(
     if no_execute.is_empty() && went_down.is_empty() {
         return Ok(outcome);
     }
-    // One list for the whole pass: when many boards drop at once (a switch, a power
-    // cut) a list per node would make the pass quadratic.
-    let (pods, _) = store.list::<Pod>(None)?;
+    // One walk for the whole pass: when many boards drop at once (a switch, a power
+    // cut) a list per node would make the pass quadratic. Only the Pods of the nodes
+    // concerned are kept: all 50,000 of a 5,000-board fleet, decoded, are ~350 MB.
+    let mut pods = Vec::new();
+    store.visit_where::<Pod, PodView>(
+        None,
+        |p| {
+            p.node()
+                .is_some_and(|n| went_down.contains(n) || no_execute.contains_key(n))
+        },
+        |pod| pods.push(pod),
+    )?;
     for pod in pods.iter().filter(|p| {
         p.spec
             .node_name
