@@ -65,6 +65,8 @@ pub struct ApiState {
     pub watch: Arc<WatchCache>,
     /// Whether the API and the broker run without TLS, for `/status` and status pages.
     pub transport: Transport,
+    /// Every Pod's phase and node, for the fleet page (started by its first request).
+    pub pod_summary: Arc<crate::web::summary::PodSummary>,
 }
 
 /// How the controller's listeners are secured (`--allow-plaintext` turns TLS off).
@@ -83,6 +85,7 @@ impl ApiState {
             tokens,
             logs,
             metrics: Arc::default(),
+            pod_summary: Arc::default(),
             transport: Transport::default(),
         }
     }

@@ -11,9 +11,9 @@
 //! comes from the REST API's own `…/pods/{name}/log?follow=true`.
 
 pub mod session;
+pub mod summary;
 pub mod view;
 
-use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -228,8 +228,9 @@ async fn fleet(
     State(state): State<ApiState>,
     Query(q): Query<FleetQuery>,
 ) -> Result<Response, ApiError> {
+    state.pod_summary.ready(&state.store).await?;
     let state2 = state.clone();
-    // Reading every Pod of a large fleet is blocking sled work.
+    // Reading Nodes and some Pods is blocking sled work.
     let fleet = tokio::task::spawn_blocking(move || build_fleet(&state2, &q))
         .await
         .map_err(|e| ApiError::internal(format!("building the fleet view failed: {e}")))??;
@@ -252,63 +253,62 @@ fn build_fleet(state: &ApiState, q: &FleetQuery) -> Result<Fleet, ApiError> {
     let event_limit = q.event_limit.unwrap_or(DEFAULT_EVENTS).min(MAX_LIMIT);
 
     let (nodes, revision) = store.list::<Node>(None)?;
-    // One pass over the Pods: counts, the rows asked for, and names by node.
-    let mut counts = Counts {
+    // Counts and the Pods to show come from the in-memory index; only the Pods shown
+    // are read from the store.
+    let pods = state.pod_summary.with(|index| {
+        index.select(q.pod.as_deref().unwrap_or_default(), pod_limit)
+    });
+    let counts = Counts {
         nodes: nodes.len(),
         nodes_ready: nodes.iter().filter(|n| n.is_ready()).count(),
-        pods: 0,
-        pods_running: 0,
-        pods_pending: 0,
-        pods_failed: 0,
+        pods: pods.counts.pods,
+        pods_running: pods.counts.running,
+        pods_pending: pods.counts.pending,
+        pods_failed: pods.counts.failed,
         nodes_matching: 0,
-        pods_matching: 0,
+        pods_matching: pods.matching,
     };
-    let mut rows = Vec::new();
-    let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
-    store.visit::<Pod>(None, |pod| {
-        counts.pods += 1;
-        match pod.status.phase.as_deref() {
-            Some("Running") => counts.pods_running += 1,
-            Some("Failed") => counts.pods_failed += 1,
-            Some("Succeeded") => {}
-            _ => counts.pods_pending += 1,
+    let mut rows = Vec::with_capacity(pods.keys.len());
+    for key in &pods.keys {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+        // Deleted since the index saw it: left out.
+        if let Some(pod) = store.get::<Pod>(Some(ns), name)? {
+            rows.push(view::pod_row(&pod));
         }
-        let key = pod.metadata.key();
-        let node = pod.spec.node_name.clone().unwrap_or_default();
-        if !node.is_empty() {
-            let names = by_node.entry(node.clone()).or_default();
-            if names.len() < PODS_PER_NODE {
-                names.push(key.clone());
-            }
-        }
-        if contains(&key, &q.pod) || contains(&node, &q.pod) {
-            counts.pods_matching += 1;
-            if rows.len() < pod_limit {
-                rows.push(view::pod_row(&pod));
-            }
-        }
-    })?;
+    }
 
-    let mut shown: Vec<NodeView> = nodes
+    // Nodes that need a look come first; only the ones shown get their full view.
+    let mut matching: Vec<(bool, bool, &Node)> = nodes
         .iter()
         .filter(|n| contains(&n.metadata.name, &q.node))
         .map(|node| {
+            let report = state.metrics.last_report(&node.metadata.name);
+            let fine = view::warnings(node, report.as_ref().map(|(_, f)| f)).is_empty();
+            (node.is_ready(), fine, node)
+        })
+        .collect();
+    matching.sort_by(|a, b| (a.0, a.1, &a.2.metadata.name).cmp(&(b.0, b.1, &b.2.metadata.name)));
+    let nodes_matching = matching.len();
+    matching.truncate(node_limit);
+    let shown: Vec<NodeView> = matching
+        .into_iter()
+        .map(|(_, _, node)| {
             let name = &node.metadata.name;
             view::node_view(NodeInputs {
                 node,
                 report: state.metrics.last_report(name),
                 history: state.metrics.history(name, now),
                 rejected: crate::signing::rejected_for(name),
-                pods: by_node.remove(name).unwrap_or_default(),
+                pods: state
+                    .pod_summary
+                    .with(|index| index.on_node(name, PODS_PER_NODE)),
             })
         })
         .collect();
-    counts.nodes_matching = shown.len();
-    // Nodes that need a look come first.
-    shown.sort_by(|a, b| {
-        (a.ready, a.warnings.is_empty(), &a.name).cmp(&(b.ready, b.warnings.is_empty(), &b.name))
-    });
-    shown.truncate(node_limit);
+    let counts = Counts {
+        nodes_matching,
+        ..counts
+    };
 
     let mut workloads: Vec<WorkloadRow> = Vec::new();
     workloads.extend(
