@@ -32,17 +32,33 @@ mkdir -p "$work"
 
 timings=()
 step_started=0
+qemu_pid=""
+# CPU seconds (user+sys) so far of this shell, the children it has reaped and the
+# running qemu, into $cpu: steadier than wall time on a busy machine. Not called as
+# $(...): `times` in a subshell reports the subshell's own (empty) usage.
+cpu_now() {
+    times >"$work/.times"
+    local live=0
+    if [ -n "$qemu_pid" ] && [ -r "/proc/$qemu_pid/stat" ]; then
+        live=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$qemu_pid/stat")
+    fi
+    cpu=$(awk -v live="$live" '{ for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } }
+        END { printf "%.0f", s + live }' "$work/.times")
+}
 step() {
     finish_step
     step_name=$1
     step_started=$(date +%s)
+    cpu_now
+    step_cpu=$cpu
     echo "==> $step_name"
 }
 finish_step() {
     if [ "$step_started" -ne 0 ]; then
-        local took=$(($(date +%s) - step_started))
-        timings+=("$(printf '%-44s %5ss' "$step_name" "$took")")
-        echo "    ($step_name: ${took}s)"
+        cpu_now
+        local took=$(($(date +%s) - step_started)) used=$((cpu - step_cpu))
+        timings+=("$(printf '%-52s %5ss  %5ss CPU' "$step_name" "$took" "$used")")
+        echo "    ($step_name: ${took}s, ${used}s CPU)"
         step_started=0
     fi
 }
@@ -50,6 +66,7 @@ report() {
     finish_step
     echo
     echo "==> timings"
+    printf '    %-52s %6s  %9s\n' step wall "user+sys"
     printf '    %s\n' "${timings[@]}"
 }
 # Bind mounts for the chroot steps, undone on any exit (a failed step must not leave
@@ -67,6 +84,8 @@ chroot_unmount() {
 }
 pids=()
 cleanup() {
+    # Before qemu is stopped: the last step's CPU counts the running board.
+    finish_step
     chroot_unmount
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
@@ -343,7 +362,7 @@ for _ in $(seq "$((boot_timeout / 5))"); do
 done
 punnet get nodes -o wide
 [ -n "$ready" ] || { echo "emulate.sh: $node did not become Ready in ${boot_timeout}s; see $work/console-2.log" >&2; exit 1; }
-punnet describe node "$node" | sed -n '/^Conditions:/,/^[A-Z][a-z]*:$/p' | head -12
+punnet describe node "$node" | awk '/^Conditions:/ { on = 1; print; next } on && /^[^ ]/ { exit } on'
 
 step "DaemonSet Pod on the board"
 for _ in $(seq "$((boot_timeout / 5))"); do
