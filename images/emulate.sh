@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # An emulated Raspberry Pi, end to end (run by hand, not in CI; as root; several GB in
 # $PUNNET_EMULATE_DIR, default /var/tmp/punnet-emulate; long on a small machine):
-#   1. debootstraps a Debian arm64 root file system (qemu-user-static) laid out like
-#      Raspberry Pi OS: a FAT32 boot partition with config.txt, cmdline.txt, kernel8.img
-#      and initramfs8, mounted at /boot/firmware; an ext4 root; PARTUUIDs in cmdline.txt
-#      and fstab;
+#   1. debootstraps a Debian arm64 root file system (qemu-user-static), installs
+#      Debian's arm64 kernel in it with a small initramfs (virtio and ext4 are modules),
+#      and lays it out like Raspberry Pi OS: a 512 MiB FAT32 boot partition with
+#      config.txt, cmdline.txt, kernel8.img and initramfs8, mounted at /boot/firmware;
+#      an ext4 root; PARTUUIDs in cmdline.txt and fstab;
 #   2. takes an aarch64 agent from dist/ (cross/build), $PUNNET_AGENT, or builds one;
 #   3. starts a controller on the host (loopback; the guest reaches it as 10.0.2.2);
 #   4. runs `punnet image build` with a bootstrap token, the controller's CA and an
@@ -13,7 +14,7 @@
 #      image's own kernel, initramfs and cmdline.txt, as the Pi firmware would): the
 #      first boot runs firstrun.sh and powers off (the Pi reboots; qemu is started again,
 #      re-reading cmdline.txt as the firmware does), the second boot starts the agent;
-#   6. shows the board enrolling and running a DaemonSet Pod.
+#   6. shows the board enrolling, Ready, and running a DaemonSet Pod.
 # Each step prints how long it took; the root file system and the agent are kept for
 # the next run. The guest's console is in $PUNNET_EMULATE_DIR/console-*.log.
 set -euo pipefail
@@ -31,17 +32,33 @@ mkdir -p "$work"
 
 timings=()
 step_started=0
+qemu_pid=""
+# CPU seconds (user+sys) so far of this shell, the children it has reaped and the
+# running qemu, into $cpu: steadier than wall time on a busy machine. Not called as
+# $(...): `times` in a subshell reports the subshell's own (empty) usage.
+cpu_now() {
+    times >"$work/.times"
+    local live=0
+    if [ -n "$qemu_pid" ] && [ -r "/proc/$qemu_pid/stat" ]; then
+        live=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$qemu_pid/stat")
+    fi
+    cpu=$(awk -v live="$live" '{ for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } }
+        END { printf "%.0f", s + live }' "$work/.times")
+}
 step() {
     finish_step
     step_name=$1
     step_started=$(date +%s)
+    cpu_now
+    step_cpu=$cpu
     echo "==> $step_name"
 }
 finish_step() {
     if [ "$step_started" -ne 0 ]; then
-        local took=$(($(date +%s) - step_started))
-        timings+=("$(printf '%-44s %5ss' "$step_name" "$took")")
-        echo "    ($step_name: ${took}s)"
+        cpu_now
+        local took=$(($(date +%s) - step_started)) used=$((cpu - step_cpu))
+        timings+=("$(printf '%-52s %5ss  %5ss CPU' "$step_name" "$took" "$used")")
+        echo "    ($step_name: ${took}s, ${used}s CPU)"
         step_started=0
     fi
 }
@@ -49,10 +66,27 @@ report() {
     finish_step
     echo
     echo "==> timings"
+    printf '    %-52s %6s  %9s\n' step wall "user+sys"
     printf '    %s\n' "${timings[@]}"
+}
+# Bind mounts for the chroot steps, undone on any exit (a failed step must not leave
+# /dev and /sys mounted inside $work).
+chroot_mounts=()
+chroot_mount() {
+    mount "$@" && chroot_mounts+=("${@: -1}")
+}
+chroot_unmount() {
+    local m
+    for m in "${chroot_mounts[@]}"; do
+        umount -R "$m" 2>/dev/null || true
+    done
+    chroot_mounts=()
 }
 pids=()
 cleanup() {
+    # Before qemu is stopped: the last step's CPU counts the running board.
+    finish_step
+    chroot_unmount
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -69,14 +103,49 @@ update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { echo "emulate.sh: no binfmt handler for aarch64 (qemu-user-static)" >&2; exit 1; }
 
 rootfs=$work/rootfs
-if [ ! -e "$rootfs/.punnet-done" ]; then
+if [ -e "$rootfs/.punnet-done" ]; then
+    finish_step
+    timings+=("debootstrap: kept from an earlier run ($rootfs; delete it to redo)")
+else
     step "debootstrap bookworm arm64 (qemu-user)"
     rm -rf "$rootfs"
+    # No kernel here: its postinst would build the initramfs with MODULES=most (every
+    # storage and file system driver, through qemu-user, one fork per file), which
+    # is what never finished before. The next step installs it with a short list.
     nice -n 19 debootstrap --arch=arm64 --variant=minbase \
-        --include=systemd-sysv,udev,kmod,iproute2,procps,busybox-static,linux-image-arm64,initramfs-tools,libseccomp2,ca-certificates \
+        --include=systemd-sysv,udev,kmod,iproute2,procps,busybox-static,libseccomp2,ca-certificates \
         bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
         || { tail -20 "$work/debootstrap.log"; exit 1; }
     touch "$rootfs/.punnet-done"
+fi
+
+if [ -e "$rootfs/.punnet-kernel" ]; then
+    finish_step
+    timings+=("kernel and initramfs: kept from an earlier run")
+else
+    step "kernel and initramfs (qemu-user)"
+    # Debian's arm64 kernel has virtio_pci, virtio_blk and ext4 as modules (=m in its
+    # config), so the root file system needs an initramfs; a listed set of modules
+    # keeps it to ~7 MB and a couple of minutes under qemu-user.
+    mkdir -p "$rootfs/etc/initramfs-tools/conf.d"
+    printf '# emulate.sh: the virt machine needs only these, see /etc/initramfs-tools/modules\nMODULES=list\nCOMPRESS=gzip\n' \
+        >"$rootfs/etc/initramfs-tools/conf.d/punnet-emulate.conf"
+    printf '# emulate.sh: the root disk of the qemu virt machine\nvirtio_pci\nvirtio_blk\next4\n' \
+        >"$rootfs/etc/initramfs-tools/modules"
+    chroot_mount -t proc proc "$rootfs/proc"
+    chroot_mount --rbind /sys "$rootfs/sys"
+    chroot_mount --rbind /dev "$rootfs/dev"
+    if ! timeout 1800 nice -n 19 chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold \
+        linux-image-arm64 initramfs-tools >"$work/kernel.log" 2>&1; then
+        chroot_unmount
+        tail -20 "$work/kernel.log"
+        echo "emulate.sh: installing the kernel failed or took over 30 min; see $work/kernel.log" >&2
+        exit 1
+    fi
+    chroot "$rootfs" apt-get clean
+    chroot_unmount
+    touch "$rootfs/.punnet-kernel"
 fi
 
 step "lay out the root file system like Raspberry Pi OS"
@@ -94,6 +163,10 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n' >"$rootfs/etc/hosts"
 mkdir -p "$rootfs/etc/systemd/network"
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$rootfs/etc/systemd/network/20-wired.network"
 chroot "$rootfs" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service >/dev/null 2>&1
+# The journal on the serial console too, so console-*.log shows the agent's log.
+mkdir -p "$rootfs/etc/systemd/journald.conf.d"
+printf '[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyAMA0\nMaxLevelConsole=info\n' \
+    >"$rootfs/etc/systemd/journald.conf.d/emulate-console.conf"
 # A root shell on the serial console, to look around in console-*.log.
 mkdir -p "$rootfs/etc/systemd/system/serial-getty@ttyAMA0.service.d"
 printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear %%I 115200 linux\n' \
@@ -157,7 +230,9 @@ fi
 
 step "base image (Raspberry Pi OS layout)"
 base=$work/raspios-like.img
-boot_mib=256
+# 512 MiB, as Raspberry Pi OS has it since Bookworm (256 MiB is too few clusters for
+# FAT32: mtools refuses it).
+boot_mib=512
 root_mib=$(( $(du -sm --exclude=./proc --exclude=./sys "$rootfs" | cut -f1) + 768 ))
 boot_start=8192
 root_start=$((boot_start + boot_mib * 2048))
@@ -238,7 +313,7 @@ boot_board() {
         -display none -serial "file:$log" -monitor none \
         -kernel "$work/kernel" -initrd "$work/initrd" -append "$cmdline" \
         -drive "file=$fleet,format=raw,if=virtio" \
-        -netdev user,id=n0 -device virtio-net-pci,netdev=n0 &
+        -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= &
     qemu_pid=$!
     pids+=("$qemu_pid")
 }
@@ -249,7 +324,19 @@ if ! timeout "$boot_timeout" tail --pid="$qemu_pid" -f /dev/null; then
     echo "emulate.sh: the first boot did not finish in ${boot_timeout}s; see $work/console-1.log" >&2
     exit 1
 fi
+# A qemu that could not start exits at once, as a finished first boot does: tell them
+# apart by its status and by what firstrun.sh leaves behind.
+qemu_status=0
+wait "$qemu_pid" || qemu_status=$?
+if [ "$qemu_status" -ne 0 ]; then
+    echo "emulate.sh: qemu-system-aarch64 exited with status $qemu_status; see above and $work/console-1.log" >&2
+    exit 1
+fi
 grep -a "punnet" "$work/console-1.log" | tail -5 || true
+if mtype -i "$fleet@@$((boot_start * 512))" ::/cmdline.txt | grep -q 'systemd\.run='; then
+    echo "emulate.sh: the board powered off but firstrun.sh did not finish (cmdline.txt still runs it); see $work/console-1.log" >&2
+    exit 1
+fi
 
 step "second boot: the agent enrols"
 boot_board "$work/console-2.log"
@@ -261,7 +348,21 @@ for _ in $(seq "$((boot_timeout / 5))"); do
     sleep 5
 done
 [ -n "$node" ] || { echo "emulate.sh: no board enrolled in ${boot_timeout}s; see $work/console-2.log" >&2; exit 1; }
+punnet get events 2>/dev/null | grep -i enrol || true
+
+step "node $node Ready"
+ready=""
+for _ in $(seq "$((boot_timeout / 5))"); do
+    if punnet get nodes 2>/dev/null | grep -q "^$node[[:space:]]\+Ready"; then
+        ready=yes
+        break
+    fi
+    kill -0 "$qemu_pid" 2>/dev/null || { echo "emulate.sh: the board stopped; see $work/console-2.log" >&2; exit 1; }
+    sleep 5
+done
 punnet get nodes -o wide
+[ -n "$ready" ] || { echo "emulate.sh: $node did not become Ready in ${boot_timeout}s; see $work/console-2.log" >&2; exit 1; }
+punnet describe node "$node" | awk '/^Conditions:/ { on = 1; print; next } on && /^[^ ]/ { exit } on'
 
 step "DaemonSet Pod on the board"
 for _ in $(seq "$((boot_timeout / 5))"); do

@@ -29,3 +29,12 @@ pub mod web;
 
 pub use agent::{run, run_with_runtime, AgentError};
 pub use config::AgentConfig;
+
+/// Whether the agent's and the controller's own log (on stderr) is coloured: only on a
+/// terminal, and not with `NO_COLOR` set. Under systemd stderr is the journal, which
+/// kept the escape codes in every message: the serial console, `journalctl -o cat` and
+/// syslog files showed them raw (seen on the emulated board's console).
+pub fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

@@ -121,6 +121,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(punnet_agent::log_colours())
         .init();
     if let Err(e) = real_main(cli) {
         eprintln!("punnet-agent: {}", report(&e));

@@ -93,6 +93,12 @@ impl AgentProcess {
             "agent exited with {status}; log:\n{}",
             self.log()
         );
+        // Its stderr is a file here, as it is the journal under systemd: no colour codes.
+        assert!(
+            !self.log().contains('\x1b'),
+            "the agent's log to a file has terminal escape codes:\n{}",
+            self.log()
+        );
     }
 
     fn log(&self) -> String {

@@ -161,6 +161,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(punnet_agent::log_colours())
         .init();
     if let Err(e) = real_main(cli) {
         eprintln!("error: {e:#}");
