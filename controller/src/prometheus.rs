@@ -238,12 +238,10 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
             .map(|p| (p.to_string(), 0))
             .collect();
     // Each scrape walks every Pod: read the phase only.
-    store.peek::<Pod, PodView>(None, |p| {
-        match phases.get_mut(p.phase()) {
-            Some(n) => *n += 1,
-            None => {
-                phases.insert(p.phase().to_string(), 1);
-            }
+    store.peek::<Pod, PodView>(None, |p| match phases.get_mut(p.phase()) {
+        Some(n) => *n += 1,
+        None => {
+            phases.insert(p.phase().to_string(), 1);
         }
     })?;
     header(&mut out, "punnet_pods", "gauge", "Pods, by phase.");

@@ -270,3 +270,29 @@ fn volatile_changes_are_read_at_once_and_written_at_a_bounded_rate() {
     assert_eq!(store.volatile_pending(), 0);
     assert!(store.get::<Node>(None, "pi").unwrap().is_none());
 }
+
+#[test]
+fn visit_where_decodes_only_what_the_view_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (name, node) in [("a", Some("pi-1")), ("b", None), ("c", Some("pi-2"))] {
+        let mut p = pod(name);
+        p.spec.node_name = node.map(Into::into);
+        store.create(p).unwrap();
+    }
+    let mut kept = Vec::new();
+    store
+        .visit_where::<Pod, peek::PodView>(
+            None,
+            |v| v.node() == Some("pi-2"),
+            |p| kept.push(p.metadata.name),
+        )
+        .unwrap();
+    assert_eq!(kept, ["c"]);
+
+    let mut nodes = Vec::new();
+    store
+        .peek::<Pod, peek::PodView>(Some("default"), |v| nodes.push(v.node().map(String::from)))
+        .unwrap();
+    assert_eq!(nodes, [Some("pi-1".into()), None, Some("pi-2".into())]);
+}

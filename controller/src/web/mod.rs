@@ -14,7 +14,6 @@ pub mod session;
 pub mod summary;
 pub mod view;
 
-
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -255,9 +254,9 @@ fn build_fleet(state: &ApiState, q: &FleetQuery) -> Result<Fleet, ApiError> {
     let (nodes, revision) = store.list::<Node>(None)?;
     // Counts and the Pods to show come from the in-memory index; only the Pods shown
     // are read from the store.
-    let pods = state.pod_summary.with(|index| {
-        index.select(q.pod.as_deref().unwrap_or_default(), pod_limit)
-    });
+    let pods = state
+        .pod_summary
+        .with(|index| index.select(q.pod.as_deref().unwrap_or_default(), pod_limit));
     let counts = Counts {
         nodes: nodes.len(),
         nodes_ready: nodes.iter().filter(|n| n.is_ready()).count(),

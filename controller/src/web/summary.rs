@@ -92,7 +92,10 @@ impl PodIndex {
         self.remove_entry(&key);
         let node: Option<Arc<str>> = pod.spec.node_name.as_deref().map(Arc::from);
         if let Some(n) = &node {
-            self.by_node.entry(n.clone()).or_default().insert(key.clone());
+            self.by_node
+                .entry(n.clone())
+                .or_default()
+                .insert(key.clone());
         }
         let entry = Entry {
             phase: Phase::of(pod),
@@ -278,9 +281,21 @@ mod tests {
     #[test]
     fn counts_and_nodes_follow_changes() {
         let mut i = PodIndex::default();
-        i.apply(&event(Change::Added, 1, pod("default", "a", None, "Pending")));
-        i.apply(&event(Change::Added, 2, pod("default", "b", Some("pi-1"), "Running")));
-        i.apply(&event(Change::Modified, 3, pod("default", "a", Some("pi-2"), "Running")));
+        i.apply(&event(
+            Change::Added,
+            1,
+            pod("default", "a", None, "Pending"),
+        ));
+        i.apply(&event(
+            Change::Added,
+            2,
+            pod("default", "b", Some("pi-1"), "Running"),
+        ));
+        i.apply(&event(
+            Change::Modified,
+            3,
+            pod("default", "a", Some("pi-2"), "Running"),
+        ));
         let all = i.select("", 10);
         assert_eq!(
             all.counts,
@@ -292,10 +307,21 @@ mod tests {
             }
         );
         assert_eq!(i.on_node("pi-2", 10), ["default/a"]);
-        i.apply(&event(Change::Modified, 4, pod("default", "a", Some("pi-2"), "Failed")));
-        i.apply(&event(Change::Deleted, 5, pod("default", "b", Some("pi-1"), "Running")));
+        i.apply(&event(
+            Change::Modified,
+            4,
+            pod("default", "a", Some("pi-2"), "Failed"),
+        ));
+        i.apply(&event(
+            Change::Deleted,
+            5,
+            pod("default", "b", Some("pi-1"), "Running"),
+        ));
         let all = i.select("", 10);
-        assert_eq!((all.counts.pods, all.counts.running, all.counts.failed), (1, 0, 1));
+        assert_eq!(
+            (all.counts.pods, all.counts.running, all.counts.failed),
+            (1, 0, 1)
+        );
         assert!(i.on_node("pi-1", 10).is_empty());
         assert_eq!(all.keys, ["default/a"]);
     }
@@ -305,11 +331,23 @@ mod tests {
         let mut i = PodIndex::default();
         // The initial read saw revision 7; the watch then delivers older changes.
         i.put(&pod("default", "a", Some("pi-1"), "Running"), 7);
-        i.apply(&event(Change::Modified, 5, pod("default", "a", None, "Pending")));
-        i.apply(&event(Change::Deleted, 6, pod("default", "a", None, "Pending")));
+        i.apply(&event(
+            Change::Modified,
+            5,
+            pod("default", "a", None, "Pending"),
+        ));
+        i.apply(&event(
+            Change::Deleted,
+            6,
+            pod("default", "a", None, "Pending"),
+        ));
         assert_eq!(i.select("", 10).counts.running, 1);
         assert_eq!(i.on_node("pi-1", 10), ["default/a"]);
-        i.apply(&event(Change::Deleted, 8, pod("default", "a", Some("pi-1"), "Running")));
+        i.apply(&event(
+            Change::Deleted,
+            8,
+            pod("default", "a", Some("pi-1"), "Running"),
+        ));
         assert_eq!(i.select("", 10), Selection::default());
     }
 
