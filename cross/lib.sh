@@ -24,20 +24,22 @@ CROSS_ZLIB_VERSION=1:1.2.13.dfsg-1
 CROSS_ELFUTILS_VERSION=0.188-2.1
 
 # Runs a command and logs its wall and CPU seconds on a `time:` line, so a run shows
-# where its minutes went.
+# where its minutes went. The command runs in a subshell whose own `times` is read:
+# the calling shell's would also count background jobs that happened to end meanwhile.
 cross_timed() {
-    local label=$1 start=$SECONDS f cpu0 cpu1 rc=0
+    local label=$1 start=$SECONDS
     shift
-    f=$(mktemp)
-    times >"$f"
-    "$@" || rc=$?
-    times >>"$f"
-    awk -v label="$label" -v wall=$((SECONDS - start)) '
-        function sec(x,  a) { split(x, a, /[ms]/); return a[1] * 60 + a[2] }
-        NR == 2 { c0 = sec($1) + sec($2) } NR == 4 { c1 = sec($1) + sec($2) }
-        END { printf "time: %s: %d s wall, %.0f s CPU\n", label, wall, c1 - c0 }' "$f" >&2
-    rm -f "$f"
-    return $rc
+    (
+        f=$(mktemp)
+        rc=0
+        "$@" || rc=$?
+        times >"$f"
+        awk -v label="$label" -v wall=$((SECONDS - start)) '
+            function sec(x,  a) { split(x, a, /[ms]/); return a[1] * 60 + a[2] }
+            NR == 2 { printf "time: %s: %d s wall, %.0f s CPU\n", label, wall, sec($1) + sec($2) }' "$f" >&2
+        rm -f "$f"
+        exit $rc
+    )
 }
 
 cross_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
@@ -246,9 +248,10 @@ cross_start_clibs() {
     local t work
     work=$(cross_work)
     mkdir -p "$work"
-    cross_fetch_source libseccomp "$CROSS_SECCOMP_VERSION" >/dev/null || return 1
-    cross_fetch_source zlib "$CROSS_ZLIB_VERSION" >/dev/null || return 1
-    cross_fetch_source elfutils "$CROSS_ELFUTILS_VERSION" >/dev/null || return 1
+    cross_timed "Debian sources of the C libraries" bash -c "source '$(cross_repo)/cross/lib.sh' &&
+        cross_fetch_source libseccomp '$CROSS_SECCOMP_VERSION' >/dev/null &&
+        cross_fetch_source zlib '$CROSS_ZLIB_VERSION' >/dev/null &&
+        cross_fetch_source elfutils '$CROSS_ELFUTILS_VERSION' >/dev/null" || return 1
     for t in "$@"; do
         cross_timed "C libraries for $t (in the background)" cross_build_clibs "$t" >"$work/$t.log" 2>&1 &
         CROSS_CLIB_PIDS[$t]=$!
