@@ -23,6 +23,25 @@ CROSS_SECCOMP_VERSION=2.5.4-1+deb12u1
 CROSS_ZLIB_VERSION=1:1.2.13.dfsg-1
 CROSS_ELFUTILS_VERSION=0.188-2.1
 
+# Runs a command and logs its wall and CPU seconds on a `time:` line, so a run shows
+# where its minutes went. The command runs in a subshell whose own `times` is read:
+# the calling shell's would also count background jobs that happened to end meanwhile.
+cross_timed() {
+    local label=$1 start=$SECONDS
+    shift
+    (
+        f=$(mktemp)
+        rc=0
+        "$@" || rc=$?
+        times >"$f"
+        awk -v label="$label" -v wall=$((SECONDS - start)) '
+            function sec(x,  a) { split(x, a, /[ms]/); return a[1] * 60 + a[2] }
+            NR == 2 { printf "time: %s: %d s wall, %.0f s CPU\n", label, wall, sec($1) + sec($2) }' "$f" >&2
+        rm -f "$f"
+        exit $rc
+    )
+}
+
 cross_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
 # Where the C libraries and downloaded sources live (inside cargo's target dir, so
@@ -220,6 +239,40 @@ cross_build_clibs() {
     echo "$out"
 }
 
+# Starts building the C libraries of every target given, all at once in the background
+# (their configure scripts run one test compile after another, so one target leaves a
+# core idle), after fetching the sources one after the other (apt's lists directory is
+# shared). cross_wait_clibs waits for one target's. Each logs to target/cross/<t>.log.
+declare -A CROSS_CLIB_PIDS=()
+cross_start_clibs() {
+    local t work
+    work=$(cross_work)
+    mkdir -p "$work"
+    cross_timed "Debian sources of the C libraries" bash -c "source '$(cross_repo)/cross/lib.sh' &&
+        cross_fetch_source libseccomp '$CROSS_SECCOMP_VERSION' >/dev/null &&
+        cross_fetch_source zlib '$CROSS_ZLIB_VERSION' >/dev/null &&
+        cross_fetch_source elfutils '$CROSS_ELFUTILS_VERSION' >/dev/null" || return 1
+    for t in "$@"; do
+        cross_timed "C libraries for $t (in the background)" cross_build_clibs "$t" >"$work/$t.log" 2>&1 &
+        CROSS_CLIB_PIDS[$t]=$!
+    done
+}
+
+# Waits for the C libraries cross_start_clibs started for a target; on failure shows
+# their log.
+cross_wait_clibs() {
+    local t=$1 log
+    log="$(cross_work)/$t.log"
+    [ -n "${CROSS_CLIB_PIDS[$t]:-}" ] || return 0
+    if wait "${CROSS_CLIB_PIDS[$t]}"; then
+        grep '^time:' "$log" >&2 || true
+    else
+        echo "error: the C libraries for $t did not build:" >&2
+        tail -20 "$log" >&2
+        return 1
+    fi
+}
+
 # Exports what cargo needs to link a target's C libraries statically: libseccomp-sys
 # and libbpf-sys look in target/cross/<target>/lib, and the libbpf that libbpf-sys
 # compiles finds libelf's and zlib's headers there.
@@ -239,8 +292,9 @@ cross_bin_name() {
     esac
 }
 
-# Copies a target's binaries from cargo's target dir into dist/<target>/. The profiles
-# strip them (release, cross-ci: `strip = true`); one that did not is refused, since
+# Copies a target's binaries from cargo's target dir into dist/<target>/. They are
+# stripped (cross/build: the release profiles' `strip = true`; cross/check: `-C
+# strip=symbols`); one that was not is refused, since
 # neither zig's objcopy (--strip-all: "unimplemented") nor the host's binutils can strip
 # ARM files.
 cross_collect() {
