@@ -60,6 +60,9 @@ pub struct AgentConfig {
     /// A bootstrap token (`punnet token create`): with no identity in the data dir yet,
     /// the agent enrols with it before anything else (see `enrol`).
     pub token: Option<String>,
+    /// The config file that holds `token`: once the board has an identity the agent
+    /// takes the token out of it (`token_file`), so the card does not keep it.
+    pub token_file: Option<PathBuf>,
     /// The MQTT login the link uses: the node's credentials once enrolled (set by
     /// `enrol::ensure_identity` from the data dir); `None`: anonymous.
     pub mqtt_login: Option<crate::enrol::MqttLogin>,
@@ -104,6 +107,7 @@ impl AgentConfig {
             platform: None,
             image_gc_min_free_bytes: 1 << 30,
             token: None,
+            token_file: None,
             mqtt_login: None,
             controller_key: None,
             ca: None,

@@ -141,6 +141,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EnrolError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// An enrolled board needs its bootstrap token no more: out of the config file with it.
+fn forget_token(config: &AgentConfig) {
+    let Some(path) = &config.token_file else {
+        return;
+    };
+    match crate::token_file::forget(path) {
+        Ok(true) => tracing::info!("enrolled: the bootstrap token is removed from {}", path.display()),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("enrolled, but the bootstrap token could not be removed from {}: {e}; delete its `token:` line by hand (it can enrol other boards while it has uses left)", path.display()),
+    }
+}
+
 /// Loads this node's identity into `config.mqtt_login`, enrolling first when there is
 /// none and a token is configured. Without either the agent connects anonymously
 /// (brokers that allow it; the controller's embedded broker does not).
@@ -154,6 +166,7 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
             });
         }
         config.mqtt_login = Some(creds.mqtt);
+        forget_token(config);
         return Ok(());
     }
     let Some(token) = config.token.as_deref() else {
@@ -181,6 +194,7 @@ pub async fn ensure_identity(config: &mut AgentConfig) -> Result<(), EnrolError>
                 let _ = std::fs::remove_file(config.data_dir.join(PENDING_FILE));
                 tracing::info!(node = %config.node_name, token = %token.id, "enrolled; credentials kept in {}", config.data_dir.display());
                 config.mqtt_login = Some(creds.mqtt);
+                forget_token(config);
                 return Ok(());
             }
             Err(Attempt::Fatal(e)) => return Err(e),

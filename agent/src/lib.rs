@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod shim;
 pub mod state;
 pub mod tls;
+pub mod token_file;
 pub mod volume;
 pub mod web;
 

@@ -168,7 +168,11 @@ fn agent_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     // The library leaves the page off; on a board it is on unless turned off.
     config.web = config::parse_web(config::DEFAULT_WEB)?;
     if let Some(path) = &cli.config {
-        config.apply_file(&ConfigFile::load(path)?)?;
+        let file = ConfigFile::load(path)?;
+        if file.token.is_some() {
+            config.token_file = Some(path.clone());
+        }
+        config.apply_file(&file)?;
     }
     if let Some(name) = &cli.name {
         config.node_name = name.clone();

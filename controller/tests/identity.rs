@@ -275,10 +275,23 @@ async fn a_board_enrols_once_logs_in_and_is_revoked_with_its_node() {
     let id = made["metadata"]["name"].as_str().unwrap().to_string();
 
     let mut agent = c.agent("pi-1", Some(&token));
+    // As a board image writes it: the token in the agent's config file.
+    let config_file = agent.data_dir.with_extension("yaml");
+    std::fs::write(
+        &config_file,
+        format!("# board config\nbroker: mqtts://ctl:8883\ntoken: {token}\nname: pi-1\n"),
+    )
+    .unwrap();
+    agent.token_file = Some(config_file.clone());
     tokio::time::timeout(Duration::from_secs(30), ensure_identity(&mut agent))
         .await
         .expect("enrolment answered")
         .expect("enrolment accepted");
+    // Enrolled: the token is off the card, the rest of the file as it was.
+    assert_eq!(
+        std::fs::read_to_string(&config_file).unwrap(),
+        "# board config\nbroker: mqtts://ctl:8883\nname: pi-1\n"
+    );
     let creds = Credentials::load(&agent.data_dir).unwrap().unwrap();
     assert_eq!(creds.node, "pi-1");
     let controller_pub = std::fs::read_to_string(agent.data_dir.join("controller.pub")).unwrap();

@@ -193,7 +193,8 @@ fi
 install -D -m 0755 "$bin" /usr/local/bin/punnet-agent.new
 mv /usr/local/bin/punnet-agent.new /usr/local/bin/punnet-agent
 
-# Its config (it holds the bootstrap token: root only) and the controller's CA.
+# Its config (it holds the bootstrap token until the agent has enrolled and removes it:
+# root only) and the controller's CA.
 install -d -m 0700 /etc/punnet
 if [ -f "$SRC/punnet-ca.pem" ]; then
     install -m 0644 "$SRC/punnet-ca.pem" /etc/punnet/ca.pem
