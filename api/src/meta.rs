@@ -88,6 +88,15 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
+    /// `resourceVersion` as the store's revision number (0 when unset or not a number):
+    /// for comparing two copies of an object.
+    pub fn revision(&self) -> u64 {
+        self.resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `namespace/name` for namespaced objects, `name` otherwise: the store key and the
     /// way errors name an object.
     pub fn key(&self) -> String {

@@ -63,14 +63,6 @@ fn owner_uid(pod: &Pod) -> Option<String> {
     pod.metadata.controller().map(|r| r.uid.clone())
 }
 
-fn revision_of(pod: &Pod) -> u64 {
-    pod.metadata
-        .resource_version
-        .as_deref()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
 /// How many feasible nodes a search looks for among `total` (Kubernetes' adaptive
 /// `percentageOfNodesToScore` with `minFeasibleNodesToFind` = 100).
 pub fn nodes_to_find(total: usize) -> usize {
@@ -88,7 +80,7 @@ impl SchedCache {
             cache.nodes.insert(n.metadata.name.clone(), n.clone());
         }
         for p in pods {
-            cache.put_pod(p, revision_of(p));
+            cache.put_pod(p, p.metadata.revision());
         }
         cache
     }

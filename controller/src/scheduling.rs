@@ -184,13 +184,7 @@ fn run_pass(
                         crate::prometheus::observe_scheduling(latency);
                     }
                     // Later Pods of this pass see the resources this one takes.
-                    let revision = p
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(0);
-                    cache.put_pod(&p, revision);
+                    cache.put_pod(&p, p.metadata.revision());
                     bound += 1;
                 }
             }

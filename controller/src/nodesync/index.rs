@@ -40,19 +40,11 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn revision_of(pod: &Pod) -> u64 {
-    pod.metadata
-        .resource_version
-        .as_deref()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
 impl PodIndex {
     pub fn from_pods(pods: &[Pod]) -> PodIndex {
         let mut index = PodIndex::default();
         for p in pods {
-            index.put(p, revision_of(p));
+            index.put(p, p.metadata.revision());
         }
         index
     }
@@ -209,7 +201,7 @@ mod tests {
 
     fn ev(change: Change, p: Pod) -> WatchEvent {
         WatchEvent {
-            revision: revision_of(&p),
+            revision: p.metadata.revision(),
             change,
             object: Object::Pod(p).into(),
         }

@@ -200,15 +200,7 @@ impl PodSummary {
     async fn reload(&self, store: Arc<Store>) -> Result<(), StoreError> {
         let fresh = tokio::task::spawn_blocking(move || {
             let mut index = PodIndex::default();
-            store.visit::<Pod>(None, |pod| {
-                let revision = pod
-                    .metadata
-                    .resource_version
-                    .as_deref()
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0);
-                index.put(&pod, revision);
-            })?;
+            store.visit::<Pod>(None, |pod| index.put(&pod, pod.metadata.revision()))?;
             Ok::<_, StoreError>(index)
         })
         .await
@@ -278,24 +270,16 @@ mod tests {
         }
     }
 
+    fn change(i: &mut PodIndex, c: Change, rev: u64, name: &str, node: Option<&str>, phase: &str) {
+        i.apply(&event(c, rev, pod("default", name, node, phase)));
+    }
+
     #[test]
     fn counts_and_nodes_follow_changes() {
         let mut i = PodIndex::default();
-        i.apply(&event(
-            Change::Added,
-            1,
-            pod("default", "a", None, "Pending"),
-        ));
-        i.apply(&event(
-            Change::Added,
-            2,
-            pod("default", "b", Some("pi-1"), "Running"),
-        ));
-        i.apply(&event(
-            Change::Modified,
-            3,
-            pod("default", "a", Some("pi-2"), "Running"),
-        ));
+        change(&mut i, Change::Added, 1, "a", None, "Pending");
+        change(&mut i, Change::Added, 2, "b", Some("pi-1"), "Running");
+        change(&mut i, Change::Modified, 3, "a", Some("pi-2"), "Running");
         let all = i.select("", 10);
         assert_eq!(
             all.counts,
@@ -307,16 +291,8 @@ mod tests {
             }
         );
         assert_eq!(i.on_node("pi-2", 10), ["default/a"]);
-        i.apply(&event(
-            Change::Modified,
-            4,
-            pod("default", "a", Some("pi-2"), "Failed"),
-        ));
-        i.apply(&event(
-            Change::Deleted,
-            5,
-            pod("default", "b", Some("pi-1"), "Running"),
-        ));
+        change(&mut i, Change::Modified, 4, "a", Some("pi-2"), "Failed");
+        change(&mut i, Change::Deleted, 5, "b", Some("pi-1"), "Running");
         let all = i.select("", 10);
         assert_eq!(
             (all.counts.pods, all.counts.running, all.counts.failed),
@@ -331,23 +307,11 @@ mod tests {
         let mut i = PodIndex::default();
         // The initial read saw revision 7; the watch then delivers older changes.
         i.put(&pod("default", "a", Some("pi-1"), "Running"), 7);
-        i.apply(&event(
-            Change::Modified,
-            5,
-            pod("default", "a", None, "Pending"),
-        ));
-        i.apply(&event(
-            Change::Deleted,
-            6,
-            pod("default", "a", None, "Pending"),
-        ));
+        change(&mut i, Change::Modified, 5, "a", None, "Pending");
+        change(&mut i, Change::Deleted, 6, "a", None, "Pending");
         assert_eq!(i.select("", 10).counts.running, 1);
         assert_eq!(i.on_node("pi-1", 10), ["default/a"]);
-        i.apply(&event(
-            Change::Deleted,
-            8,
-            pod("default", "a", Some("pi-1"), "Running"),
-        ));
+        change(&mut i, Change::Deleted, 8, "a", Some("pi-1"), "Running");
         assert_eq!(i.select("", 10), Selection::default());
     }
 
