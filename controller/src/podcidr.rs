@@ -74,12 +74,39 @@ impl PodCidrs {
         1u64 << (self.mask - self.cluster.prefix_len())
     }
 
-    /// The lowest range of the cluster CIDR that overlaps none of `used`.
+    /// The lowest range of the cluster CIDR that overlaps none of `used`. One walk over
+    /// `used` in address order: trying each range against every used one was
+    /// O(nodes²) per new node, a fifth of the controller's CPU while 5,000 boards joined.
     pub fn first_free(&self, used: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
-        let subnets = self.cluster.subnets(self.mask).ok()?;
-        subnets
-            .into_iter()
-            .find(|s| !used.iter().any(|u| u.contains(s) || s.contains(u)))
+        let size = 1u64 << (32 - self.mask);
+        let last_address = u64::from(u32::from(self.cluster.broadcast()));
+        let mut taken: Vec<(u64, u64)> = used
+            .iter()
+            .map(|u| {
+                (
+                    u64::from(u32::from(u.network())),
+                    u64::from(u32::from(u.broadcast())),
+                )
+            })
+            .collect();
+        taken.sort_unstable();
+        let mut candidate = u64::from(u32::from(self.cluster.network()));
+        for (first, last) in taken {
+            if last < candidate {
+                continue;
+            }
+            if first > candidate + size - 1 {
+                break;
+            }
+            // Overlapped: the next range boundary after it (the cluster CIDR is aligned
+            // to its own prefix, so to every range's size).
+            candidate = (last + 1).div_ceil(size) * size;
+        }
+        if candidate + size - 1 > last_address {
+            return None;
+        }
+        let address = u32::try_from(candidate).ok()?;
+        Ipv4Net::new(address.into(), self.mask).ok()
     }
 
     /// What to do for each Node: ranges for those without one (oldest first, then by
@@ -210,6 +237,42 @@ mod tests {
         // A range someone set that overlaps several /24s blocks all of them.
         let wide = [node("x", Some("10.42.0.0/23"), 0), node("y", None, 1)];
         assert_eq!(plan(&p, &wide)[0].1.as_deref(), Some("10.42.2.0/24"));
+    }
+
+    /// The obvious search, for comparison.
+    fn first_free_by_trying_each(p: &PodCidrs, used: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
+        p.cluster
+            .subnets(p.mask)
+            .ok()?
+            .find(|s| !used.iter().any(|u| u.contains(s) || s.contains(u)))
+    }
+
+    #[test]
+    fn first_free_agrees_with_trying_each_range() {
+        let cases = [
+            ("10.42.0.0/20", 24),
+            ("10.0.0.0/22", 26),
+            ("192.168.0.0/24", 30),
+        ];
+        for (cluster, mask) in cases {
+            let p = PodCidrs::new(cluster, mask).unwrap();
+            let mut used = BTreeSet::new();
+            // A pseudo-random mix of node ranges, wider ranges, ranges with host bits
+            // and ranges outside the cluster CIDR.
+            let mut x: u32 = 12345;
+            for round in 0..200 {
+                assert_eq!(
+                    p.first_free(&used),
+                    first_free_by_trying_each(&p, &used),
+                    "{cluster}/{mask} round {round} used {used:?}"
+                );
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let base = u32::from(p.cluster.network()) & 0xffff_0000;
+                let addr = base | ((x >> 8) & 0xffff);
+                let prefix = [mask, mask, mask, mask - 1, mask + 1, 16][(x % 6) as usize];
+                used.insert(Ipv4Net::new(addr.into(), prefix).unwrap());
+            }
+        }
     }
 
     #[test]
