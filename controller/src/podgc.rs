@@ -9,7 +9,7 @@
 //! values (`decide`, `finalize_reason`, `gone_from_report`); the rest reads and writes
 //! the store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::Duration as ChronoDuration;
 use punnet_api::{Node, Pod, Time};
@@ -205,20 +205,25 @@ pub fn finalize_reported(
 /// The periodic sweep: terminating Pods that no agent will confirm (unbound, node
 /// missing or NotReady, or past the safety net) leave the store. Returns how many did.
 pub fn sweep(store: &Store, now: Time) -> Result<usize, StoreError> {
-    let mut pods = Vec::new();
-    store.visit_where::<Pod, PodView>(None, PodView::terminating, |pod| pods.push(pod))?;
-    let terminating: Vec<&Pod> = pods.iter().filter(|p| is_terminating(p)).collect();
+    // Only terminating Pods are decoded.
+    let mut terminating = Vec::new();
+    store.visit_where::<Pod, PodView>(None, PodView::terminating, |pod| terminating.push(pod))?;
     if terminating.is_empty() {
         return Ok(0);
     }
+    // By name: a lost tenth of 5,000 boards leaves thousands of Pods to look up.
     let (nodes, _) = store.list::<Node>(None)?;
+    let nodes: HashMap<&str, &Node> = nodes
+        .iter()
+        .map(|n| (n.metadata.name.as_str(), n))
+        .collect();
     let mut n = 0;
-    for pod in terminating {
+    for pod in &terminating {
         let node = pod
             .spec
             .node_name
             .as_deref()
-            .and_then(|name| nodes.iter().find(|n| n.metadata.name == name));
+            .and_then(|name| nodes.get(name).copied());
         if let Some(why) = finalize_reason(pod, node, now) {
             finalize(store, pod, why)?;
             n += 1;

@@ -257,16 +257,6 @@ fn build_fleet(state: &ApiState, q: &FleetQuery) -> Result<Fleet, ApiError> {
     let pods = state
         .pod_summary
         .with(|index| index.select(q.pod.as_deref().unwrap_or_default(), pod_limit));
-    let counts = Counts {
-        nodes: nodes.len(),
-        nodes_ready: nodes.iter().filter(|n| n.is_ready()).count(),
-        pods: pods.counts.pods,
-        pods_running: pods.counts.running,
-        pods_pending: pods.counts.pending,
-        pods_failed: pods.counts.failed,
-        nodes_matching: 0,
-        pods_matching: pods.matching,
-    };
     let mut rows = Vec::with_capacity(pods.keys.len());
     for key in &pods.keys {
         let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
@@ -305,8 +295,14 @@ fn build_fleet(state: &ApiState, q: &FleetQuery) -> Result<Fleet, ApiError> {
         })
         .collect();
     let counts = Counts {
+        nodes: nodes.len(),
+        nodes_ready: nodes.iter().filter(|n| n.is_ready()).count(),
+        pods: pods.counts.pods,
+        pods_running: pods.counts.running,
+        pods_pending: pods.counts.pending,
+        pods_failed: pods.counts.failed,
         nodes_matching,
-        ..counts
+        pods_matching: pods.matching,
     };
 
     let mut workloads: Vec<WorkloadRow> = Vec::new();
