@@ -9,6 +9,7 @@ use crate::protocol::v5::V5;
 use crate::protocol::{Packet, Protocol};
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 use crate::server::tls::{self, TLSAcceptor};
+use crate::server::will::{AwaitingWill, WillHandlers};
 use crate::{meters, ConnectionSettings, Meter};
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
@@ -344,17 +345,11 @@ pub enum LinkType {
     Remote,
 }
 
-#[derive(PartialEq)]
-enum AwaitingWill {
-    Cancel,
-    Fire,
-}
-
 pub struct Server<P> {
     config: ServerSettings,
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
-    awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    awaiting_will_handler: Arc<WillHandlers>,
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -367,7 +362,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             config,
             router_tx,
             protocol,
-            awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            awaiting_will_handler: Arc::new(WillHandlers::default()),
         }
     }
 
@@ -501,7 +496,7 @@ async fn remote<P: Protocol>(
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
-    will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    will_handlers: Arc<WillHandlers>,
 ) {
     let mut network = Network::new(
         stream,
@@ -541,20 +536,8 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
-        let awaiting_will = if clean_session {
-            AwaitingWill::Fire
-        } else {
-            AwaitingWill::Cancel
-        };
-        sender.try_send(awaiting_will).unwrap();
-    }
-
-    let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    // PUNNET-PATCH: see `will`.
+    let (will_tx, will_rx) = will_handlers.take_over(&client_id, clean_session);
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -570,6 +553,7 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            will_handlers.forget(&client_id, &will_tx);
             return;
         }
     };
@@ -618,7 +602,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            will_handlers.forget(&client_id, &will_tx);
             // as will delay interval has passed, publish the will message
             true
         }

@@ -3,6 +3,7 @@
 mod broker;
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 mod tls;
+mod will;
 
 pub use broker::{Broker, LinkType, Server};
 
