@@ -188,9 +188,16 @@ CONF
     cpu0=$(cpu_s "$ctl")
     t0=$(now)
     # One Deployment per remaining Pod per node, each with one replica per node.
+    # One after another, as `punnet apply` does: each answers once it is durable, while
+    # the controller is busy with the Pods of the ones before.
+    local slowest=0 took
     for i in $(seq "$per_deployment"); do
-        api POST /apis/apps/v1/namespaces/default/deployments "$(deployment_json "app-$i" "$n")" >/dev/null
+        took=$(curl -sS -o /dev/null -w '%{time_total}' -X POST -H "Authorization: Bearer $token" \
+            -H 'Content-Type: application/json' --data-binary "$(deployment_json "app-$i" "$n")" \
+            "$server/apis/apps/v1/namespaces/default/deployments")
+        slowest=$(python3 -c "print(max($slowest, $took))")
     done
+    echo "  $per_deployment Deployments created in $(since "$t0")s (slowest answer ${slowest}s)" >&2
     converge=$(wait_all_running "$total" "$t0" "$CONVERGE_TIMEOUT" "$simlog")
     local rss cpu
     rss=$(hwm_mib "$ctl")

@@ -3,7 +3,7 @@
 //! "should this node run a daemon Pod"), the score of its preferred terms, and the
 //! checks validation runs on the terms.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::node::Node;
 use crate::pod::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
@@ -12,10 +12,10 @@ use crate::pod::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
 pub const FIELD_NODE_NAME: &str = "metadata.name";
 
 /// Whether one requirement holds for a value (`None`: the key is absent).
-fn requirement_holds(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+fn requirement_holds(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     match req.operator.as_str() {
-        "In" => value.is_some_and(|v| req.values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !req.values.contains(v)),
+        "In" => value.is_some_and(|v| req.values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| req.values.iter().all(|x| x != v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         // Both sides must be integers; anything else does not match, as in Kubernetes.
@@ -44,14 +44,47 @@ pub fn term_matches(
     if term.match_expressions.is_empty() && term.match_fields.is_empty() {
         return false;
     }
-    let name = name.to_string();
     term.match_expressions
         .iter()
-        .all(|r| requirement_holds(r, labels.get(&r.key)))
+        .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
         && term
             .match_fields
             .iter()
-            .all(|r| r.key == FIELD_NODE_NAME && requirement_holds(r, Some(&name)))
+            .all(|r| r.key == FIELD_NODE_NAME && requirement_holds(r, Some(name)))
+}
+
+/// The only nodes the Pod's required node affinity can match, when every term names
+/// them (`matchFields` `metadata.name In [...]`, as a DaemonSet's Pods do): the
+/// scheduler then looks at those instead of searching the fleet, as Kubernetes'
+/// NodeAffinity PreFilter does. `None` when some term could match any node.
+pub fn required_node_names(spec: &PodSpec) -> Option<BTreeSet<&str>> {
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let mut names = BTreeSet::new();
+    for term in terms {
+        // An empty term matches nothing, so it adds no node.
+        if term.match_expressions.is_empty() && term.match_fields.is_empty() {
+            continue;
+        }
+        let mut within: Option<BTreeSet<&str>> = None;
+        for r in &term.match_fields {
+            if r.key == FIELD_NODE_NAME && r.operator == "In" {
+                let these: BTreeSet<&str> = r.values.iter().map(String::as_str).collect();
+                within = Some(match within {
+                    None => these,
+                    Some(w) => w.intersection(&these).copied().collect(),
+                });
+            }
+        }
+        names.extend(within?);
+    }
+    Some(names)
 }
 
 /// Whether `node` passes the Pod's `nodeSelector` and its required node affinity (one
@@ -338,5 +371,70 @@ mod tests {
             ]
         );
         assert!(check_term(&term(vec![req("a", "Lt", &["3"])])).is_empty());
+    }
+
+    fn with_required(terms: Vec<NodeSelectorTerm>) -> PodSpec {
+        PodSpec {
+            affinity: Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn required_node_names_are_only_those_every_term_names() {
+        let by_name = |n: &str| NodeSelectorTerm {
+            match_expressions: vec![],
+            match_fields: vec![req(FIELD_NODE_NAME, "In", &[n])],
+        };
+        let names = |spec: &PodSpec| {
+            required_node_names(spec).map(|s| s.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(names(&PodSpec::default()), None);
+        // A DaemonSet Pod's affinity.
+        let ds = with_required(vec![by_name("pi-1")]);
+        assert_eq!(names(&ds), Some(vec!["pi-1".to_string()]));
+        assert_eq!(
+            names(&with_required(vec![by_name("pi-2"), by_name("pi-1")])),
+            Some(vec!["pi-1".to_string(), "pi-2".to_string()])
+        );
+        // A term of labels could match any node.
+        let labelled = term(vec![req("zone", "In", &["a"])]);
+        assert_eq!(
+            names(&with_required(vec![by_name("pi-1"), labelled.clone()])),
+            None
+        );
+        // Names and labels in one term: still only the named node.
+        let both = NodeSelectorTerm {
+            match_expressions: labelled.match_expressions.clone(),
+            match_fields: vec![req(FIELD_NODE_NAME, "In", &["pi-3"])],
+        };
+        assert_eq!(
+            names(&with_required(vec![both])),
+            Some(vec!["pi-3".to_string()])
+        );
+        // NotIn narrows nothing.
+        let not_in = NodeSelectorTerm {
+            match_expressions: vec![],
+            match_fields: vec![req(FIELD_NODE_NAME, "NotIn", &["pi-1"])],
+        };
+        assert_eq!(names(&with_required(vec![not_in])), None);
+        // Whatever the names say, node_matches agrees on every node.
+        for spec in [ds, with_required(vec![by_name("pi-2"), by_name("pi-1")])] {
+            let allowed = required_node_names(&spec).unwrap();
+            for n in ["pi-1", "pi-2", "pi-3"] {
+                assert_eq!(
+                    node_matches(&spec, &node(n, &[])),
+                    allowed.contains(n),
+                    "{n}"
+                );
+            }
+        }
     }
 }

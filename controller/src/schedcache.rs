@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use punnet_api::{Node, Object, Pod, Time};
 
-use crate::scheduler::{self, is_terminal, Candidate, Decision, Requests};
+use crate::scheduler::{self, is_terminal, Allocatable, Candidate, Decision, Requests};
 use crate::store::{Change, WatchEvent};
 
 /// What the Pods bound to one node take.
@@ -42,12 +43,30 @@ struct PodEntry {
 /// Oldest first, then by key, as the scheduler has always taken them.
 type PendingKey = (Option<Time>, String);
 
+/// A node and what it offers, parsed once per change of the node.
+#[derive(Debug)]
+struct NodeEntry {
+    node: Node,
+    alloc: Allocatable,
+}
+
+impl NodeEntry {
+    fn new(node: Node) -> NodeEntry {
+        NodeEntry {
+            alloc: Allocatable::of(&node),
+            node,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SchedCache {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<String, NodeEntry>,
     usage: HashMap<String, Usage>,
     pods: HashMap<String, PodEntry>,
-    pending: BTreeMap<PendingKey, Pod>,
+    /// The waiting Pods as the watch delivered them: shared with the other watchers,
+    /// not copied (an apply of thousands of Pods waits here at once).
+    pending: BTreeMap<PendingKey, Arc<Object>>,
     /// The node the next search starts at.
     next_start: Option<String>,
 }
@@ -77,7 +96,9 @@ impl SchedCache {
     pub fn from_lists(nodes: &[Node], pods: &[Pod]) -> SchedCache {
         let mut cache = SchedCache::default();
         for n in nodes {
-            cache.nodes.insert(n.metadata.name.clone(), n.clone());
+            cache
+                .nodes
+                .insert(n.metadata.name.clone(), NodeEntry::new(n.clone()));
         }
         for p in pods {
             cache.put_pod(p, p.metadata.revision());
@@ -117,6 +138,11 @@ impl SchedCache {
     /// Counts `pod` as it is now (replacing what was counted for it), unless what the
     /// cache has is newer.
     pub fn put_pod(&mut self, pod: &Pod, revision: u64) {
+        self.put(pod, || Arc::new(Object::Pod(pod.clone())), revision)
+    }
+
+    /// `put_pod`, with the shared copy to queue if the Pod waits for a node.
+    fn put(&mut self, pod: &Pod, shared: impl FnOnce() -> Arc<Object>, revision: u64) {
         let key = pod.metadata.key();
         if self.pods.get(&key).is_some_and(|e| e.revision > revision) {
             return;
@@ -145,7 +171,7 @@ impl SchedCache {
             }
         }
         if let Some(pk) = &entry.pending {
-            self.pending.insert(pk.clone(), pod.clone());
+            self.pending.insert(pk.clone(), shared());
         }
         self.pods.insert(key, entry);
     }
@@ -163,19 +189,20 @@ impl SchedCache {
                     self.uncount(&key);
                 }
             }
-            Object::Pod(p) => self.put_pod(p, ev.revision),
+            Object::Pod(p) => self.put(p, || ev.object.clone(), ev.revision),
             Object::Node(n) if deleted => {
                 self.nodes.remove(&n.metadata.name);
             }
             Object::Node(n) => {
-                self.nodes.insert(n.metadata.name.clone(), n.clone());
+                self.nodes
+                    .insert(n.metadata.name.clone(), NodeEntry::new(n.clone()));
             }
             _ => {}
         }
     }
 
-    /// The Pods waiting for a node, oldest first.
-    pub fn pending(&self) -> Vec<Pod> {
+    /// The Pods waiting for a node, oldest first (each an `Object::Pod`).
+    pub fn pending(&self) -> Vec<Arc<Object>> {
         self.pending.values().cloned().collect()
     }
 
@@ -183,16 +210,19 @@ impl SchedCache {
         self.nodes.len()
     }
 
-    fn candidate<'a>(&self, node: &'a Node, owner: Option<&str>) -> Candidate<'a> {
+    fn candidate<'a>(&self, entry: &'a NodeEntry, owner: Option<&str>) -> Candidate<'a> {
+        let (node, alloc) = (&entry.node, entry.alloc);
         match self.usage.get(&node.metadata.name) {
             Some(u) => Candidate {
                 node,
+                alloc,
                 used: u.used,
                 pod_count: u.pod_count,
                 same_owner: owner.and_then(|o| u.owners.get(o)).copied().unwrap_or(0),
             },
             None => Candidate {
                 node,
+                alloc,
                 used: Requests::default(),
                 pod_count: 0,
                 same_owner: 0,
@@ -205,17 +235,29 @@ impl SchedCache {
         let owner = owner_uid(pod);
         self.nodes
             .values()
-            .map(|n| self.candidate(n, owner.as_deref()))
+            .map(|e| self.candidate(e, owner.as_deref()))
             .collect()
     }
 
     /// The scheduler's decision for `pod`, looking at nodes as the module says.
     pub fn decide(&mut self, pod: &Pod) -> Decision {
+        let owner = owner_uid(pod);
+        // A Pod pinned to named nodes (a DaemonSet's) is decided among those alone.
+        if let Some(names) = punnet_api::affinity::required_node_names(&pod.spec) {
+            let named: Vec<_> = names
+                .iter()
+                .filter_map(|n| self.nodes.get(*n))
+                .map(|e| self.candidate(e, owner.as_deref()))
+                .collect();
+            return match scheduler::decide(pod, &named) {
+                Decision::Unschedulable(_) => scheduler::decide(pod, &self.candidates(pod)),
+                d => d,
+            };
+        }
         let want = nodes_to_find(self.nodes.len());
         if want >= self.nodes.len() {
             return scheduler::decide(pod, &self.candidates(pod));
         }
-        let owner = owner_uid(pod);
         let requests = Requests::of(pod);
         let tolerations = punnet_api::taint::effective_tolerations(pod);
         let start = self.next_start.clone().unwrap_or_default();
@@ -226,28 +268,29 @@ impl SchedCache {
                 self.nodes
                     .range::<String, _>((Bound::Unbounded, Bound::Excluded(&start))),
             );
-        let mut window = Vec::with_capacity(want * 2);
-        let mut feasible = 0;
+        let mut fitting = Vec::with_capacity(want);
         let mut next = None;
-        for (name, node) in ordered {
-            if feasible >= want {
+        for (name, entry) in ordered {
+            if fitting.len() >= want {
                 next = Some(name.clone());
                 break;
             }
-            let c = self.candidate(node, owner.as_deref());
+            let c = self.candidate(entry, owner.as_deref());
             let reasons = scheduler::filter(&c, &pod.spec.node_selector, requests, &tolerations);
             if scheduler::node_affinity_filter(pod, &c, reasons).is_empty() {
-                feasible += 1;
+                fitting.push(c);
             }
-            window.push(c);
         }
-        let all = next.is_none();
-        let decision = scheduler::decide(pod, &window);
-        drop(window);
+        let decision = {
+            let refs: Vec<&Candidate<'_>> = fitting.iter().collect();
+            scheduler::pick(pod, &refs).map(|c| c.node.metadata.name.clone())
+        };
+        drop(fitting);
         self.next_start = next;
         match decision {
-            Decision::Unschedulable(_) if !all => scheduler::decide(pod, &self.candidates(pod)),
-            d => d,
+            Some(node) => Decision::Bind(node),
+            // Why nothing fits is counted over every node, so the message is exact.
+            None => scheduler::decide(pod, &self.candidates(pod)),
         }
     }
 }
@@ -406,6 +449,55 @@ mod tests {
         assert_eq!(
             cache.decide(&pod("small", None, "1Mi", 0)),
             Decision::Bind("n299".into())
+        );
+    }
+
+    fn pinned(name: &str, to: &str) -> Pod {
+        use punnet_api::pod::{Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement};
+        let mut p = pod(name, None, "1Mi", 0);
+        p.spec.affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![punnet_api::pod::NodeSelectorTerm {
+                        match_expressions: vec![],
+                        match_fields: vec![NodeSelectorRequirement {
+                            key: punnet_api::affinity::FIELD_NODE_NAME.into(),
+                            operator: "In".into(),
+                            values: vec![to.into()],
+                        }],
+                    }],
+                }),
+                ..Default::default()
+            }),
+        });
+        p
+    }
+
+    #[test]
+    fn a_pod_pinned_to_a_node_is_decided_there_with_the_fleet_wide_message() {
+        let mut nodes: Vec<Node> = (0..300).map(|i| node(&format!("n{i:03}"))).collect();
+        nodes[7].status.conditions[0].status = "False".into();
+        let mut cache = SchedCache::from_lists(&nodes, &[]);
+        for i in [0, 150, 299] {
+            let target = format!("n{i:03}");
+            assert_eq!(
+                cache.decide(&pinned("ds", &target)),
+                Decision::Bind(target.clone())
+            );
+        }
+        assert_eq!(
+            cache.decide(&pinned("ds", "n007")),
+            Decision::Unschedulable(
+                "0/300 nodes are available: 1 node(s) were not ready, 299 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+        assert_eq!(
+            cache.decide(&pinned("ds", "gone")),
+            scheduler::decide(
+                &pinned("ds", "gone"),
+                &cache.candidates(&pinned("ds", "gone"))
+            )
         );
     }
 }

@@ -129,6 +129,8 @@ impl Reason {
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub node: &'a Node,
+    /// `Allocatable::of(node)`, parsed once per node rather than per look.
+    pub alloc: Allocatable,
     /// Sum of the requests of the non-terminal Pods bound to the node.
     pub used: Requests,
     /// Number of non-terminal Pods bound to the node.
@@ -155,6 +157,7 @@ pub fn candidates<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Pod]) -> Vec<Candida
         .map(|node| {
             let mut c = Candidate {
                 node,
+                alloc: Allocatable::of(node),
                 used: Requests::default(),
                 pod_count: 0,
                 same_owner: 0,
@@ -199,7 +202,7 @@ pub fn filter(
     if requests.memory_bytes > 0 && lacks_memory_cgroup(c.node) {
         return vec![Reason::NoMemoryCgroup];
     }
-    let alloc = Allocatable::of(c.node);
+    let alloc = c.alloc;
     let mut reasons = Vec::new();
     if c.pod_count + 1 > alloc.pods {
         reasons.push(Reason::TooManyPods);
@@ -270,7 +273,7 @@ pub fn node_affinity_filter(pod: &Pod, c: &Candidate<'_>, reasons: Vec<Reason>) 
 /// The fraction of the node that would be requested after placing the Pod, averaged over
 /// cpu and memory (0.0 = empty). A resource the node does not report counts as empty.
 fn load_after(c: &Candidate<'_>, requests: Requests) -> f64 {
-    let alloc = Allocatable::of(c.node);
+    let alloc = c.alloc;
     let frac = |used: u64, req: u64, cap: u64| {
         if cap == 0 {
             0.0
@@ -313,19 +316,38 @@ pub fn decide(pod: &Pod, candidates: &[Candidate<'_>]) -> Decision {
             *failures.entry(r).or_default() += 1;
         }
     }
-    let best = fitting.into_iter().min_by(|a, b| {
-        let preferred = |c: &Candidate<'_>| affinity::preferred_score(&pod.spec, c.node);
-        intolerable_preferences(a.node, &tolerations)
-            .cmp(&intolerable_preferences(b.node, &tolerations))
-            .then_with(|| preferred(b).cmp(&preferred(a)))
-            .then_with(|| a.same_owner.cmp(&b.same_owner))
-            .then_with(|| load_after(a, requests).total_cmp(&load_after(b, requests)))
-            .then_with(|| a.node.metadata.name.cmp(&b.node.metadata.name))
-    });
-    match best {
+    match pick(pod, &fitting) {
         Some(c) => Decision::Bind(c.node.metadata.name.clone()),
         None => Decision::Unschedulable(unschedulable_message(candidates.len(), &failures)),
     }
+}
+
+/// The best of candidates that all pass the filters (see `decide` for the order).
+pub fn pick<'a, 'c>(pod: &Pod, fitting: &[&'c Candidate<'a>]) -> Option<&'c Candidate<'a>> {
+    let requests = Requests::of(pod);
+    let tolerations = taint::effective_tolerations(pod);
+    let preferred = |c: &Candidate<'_>| affinity::preferred_score(&pod.spec, c.node);
+    fitting
+        .iter()
+        .copied()
+        // Each key once per node, not once per comparison.
+        .map(|c| {
+            let key = (
+                intolerable_preferences(c.node, &tolerations),
+                -preferred(c),
+                c.same_owner,
+                load_after(c, requests),
+            );
+            (key, c)
+        })
+        .min_by(|(a, ca), (b, cb)| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+                .then_with(|| a.3.total_cmp(&b.3))
+                .then_with(|| ca.node.metadata.name.cmp(&cb.node.metadata.name))
+        })
+        .map(|(_, c)| c)
 }
 
 /// `0/2 nodes are available: 1 Insufficient memory, 1 node(s) didn't match Pod's node

@@ -66,10 +66,13 @@ pub async fn run_with(store: Arc<Store>, config: SchedulingConfig, cancel: Cance
             }
             let started = std::time::Instant::now();
             // Everything that arrived meanwhile is covered by the pass below.
-            if let Err(e) = catch_up(&store, &mut events, &mut cache) {
-                warn!("scheduler: {e}");
-            }
-            match run_pass(&store, &mut cache, &mut events) {
+            let passed = crate::io_runtime::long_pass(|| {
+                if let Err(e) = catch_up(&store, &mut events, &mut cache) {
+                    warn!("scheduler: {e}");
+                }
+                run_pass(&store, &mut cache, &mut events)
+            });
+            match passed {
                 Ok(0) => {}
                 Ok(n) => debug!("scheduler: bound {n} Pod(s) in {:?}", started.elapsed()),
                 Err(e) => warn!("scheduler: {e}"),
@@ -151,11 +154,14 @@ fn run_pass(
 ) -> Result<usize, StoreError> {
     let _timer = crate::prometheus::reconcile_timer("scheduler");
     let mut bound = 0;
-    for (i, pod) in cache.pending().into_iter().enumerate() {
+    for (i, queued) in cache.pending().into_iter().enumerate() {
         if i % 256 == 255 {
             catch_up(store, events, cache)?;
         }
-        let decision = cache.decide(&pod);
+        let Object::Pod(pod) = &*queued else {
+            continue;
+        };
+        let decision = cache.decide(pod);
         let ns = pod.metadata.namespace.as_deref();
         let uid = pod.metadata.uid.clone();
         match decision {
@@ -195,7 +201,7 @@ fn run_pass(
                 );
                 record(
                     store,
-                    &pod,
+                    pod,
                     EVENT_WARNING,
                     "FailedScheduling",
                     message.clone(),

@@ -289,12 +289,22 @@ pub async fn run(
     }
     let c = cancel.clone();
     let https = server_tls.as_ref().map(|t| t.https.clone());
+    // On a runtime of its own: see `io_runtime`.
+    let api = crate::io_runtime::api().map_err(ControllerError::Serve)?;
+    // Its sockets are driven by that runtime's reactor, not the busy main one's.
+    let listener = listener.into_std().map_err(ControllerError::Serve)?;
     tasks.spawn(async move {
-        match https {
-            Some(tls) => http::serve_tls(listener, tls, state, c.cancelled_owned()).await,
-            None => http::serve(listener, state, c.cancelled_owned()).await,
+        let serving = api.spawn(async move {
+            let listener = TcpListener::from_std(listener)?;
+            match https {
+                Some(tls) => http::serve_tls(listener, tls, state, c.cancelled_owned()).await,
+                None => http::serve(listener, state, c.cancelled_owned()).await,
+            }
+        });
+        match serving.await {
+            Ok(served) => served.map_err(ControllerError::Serve),
+            Err(e) => Err(ControllerError::Panicked(e.to_string())),
         }
-        .map_err(ControllerError::Serve)
     });
     if let Some(mut agent) = config.agent.clone() {
         // The local agent needs no enrolment: its key is registered and it is given the
