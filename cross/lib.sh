@@ -7,7 +7,7 @@
 #   armv7-unknown-linux-gnueabihf  glibc 2.36, ARMv7 Thumb-2 + VFPv3-D16 (Debian armhf's ABI)
 #   arm-unknown-linux-musleabihf   static musl, ARMv6 + VFPv2 hard-float (ARM1176: Pi Zero/1);
 #                                  no prebuilt std is reachable for it, so std is built from
-#                                  source with nightly's -Zbuild-std.
+#                                  stable's rust-src into a sysroot of its own (cross_sysroot).
 # C libraries are linked statically into every binary: libseccomp (from Debian's source
 # package, so the same release as bookworm's) and the libbpf that libbpf-sys vendors.
 
@@ -65,13 +65,17 @@ cross_zig_target() {
     esac
 }
 
-# The CPU C code (libseccomp, libbpf, ring's C, zig's own libc objects) is compiled for:
-# the oldest Pi core each target runs on.
+# The CPU the C libraries of target/cross are compiled for: the oldest Pi core each
+# target runs on. ARMv6 (Pi 1, Zero, Zero W: ARM1176) takes the Rust target's own
+# features (+v6, +vfp2, +strict-align), in the spelling cargo-zigbuild hands zig for the
+# Rust code's link: zig builds musl and compiler-rt for each set of CPU features (and
+# for stripped or not, PIC or not) it is called with, 45-60 s of CPU each, so one set for
+# the C libraries' configure tests and the binaries' link means one build instead of four.
 cross_zig_cpu() {
     case "$1" in
         aarch64-unknown-linux-gnu) echo "cortex_a53" ;;        # Pi 3, Zero 2 W
         armv7-unknown-linux-gnueabihf) echo "cortex_a7" ;;     # Pi 2 v1.1
-        arm-unknown-linux-musleabihf) echo "arm1176jzf_s" ;;   # Pi 1, Zero, Zero W
+        arm-unknown-linux-musleabihf) echo "generic+v6+strict_align+vfp2-d32" ;;
     esac
 }
 
@@ -86,33 +90,88 @@ cross_qemu() {
     esac
 }
 
-# Whether a target needs nightly's -Zbuild-std (no prebuilt std for it through rustup).
+# Whether a target has no std through rustup (404 for its rust-std component), so
+# cross_sysroot builds one from the stable toolchain's rust-src.
 cross_needs_build_std() { [ "$1" = arm-unknown-linux-musleabihf ]; }
 
-# The cargo command for a target: `cargo [+nightly] zigbuild ... --target ZIGTRIPLE`.
+# The opt-level std is compiled at for a cargo profile: the check's code is unoptimised,
+# the shipped binaries' std is as small or fast as the rest of them.
+cross_std_opt() {
+    case "$1" in
+        dev) echo 0 ;;
+        release-arm) echo s ;;
+        *) echo 3 ;;
+    esac
+}
+
+# A sysroot holding std for TARGET built from the stable toolchain's rust-src, once per
+# compiler version and opt-level; prints its directory. The workspace's crates are then
+# compiled by the same stable toolchain with `--sysroot` in the target's RUSTFLAGS,
+# which cargo gives to the target's code only: the build scripts and proc macros stay the
+# host units `cargo test` compiled. (With -Zbuild-std in the workspace build itself the
+# whole build needs nightly or RUSTC_BOOTSTRAP=1, and either one compiles the host units
+# again: nightly's are its own, and proc-macro2's build script turns on its span API
+# under RUSTC_BOOTSTRAP, so every proc macro would be rebuilt.) std is compiled by
+# cargo's -Zbuild-std in a crate of its own with its own target directory; its rlibs
+# carry LLVM bitcode (embed-bitcode) so that the release profiles' LTO can take them in,
+# as rustup's prebuilt std does.
+cross_sysroot() {
+    local target=$1 opt=$2 work rustc_sysroot version dir crate flags
+    work=$(cross_work)
+    rustc_sysroot=$(rustc --print sysroot)
+    version=$(rustc -vV | awk '/^release:/ { r = $2 } /^commit-hash:/ { h = substr($2, 1, 9) } END { print r "-" h }')
+    dir="$work/sysroot/$target-$version-opt-$opt"
+    [ -f "$dir/ok" ] && { echo "$dir"; return; }
+    [ -d "$rustc_sysroot/lib/rustlib/src/rust/library/std" ] \
+        || { echo "error: the stable toolchain has no rust-src (run: rustup component add rust-src)" >&2; return 1; }
+    echo "==> std for $target from $(rustc -V)'s rust-src (opt-level $opt)" >&2
+    crate="$work/sysroot/std-crate"
+    mkdir -p "$crate"
+    # An empty library: building it with -Zbuild-std compiles std, and nothing else.
+    printf '[package]\nname = "punnet-cross-std"\nversion = "0.0.0"\nedition = "2021"\n\n[lib]\npath = "lib.rs"\n\n[workspace]\n' \
+        >"$crate/Cargo.toml"
+    echo '//! Empty: built only so that cargo -Zbuild-std compiles std for cross/lib.sh.' >"$crate/lib.rs"
+    flags="CARGO_TARGET_$(tr a-z- A-Z_ <<<"$target")_RUSTFLAGS"
+    rm -rf "$dir" "$work/sysroot/std-target/$target"
+    cross_timed "std for $target (rust-src, opt-level $opt)" env -C "$crate" RUSTC_BOOTSTRAP=1 \
+        CARGO_TARGET_DIR="$work/sysroot/std-target" "$flags=-C opt-level=$opt -C debuginfo=0 -C embed-bitcode=yes" \
+        cargo zigbuild --quiet --release -Zbuild-std=std,panic_abort --target "$target" >&2 \
+        || { echo "error: could not build std for $target from rust-src (above)" >&2; return 1; }
+    mkdir -p "$dir/lib/rustlib/$target/lib"
+    find "$work/sysroot/std-target/$target/release/deps" -name '*.rlib' ! -name 'libpunnet_cross_std-*' \
+        -exec cp {} "$dir/lib/rustlib/$target/lib/" \;
+    # Proc macros are loaded from the host's libraries, which rustc looks for under the
+    # same sysroot.
+    ln -s "$rustc_sysroot/lib/rustlib/$(rustc -vV | awk '/^host:/ {print $2}')" "$dir/lib/rustlib/"
+    touch "$dir/ok"
+    echo "$dir"
+}
+
+# The cargo command for a target: `cargo zigbuild ... --target ZIGTRIPLE`, for the
+# targets without a rustup std against cross_sysroot's (PROFILE picks its opt-level).
 cross_cargo() {
-    local target=$1; shift
+    local target=$1 profile=$2; shift 2
     local zt
-    zt=$(cross_zig_target "$target")
     case "$target" in
         *-gnu|*-gnueabihf) zt="$target.$CROSS_GLIBC" ;;
         *) zt="$target" ;;
     esac
     if cross_needs_build_std "$target"; then
-        # -Zbuild-std has no self-contained musl start files (crt1.o, crti.o, crtbegin.o
-        # that rustup's prebuilt std carries): zig's linker brings its own musl's.
-        local flags="CARGO_TARGET_$(tr a-z- A-Z_ <<<"$target")_RUSTFLAGS"
-        env "$flags=${!flags:-} -C link-self-contained=no" \
-            cargo +nightly zigbuild -Zbuild-std=std,panic_abort --target "$zt" "$@"
+        # A std built from source has no self-contained musl start files (crt1.o, crti.o,
+        # crtbegin.o that rustup's prebuilt std carries): zig's linker brings its own musl's.
+        local flags="CARGO_TARGET_$(tr a-z- A-Z_ <<<"$target")_RUSTFLAGS" sysroot
+        sysroot=$(cross_sysroot "$target" "$(cross_std_opt "$profile")") || return 1
+        env "$flags=${!flags:-} --sysroot $sysroot -C link-self-contained=no" \
+            cargo zigbuild --target "$zt" "$@"
     else
         cargo zigbuild --target "$zt" "$@"
     fi
 }
 
 # Installs what cross builds need: Debian packages, zig and cargo-zigbuild from PyPI,
-# rustup targets (and nightly's rust-src for -Zbuild-std).
+# rustup targets (and rust-src for the targets whose std is built from source).
 cross_ensure_tools() {
-    ensure_packages qemu-user-static binutils gperf make dpkg-dev python3-pip \
+    ensure_packages qemu-user-static binutils gperf make dpkg-dev python3-pip curl jq \
         libc6-arm64-cross libc6-armhf-cross
     if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1 \
         || [ "$(python3 -m ziglang version)" != "$CROSS_ZIG_VERSION" ] \
@@ -125,13 +184,11 @@ cross_ensure_tools() {
             || { echo "error: could not install zig and cargo-zigbuild from PyPI (above): the ARM builds need them" >&2
                  return 1; }
     fi
-    local t installed nightly_installed
+    local t installed
     installed=$(rustup target list --installed)
     for t in "$@"; do
         if cross_needs_build_std "$t"; then
-            rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-            rustup +nightly component list --installed | grep -q '^rust-src' \
-                || rustup +nightly component add rust-src
+            rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
         elif ! grep -qx "$t" <<<"$installed"; then
             rustup target add "$t"
         fi
@@ -168,8 +225,21 @@ cross_fetch_source() {
     echo "$src"
 }
 
-# The zig C compiler command for a target.
-cross_cc() { echo "$(cross_zig) cc -target $(cross_zig_target "$1") -mcpu=$(cross_zig_cpu "$1")"; }
+# The zig C compiler command for a target: for ARMv6 the flags of cargo-zigbuild's
+# linker wrapper (see cross_zig_cpu), which also turns zig's sanitizers off.
+cross_cc() {
+    local flags=""
+    cross_needs_build_std "$1" && flags="-g -fno-sanitize=all "
+    echo "$(cross_zig) cc $flags-mcpu=$(cross_zig_cpu "$1") -target $(cross_zig_target "$1")"
+}
+
+# The C flags of target/cross's libraries. The glibc targets' binaries are
+# position-independent executables, so their C code is PIC; ARMv6's are static and not
+# PIE, and an -fPIC there would also make zig build musl once more for the configure
+# scripts' test programs.
+cross_cflags() {
+    if cross_needs_build_std "$1"; then echo "-O2"; else echo "-O2 -fPIC"; fi
+}
 
 # Builds the static C libraries a target links (libseccomp, zlib, libelf) with zig, once,
 # into target/cross/<target>/{lib,include}; prints that directory.
@@ -183,7 +253,10 @@ cross_build_clibs() {
     cc=$(cross_cc "$target")
     host=${target/unknown-/}
     mkdir -p "$out/lib" "$out/include"
-    local env=(CC="$cc" AR="$zig ar" RANLIB="$zig ranlib")
+    # The configure scripts link test programs stripped, as the binaries are linked
+    # (rustc's -Wl,--strip-all): zig builds its libc objects once per choice.
+    local env=(CC="$cc" AR="$zig ar" RANLIB="$zig ranlib") cflags ldflags="-Wl,--strip-all"
+    cflags=$(cross_cflags "$target")
 
     if [ ! -f "$out/lib/libseccomp.a" ]; then
         echo "==> libseccomp $CROSS_SECCOMP_VERSION for $target" >&2
@@ -192,7 +265,7 @@ cross_build_clibs() {
         rm -rf "$build" && mkdir -p "$build"
         (
             cd "$build"
-            env "${env[@]}" CFLAGS="-O2" "$src/configure" --host="$host" --enable-static \
+            env "${env[@]}" CFLAGS="$cflags" LDFLAGS="$ldflags" "$src/configure" --host="$host" --enable-static \
                 --disable-shared --disable-python >log 2>&1 || { tail -20 log >&2; exit 1; }
             make -j"$(nproc)" -C src libseccomp.la >>log 2>&1 || { tail -20 log >&2; exit 1; }
             cp src/.libs/libseccomp.a "$out/lib/"
@@ -207,7 +280,7 @@ cross_build_clibs() {
         rm -rf "$build" && cp -a "$src" "$build"
         (
             cd "$build"
-            env "${env[@]}" CFLAGS="-O2 -fPIC" ./configure --static >log 2>&1 || { tail -20 log >&2; exit 1; }
+            env "${env[@]}" CFLAGS="$cflags" LDFLAGS="$ldflags" ./configure --static >log 2>&1 || { tail -20 log >&2; exit 1; }
             make -j"$(nproc)" libz.a >>log 2>&1 || { tail -20 log >&2; exit 1; }
             cp libz.a "$out/lib/" && cp zlib.h zconf.h "$out/include/"
         ) || return 1
@@ -224,7 +297,7 @@ cross_build_clibs() {
         # C++ demangler check would make zig build libc++ for nothing.
         (
             cd "$build"
-            env "${env[@]}" CFLAGS="-O2 -fPIC -Wno-error" CPPFLAGS="-I$out/include" LDFLAGS="-L$out/lib" \
+            env "${env[@]}" CFLAGS="$cflags -Wno-error" CPPFLAGS="-I$out/include" LDFLAGS="$ldflags -L$out/lib" \
                 ac_cv_search_argp_parse="none required" ac_cv_search_fts_close="none required" \
                 ac_cv_search__obstack_free="none required" ac_cv_lib_stdcpp___cxa_demangle=no \
                 "$src/configure" --host="$host" --disable-debuginfod --disable-libdebuginfod \
@@ -403,22 +476,29 @@ cross_check_ring_armv6() {
 # ARMv6: the build attributes of the binary and of every object linked into it. zig's
 # linker (lld) copies the attributes of the first object it reads into the output and
 # merges nothing, so the binary's own `Tag_CPU_arch: v6` proves little by itself: every
-# archive of the build is examined as well, the Rust libraries (std from -Zbuild-std and
+# archive of the build is examined as well, the Rust libraries (std from cross_sysroot and
 # every crate), ring's C and assembly, libbpf, and target/cross's C libraries. Only
 # ring's NEON assembly (above) may name ARMv7 or NEON, and only when
 # cross_check_ring_armv6 passes.
+# cross_check_armv6_binary FILE: the binary's own attributes; cross_check_armv6 TARGET
+# PROFILE: every archive of the build (the same for all of a target's binaries).
+cross_check_armv6_binary() {
+    local arch extra
+    read -r _ arch extra < <(cross_arm_attrs "$1")
+    if [ "${arch:0:2}" = v6 ] && cross_arch_is_armv6 "$arch" && [ "$extra" = - ]; then
+        echo "ok   $1: Tag_CPU_arch $arch (the first object's attributes; lld merges none)"
+    else
+        echo "FAIL $1: Tag_CPU_arch $arch, ARMv7-only: $extra" >&2; return 1
+    fi
+}
 cross_check_armv6() {
-    local target=$1 profile=$2 file=$3 dir=$profile tdir bad=0 a name arch extra n=0 ring=()
+    local target=$1 profile=$2 dir=$profile tdir bad=0 a name arch extra n=0 ring=() sysroot
     [ "$profile" = dev ] && dir=debug
     tdir="${CARGO_TARGET_DIR:-$(cross_repo)/target}/$target/$dir"
-    read -r _ arch extra < <(cross_arm_attrs "$file")
-    if [ "${arch:0:2}" = v6 ] && cross_arch_is_armv6 "$arch" && [ "$extra" = - ]; then
-        echo "ok   $file: Tag_CPU_arch $arch (the first object's attributes; lld merges none)"
-    else
-        echo "FAIL $file: Tag_CPU_arch $arch, ARMv7-only: $extra" >&2; bad=1
-    fi
     shopt -s nullglob
-    for a in "$tdir"/deps/*.rlib "$tdir"/deps/*.a "$tdir"/build/*/out/*.a "$(cross_work)/$target/lib/"*.a; do
+    sysroot=$(cross_sysroot "$target" "$(cross_std_opt "$profile")") || return 1
+    for a in "$sysroot/lib/rustlib/$target/lib/"*.rlib "$tdir"/deps/*.rlib "$tdir"/deps/*.a \
+        "$tdir"/build/*/out/*.a "$(cross_work)/$target/lib/"*.a; do
         while read -r name arch extra; do
             n=$((n + 1))
             if cross_arch_is_armv6 "$arch" && [ "$extra" = - ]; then continue; fi
@@ -438,15 +518,19 @@ cross_check_armv6() {
     return $bad
 }
 
-# Every binary of a target: the right ELF machine, the libc promise (glibc <= 2.36 or
-# fully static), ARMv6 attributes where that applies, and `--version` under qemu-user.
+# The binaries of PACKAGES for a target (in dist/, from this build: a file left there by
+# an earlier build of other packages is not looked at): the right ELF machine, the libc
+# promise (glibc <= 2.36 or fully static), ARMv6 attributes where that applies, and
+# `--version` under qemu-user.
 cross_verify() {
-    local target=$1 profile=$2 dir f bad=0 machine qemu out
+    local target=$1 profile=$2 dir f p bad=0 machine qemu out
+    shift 2
     dir="$(cross_repo)/dist/$target"
     case "$target" in aarch64-*) machine=AArch64 ;; *) machine=ARM ;; esac
     read -r -a qemu <<<"$(cross_qemu "$target")"
-    for f in "$dir"/*; do
-        [ -x "$f" ] || continue
+    for p in "$@"; do
+        f="$dir/$(cross_bin_name "$p")"
+        [ -x "$f" ] || { echo "FAIL $f: missing" >&2; bad=1; continue; }
         if ! readelf -h "$f" | grep -q "Machine: *$machine"; then
             echo "FAIL $f: not an $machine executable" >&2; bad=1; continue
         fi
@@ -463,7 +547,7 @@ cross_verify() {
                 fi ;;
         esac
         if [ "$target" = arm-unknown-linux-musleabihf ]; then
-            cross_check_armv6 "$target" "$profile" "$f" || bad=1
+            cross_check_armv6_binary "$f" || bad=1
         fi
         if out=$("${qemu[@]}" "$f" --version 2>&1); then
             echo "ok   $target/$(basename "$f") under ${qemu[*]}: $out"
@@ -471,6 +555,56 @@ cross_verify() {
             echo "FAIL $f --version under ${qemu[*]}: $out" >&2; bad=1
         fi
     done
+    if [ "$target" = arm-unknown-linux-musleabihf ]; then
+        cross_check_armv6 "$target" "$profile" || bad=1
+    fi
+    return $bad
+}
+
+# A free TCP port on 127.0.0.1.
+cross_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Runs a target's controller under qemu-user (temporary --data-dir, REST API and embedded
+# broker on free ports, TLS from its own CA) and checks that it serves: /healthz over
+# HTTPS, and the target's own CLI, also under qemu and with the admin token the
+# controller wrote, creates a ConfigMap, reads it back and lists the nodes (none have
+# joined). The store (sled), TLS (rustls, ring) and the API run on the emulated CPU.
+cross_serve() {
+    local target=$1 dir work http mqtt qemu pid admin out bad=0 start=$SECONDS
+    dir="$(cross_repo)/dist/$target"
+    read -r -a qemu <<<"$(cross_qemu "$target")"
+    work=$(mktemp -d /tmp/punnet-cross-serve.XXXXXX)
+    http=$(cross_free_port)
+    mqtt=$(cross_free_port)
+    "${qemu[@]}" "$dir/punnet-controller" --data-dir "$work/data" --http "127.0.0.1:$http" \
+        --mqtt "127.0.0.1:$mqtt" --mqtt5 off >"$work/controller.log" 2>&1 &
+    pid=$!
+    # Under emulation the first start (CA and server keys, the store) takes seconds.
+    for _ in $(seq 600); do
+        [ -s "$work/data/punnet.yaml" ] && curl -sf --cacert "$work/data/ca.pem" \
+            "https://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    admin=$(awk '/^token:/ {print $2}' "$work/data/punnet.yaml" 2>/dev/null || true)
+    if out=$(curl -sS --cacert "$work/data/ca.pem" "https://127.0.0.1:$http/healthz" 2>&1); then
+        echo "ok   $target/punnet-controller under ${qemu[0]} serves: /healthz says '$out' after $((SECONDS - start)) s"
+    else
+        echo "FAIL $target/punnet-controller under ${qemu[0]}: no /healthz ($out); its log:" >&2
+        tail -15 "$work/controller.log" >&2; bad=1
+    fi
+    local cli=("${qemu[@]}" "$dir/punnet" --server "https://127.0.0.1:$http" --ca "$work/data/ca.pem" --token "$admin")
+    if [ "$bad" = 0 ] && out=$("${cli[@]}" create configmap cross-check --from-literal "target=$target" 2>&1) \
+        && out=$("${cli[@]}" get configmap cross-check -o json 2>&1) \
+        && [ "$(jq -r .data.target <<<"$out" 2>/dev/null)" = "$target" ] \
+        && out=$("${cli[@]}" get nodes 2>&1) && [ "$out" = "No resources found" ]; then
+        echo "ok   $target/punnet under ${qemu[0]} against it: created a ConfigMap, read it back, get nodes: '$out'"
+    elif [ "$bad" = 0 ]; then
+        echo "FAIL $target/punnet under ${qemu[0]} against it: $out" >&2; bad=1
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$work"
     return $bad
 }
 

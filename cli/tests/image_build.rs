@@ -585,6 +585,8 @@ fn refusals_say_what_is_wrong_and_leave_no_image_behind() {
         false,
         1000,
     );
+    // --dist: without it the checkout's own dist/ (beside target/) is searched too, and
+    // after a cross/build or cross/check it holds a real ARMv6 agent.
     let err = attempt(vec![
         "--base".into(),
         "armhf.img".into(),
@@ -594,6 +596,8 @@ fn refusals_say_what_is_wrong_and_leave_no_image_behind() {
         "mqtts://fleet.lan".into(),
         "--token".into(),
         TOKEN.into(),
+        "--dist".into(),
+        "dist".into(),
     ]);
     assert!(
         err.contains("`cross/build arm-unknown-linux-gnueabihf`"),
