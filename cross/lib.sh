@@ -44,6 +44,10 @@ cross_timed() {
 
 cross_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
+# Where binaries go: dist/ (what `punnet image build` reads) unless CROSS_DIST says
+# otherwise (cross/check's unoptimised agents must not replace released ones there).
+cross_dist() { echo "${CROSS_DIST:-$(cross_repo)/dist}"; }
+
 # Where the C libraries and downloaded sources live (inside cargo's target dir, so
 # `cargo clean` removes them).
 cross_work() { echo "${CARGO_TARGET_DIR:-$(cross_repo)/target}/cross"; }
@@ -374,7 +378,7 @@ cross_collect() {
     local target=$1 profile=$2; shift 2
     local dir=$profile p bin out
     [ "$profile" = dev ] && dir=debug
-    out="$(cross_repo)/dist/$target"
+    out="$(cross_dist)/$target"
     mkdir -p "$out"
     for p in "$@"; do
         bin=$(cross_bin_name "$p")
@@ -525,7 +529,7 @@ cross_check_armv6() {
 cross_verify() {
     local target=$1 profile=$2 dir f p bad=0 machine qemu out
     shift 2
-    dir="$(cross_repo)/dist/$target"
+    dir="$(cross_dist)/$target"
     case "$target" in aarch64-*) machine=AArch64 ;; *) machine=ARM ;; esac
     read -r -a qemu <<<"$(cross_qemu "$target")"
     for p in "$@"; do
@@ -571,7 +575,7 @@ cross_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0
 # joined). The store (sled), TLS (rustls, ring) and the API run on the emulated CPU.
 cross_serve() {
     local target=$1 dir work http mqtt qemu pid admin out bad=0 start=$SECONDS
-    dir="$(cross_repo)/dist/$target"
+    dir="$(cross_dist)/$target"
     read -r -a qemu <<<"$(cross_qemu "$target")"
     work=$(mktemp -d /tmp/punnet-cross-serve.XXXXXX)
     http=$(cross_free_port)
@@ -617,7 +621,7 @@ cross_size_table() {
     for t in "$@"; do
         printf '%-32s' "$t"
         for p in punnet-agent punnet-controller punnet; do
-            f="$(cross_repo)/dist/$t/$p"
+            f="$(cross_dist)/$t/$p"
             if [ -f "$f" ]; then
                 size=$(stat -c %s "$f")
                 printf '%20s' "$(awk -v s="$size" 'BEGIN { printf "%.1f (%d)", s / 1048576, s }')"
