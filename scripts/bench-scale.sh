@@ -186,6 +186,9 @@ CONF
     fi
     local total=$((n * PODS_PER_NODE)) cpu0 t0 i converge loss
     cpu0=$(cpu_s "$ctl")
+    local idle_rss wb0
+    idle_rss=$(awk '/VmRSS/ {printf "%d", $2/1024}' "/proc/$ctl/status")
+    wb0=$(awk '/^write_bytes/ {print $2}' "/proc/$ctl/io")
     t0=$(now)
     # One Deployment per remaining Pod per node, each with one replica per node.
     # One after another, as `punnet apply` does: each answers once it is durable, while
@@ -202,7 +205,7 @@ CONF
     local rss cpu
     rss=$(hwm_mib "$ctl")
     cpu=$(python3 -c "print(f'{$(cpu_s "$ctl") - $cpu0:.1f}')")
-    echo "  $n nodes x $PODS_PER_NODE Pods (DaemonSet: $daemonset): all Running after ${converge}s, controller peak RSS ${rss} MiB, ${cpu} CPU s" >&2
+    echo "  $n nodes x $PODS_PER_NODE Pods (DaemonSet: $daemonset): all Running after ${converge}s, controller peak RSS ${rss} MiB (${idle_rss} MiB with the nodes only), ${cpu} CPU s, $(( ($(awk '/^write_bytes/ {print $2}' "/proc/$ctl/io") - wb0) / 1048576 )) MiB written to disk" >&2
 
     # Let the fleet settle (a heartbeat round), then cut the power of KILL_PERCENT.
     sleep 12
