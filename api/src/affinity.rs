@@ -373,20 +373,6 @@ mod tests {
         assert!(check_term(&term(vec![req("a", "Lt", &["3"])])).is_empty());
     }
 
-    fn with_required(terms: Vec<NodeSelectorTerm>) -> PodSpec {
-        PodSpec {
-            affinity: Some(Affinity {
-                node_affinity: Some(NodeAffinity {
-                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                        node_selector_terms: terms,
-                    }),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn required_node_names_are_only_those_every_term_names() {
         let by_name = |n: &str| NodeSelectorTerm {
@@ -398,16 +384,16 @@ mod tests {
         };
         assert_eq!(names(&PodSpec::default()), None);
         // A DaemonSet Pod's affinity.
-        let ds = with_required(vec![by_name("pi-1")]);
+        let ds = required(vec![by_name("pi-1")]);
         assert_eq!(names(&ds), Some(vec!["pi-1".to_string()]));
         assert_eq!(
-            names(&with_required(vec![by_name("pi-2"), by_name("pi-1")])),
+            names(&required(vec![by_name("pi-2"), by_name("pi-1")])),
             Some(vec!["pi-1".to_string(), "pi-2".to_string()])
         );
         // A term of labels could match any node.
         let labelled = term(vec![req("zone", "In", &["a"])]);
         assert_eq!(
-            names(&with_required(vec![by_name("pi-1"), labelled.clone()])),
+            names(&required(vec![by_name("pi-1"), labelled.clone()])),
             None
         );
         // Names and labels in one term: still only the named node.
@@ -415,18 +401,15 @@ mod tests {
             match_expressions: labelled.match_expressions.clone(),
             match_fields: vec![req(FIELD_NODE_NAME, "In", &["pi-3"])],
         };
-        assert_eq!(
-            names(&with_required(vec![both])),
-            Some(vec!["pi-3".to_string()])
-        );
+        assert_eq!(names(&required(vec![both])), Some(vec!["pi-3".to_string()]));
         // NotIn narrows nothing.
         let not_in = NodeSelectorTerm {
             match_expressions: vec![],
             match_fields: vec![req(FIELD_NODE_NAME, "NotIn", &["pi-1"])],
         };
-        assert_eq!(names(&with_required(vec![not_in])), None);
+        assert_eq!(names(&required(vec![not_in])), None);
         // Whatever the names say, node_matches agrees on every node.
-        for spec in [ds, with_required(vec![by_name("pi-2"), by_name("pi-1")])] {
+        for spec in [ds, required(vec![by_name("pi-2"), by_name("pi-1")])] {
             let allowed = required_node_names(&spec).unwrap();
             for n in ["pi-1", "pi-2", "pi-3"] {
                 assert_eq!(

@@ -97,7 +97,7 @@ mod tests {
     fn an_old_connection_forgetting_leaves_the_new_one() {
         let wills = WillHandlers::default();
         let (old, _rx) = wills.take_over("board", true);
-        let (new, new_rx) = wills.take_over("board", true);
+        let (_new, new_rx) = wills.take_over("board", true);
         wills.forget("board", &old);
         assert_eq!(wills.len(), 1);
         let _ = wills.take_over("board", true);
@@ -105,7 +105,6 @@ mod tests {
         let (latest, _) = wills.take_over("x", true);
         wills.forget("x", &latest);
         assert!(wills.lock().get("x").is_none());
-        let _ = new;
     }
 
     #[test]
